@@ -1,0 +1,84 @@
+"""tdevlab: evolve agents with a vectorized genetic algorithm and watch it live.
+
+The engine and stores import only numpy and msgspec; pandas and pyarrow are imported when
+a dataset is exported or loaded.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tdevlab.engine import (
+    Ackley,
+    AgentDesign,
+    AgentUpdate,
+    Alert,
+    AlertThresholds,
+    Categorical,
+    ControlEvent,
+    Engine,
+    EngineState,
+    Evaluation,
+    EvolutionUpdate,
+    Float,
+    FunctionProblem,
+    GeneSpace,
+    GenerationResult,
+    Integer,
+    LogEntry,
+    Parameters,
+    Problem,
+    Rastrigin,
+    Sphere,
+    make_problem,
+    problem_names,
+)
+from tdevlab.engine.code import parse_agent_code, render_agent_code
+from tdevlab.exceptions import *  # noqa: F403 -- the error tree is part of the public API
+from tdevlab.exceptions import __all__ as _errors
+from tdevlab.store import MemoryStore, SQLiteStore
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Ackley",
+    "AgentDesign",
+    "AgentUpdate",
+    "Alert",
+    "AlertThresholds",
+    "Categorical",
+    "ControlEvent",
+    "Engine",
+    "EngineState",
+    "Evaluation",
+    "EvolutionUpdate",
+    "Float",
+    "FunctionProblem",
+    "GeneSpace",
+    "GenerationResult",
+    "Integer",
+    "LogEntry",
+    "MemoryStore",
+    "Parameters",
+    "Problem",
+    "RunDataset",
+    "Rastrigin",
+    "SQLiteStore",
+    "Sphere",
+    "export_run",
+    "load_run",
+    "make_problem",
+    "parse_agent_code",
+    "problem_names",
+    "render_agent_code",
+    *_errors,
+]
+
+
+def __getattr__(name: str) -> Any:
+    # pandas/pyarrow only when a dataset is touched.
+    if name in ("export_run", "load_run", "RunDataset"):
+        from tdevlab.store import export
+
+        return getattr(export, name)
+    raise AttributeError(f"module 'tdevlab' has no attribute {name!r}")

@@ -1,0 +1,127 @@
+"""The events a generation produces, in the shapes of the WebSocket API's ``data`` objects.
+
+The engine knows nothing of WebSockets: it builds these typed records, a consumer (the
+server, a notebook, the store) takes them. Field names follow the spec; fields the spec
+does not name are extras a client may ignore.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+__all__ = ["AgentStatus", "AgentUpdate", "Alert", "EvolutionUpdate", "GenerationResult", "LogEntry"]
+
+#: Agent statuses, by the code stored in the population's ``status`` column.
+AgentStatus = Literal["evolving", "elite", "violating", "retired"]
+STATUS_NAMES: tuple[AgentStatus, ...] = ("evolving", "elite", "violating", "retired")
+EVOLVING, ELITE, VIOLATING, RETIRED = range(4)
+
+
+class EvolutionUpdate(msgspec.Struct, frozen=True, kw_only=True):
+    """spec: ``evolution_update`` data, plus extras.
+
+    ``improvement`` is the change of ``best_fitness`` from the previous generation of the
+    same lineage (0 for generation 0). ``best_fitness`` is the fitness of the best agent in
+    the feasibility-first order (a feasible agent beats an infeasible one).
+    """
+
+    generation: int
+    average_fitness: float
+    best_fitness: float
+    improvement: float
+    agents_evolved: int
+    mutations_applied: int
+    crossovers: int
+    # extras
+    run_id: int | None
+    branch: int
+    population_size: int
+    feasible_fraction: float
+    diversity: float
+    worst_fitness: float
+    best_agent_id: str
+    best_agent_name: str
+    best_memory_kb: float
+    best_speed_us: float
+    mutation_rate: float
+    crossover_rate: float
+    evaluation_ms: float
+    timestamp: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the update as a plain dict."""
+        return msgspec.structs.asdict(self)
+
+
+class AgentUpdate(msgspec.Struct, frozen=True, kw_only=True):
+    """spec: ``agent_update`` data, plus the agent's lineage and genes."""
+
+    agent_id: str
+    name: str
+    status: AgentStatus
+    fitness: float
+    memory_kb: float
+    speed_us: float
+    generation: int
+    # extras
+    birth_generation: int
+    parents: list[str]
+    genes: dict[str, Any]
+    reason: str  # why it was announced: "new_best", "elite", "left_elite", "status", "requested"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the update as a plain dict."""
+        return msgspec.structs.asdict(self)
+
+
+class LogEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """spec: ``log`` message: a ``level`` beside ``data`` = ``{message, details}``."""
+
+    level: Literal["info", "warning", "error"]
+    message: str
+    details: dict[str, Any]
+    generation: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the entry as a plain dict."""
+        return msgspec.structs.asdict(self)
+
+
+class Alert(msgspec.Struct, frozen=True, kw_only=True):
+    """spec: ``alert`` message: a ``severity`` beside ``data`` (alert_id, title, message, ...)."""
+
+    alert_id: str
+    severity: Literal["warning", "error", "critical"]
+    kind: str  # "fitness_regression", "constraint_violation", "stagnation", "rollback", ...
+    title: str
+    message: str
+    details: dict[str, Any]
+    recommended_action: str | None
+    generation: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the alert as a plain dict."""
+        return msgspec.structs.asdict(self)
+
+
+class GenerationResult(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything one generation produced; what ``Engine.step()`` returns."""
+
+    evolution: EvolutionUpdate
+    agents: list[AgentUpdate]
+    logs: list[LogEntry]
+    alerts: list[Alert]
+
+    @property
+    def generation(self) -> int:
+        return self.evolution.generation
+
+    @property
+    def best_fitness(self) -> float:
+        return self.evolution.best_fitness
+
+    @property
+    def average_fitness(self) -> float:
+        return self.evolution.average_fitness

@@ -1,0 +1,180 @@
+"""The whole tdevlab error tree.
+
+Every error tdevlab raises on purpose derives from :class:`TdevlabError`. Classes that
+correspond to an error code of the WebSocket API carry it in ``code``, so a server turns
+any of them into ``{"type": "error", "error": {"code": ..., "message": ..., "details": ...}}``
+in one place, and a client maps a code back to the class with :func:`error_for_code`.
+
+.. code-block:: text
+
+    TdevlabError
+    ├── AuthFailed                         AUTH_FAILED
+    ├── Unauthorized                       UNAUTHORIZED
+    ├── RateLimited                        RATE_LIMITED
+    ├── InvalidCommand (ValueError)        INVALID_COMMAND
+    │   ├── InvalidParameters              bad population_size, rate, gene, parameter name
+    │   ├── InvalidState                   pause when not running, ...
+    │   ├── GenerationNotFound (KeyError)  rollback/snapshot of a generation that does not exist
+    │   └── InvalidAgentCode               agent source that does not parse or validate
+    ├── AgentNotFound (KeyError)           AGENT_NOT_FOUND
+    ├── ConstraintViolation                CONSTRAINT_VIOLATION (agent code over the memory limit)
+    ├── EvolutionFailed                    EVOLUTION_FAILED
+    │   └── EvaluationError                a problem raised or returned bad values
+    ├── StoreError                         the run store is missing, corrupt or of another schema
+    │   └── RunNotFound (KeyError)
+    └── DatasetError (ValueError)          a run dataset that cannot be read back
+
+    TdevlabWarning (UserWarning)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "AgentNotFound",
+    "AuthFailed",
+    "ConstraintViolation",
+    "DatasetError",
+    "EvaluationError",
+    "EvolutionFailed",
+    "GenerationNotFound",
+    "InvalidAgentCode",
+    "InvalidCommand",
+    "InvalidParameters",
+    "InvalidState",
+    "RateLimited",
+    "RunNotFound",
+    "StoreError",
+    "TdevlabError",
+    "TdevlabWarning",
+    "Unauthorized",
+    "error_for_code",
+]
+
+
+class TdevlabError(Exception):
+    """Base class of every error tdevlab raises.
+
+    Args:
+        message: What went wrong, naming the offending value.
+        details: Machine-readable context, sent as the wire error's ``details``.
+    """
+
+    #: The WebSocket API error code, or ``None`` for errors that never go on the wire.
+    code: str | None = None
+
+    def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details: dict[str, Any] = dict(details or {})
+
+    def __str__(self) -> str:
+        # KeyError's __str__ would repr() the message; keep it readable for every subclass.
+        return self.message
+
+    def to_wire(self) -> dict[str, Any]:
+        """Return the ``error`` object of the API's error message."""
+        return {
+            "code": self.code or "EVOLUTION_FAILED",
+            "message": self.message,
+            "details": self.details,
+        }
+
+
+class AuthFailed(TdevlabError):
+    """A token was missing, malformed, badly signed or expired."""
+
+    code = "AUTH_FAILED"
+
+
+class Unauthorized(TdevlabError):
+    """The caller is authenticated but its role does not allow the action."""
+
+    code = "UNAUTHORIZED"
+
+
+class RateLimited(TdevlabError):
+    """A message, connection or data-rate limit was exceeded."""
+
+    code = "RATE_LIMITED"
+
+
+class InvalidCommand(TdevlabError, ValueError):
+    """A request is unknown or its arguments are invalid."""
+
+    code = "INVALID_COMMAND"
+
+
+class InvalidParameters(InvalidCommand):
+    """An engine parameter or gene value is out of range or unknown."""
+
+
+class InvalidState(InvalidCommand):
+    """The action is not valid in the engine's current state (for example pause when idle)."""
+
+
+class GenerationNotFound(InvalidCommand, KeyError):
+    """A generation that was never produced (or is no longer kept) was asked for."""
+
+
+class InvalidAgentCode(InvalidCommand):
+    """Agent source code that does not parse, or does not state a valid genome."""
+
+
+class AgentNotFound(TdevlabError, KeyError):
+    """No agent with that id exists in the run."""
+
+    code = "AGENT_NOT_FOUND"
+
+
+class ConstraintViolation(TdevlabError):
+    """An agent (or its code) exceeds the memory or speed limit."""
+
+    code = "CONSTRAINT_VIOLATION"
+
+
+class EvolutionFailed(TdevlabError):
+    """The evolution could not produce a generation."""
+
+    code = "EVOLUTION_FAILED"
+
+
+class EvaluationError(EvolutionFailed):
+    """A problem's evaluation raised or returned invalid values (wrong shape, NaN, ...)."""
+
+
+class StoreError(TdevlabError):
+    """The run store cannot be read or written as expected."""
+
+
+class RunNotFound(StoreError, KeyError):
+    """No run with that id exists in the store."""
+
+
+class DatasetError(TdevlabError, ValueError):
+    """A run dataset directory is missing files or does not match its schema."""
+
+
+class TdevlabWarning(UserWarning):
+    """Warnings tdevlab emits about questionable but accepted usage."""
+
+
+_BY_CODE: dict[str, type[TdevlabError]] = {
+    cls.code: cls
+    for cls in (
+        AuthFailed,
+        Unauthorized,
+        RateLimited,
+        InvalidCommand,
+        AgentNotFound,
+        ConstraintViolation,
+        EvolutionFailed,
+    )
+    if cls.code is not None
+}
+
+
+def error_for_code(code: str) -> type[TdevlabError]:
+    """Return the exception class of a wire error code (``TdevlabError`` when unknown)."""
+    return _BY_CODE.get(code, TdevlabError)

@@ -1,0 +1,145 @@
+"""A run store in memory: what an engine uses when no database is given.
+
+It keeps every generation row and event (small), but only the newest ``keep_snapshots``
+snapshots (a snapshot holds the whole population), so rollback reaches that far back.
+Recording is just appending references: a population's arrays are never modified after
+they are built, so nothing is copied.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from tdevlab.engine.events import Alert, GenerationResult, LogEntry
+from tdevlab.engine.population import Snapshot
+from tdevlab.exceptions import GenerationNotFound, InvalidParameters, RunNotFound
+from tdevlab.store.base import BranchInfo, RunInfo, branch_holding
+from tdevlab.store.rows import event_row, generation_row
+
+__all__ = ["MemoryStore"]
+
+
+@dataclass
+class _Run:
+    info: RunInfo
+    branches: dict[int, BranchInfo]
+    results: list[tuple[int, GenerationResult]] = field(default_factory=list)
+    events: list[tuple[int, int, str, Any, float]] = field(default_factory=list)
+    snapshots: OrderedDict[tuple[int, int], Snapshot] = field(default_factory=OrderedDict)
+    # (first id, last id, branch, generation) per generation, in creation order.
+    new_ids: list[tuple[int, int, int, int]] = field(default_factory=list)
+
+
+class MemoryStore:
+    """Keeps runs in memory.
+
+    Args:
+        keep_snapshots: How many generation snapshots to keep per run (oldest dropped
+            first); ``None`` keeps all. Rollback further back raises ``GenerationNotFound``.
+    """
+
+    def __init__(self, keep_snapshots: int | None = 512) -> None:
+        if keep_snapshots is not None and keep_snapshots < 1:
+            raise InvalidParameters(f"keep_snapshots={keep_snapshots} must be >= 1 or None")
+        self.keep_snapshots = keep_snapshots
+        self._runs: dict[int, _Run] = {}
+
+    def _run(self, run_id: int) -> _Run:
+        try:
+            return self._runs[run_id]
+        except KeyError:
+            raise RunNotFound(f"no run {run_id} in this memory store") from None
+
+    def create_run(
+        self, *, seed: int, problem: str, config: dict[str, Any], created_at: float
+    ) -> int:
+        run_id = len(self._runs) + 1
+        info = RunInfo(run_id, created_at, seed, problem, config, 0, None, "idle")
+        self._runs[run_id] = _Run(info, {0: BranchInfo(0, None, -1)})
+        return run_id
+
+    def record_generation(
+        self, run_id: int, snapshot: Snapshot, result: GenerationResult, new_ids: tuple[int, int]
+    ) -> None:
+        run = self._run(run_id)
+        run.results.append((snapshot.branch, result))
+        run.snapshots[(snapshot.branch, snapshot.generation)] = snapshot
+        if self.keep_snapshots is not None and len(run.snapshots) > self.keep_snapshots:
+            run.snapshots.popitem(last=False)
+        run.new_ids.append((new_ids[0], new_ids[1], snapshot.branch, snapshot.generation))
+        g, b, t = snapshot.generation, snapshot.branch, result.evolution.timestamp
+        for agent in result.agents:
+            run.events.append((b, g, "agent_update", agent, t))
+        for log in result.logs:
+            run.events.append((b, g, "log", log, t))
+        for alert in result.alerts:
+            run.events.append((b, g, "alert", alert, t))
+        run.info = replace(run.info, last_generation=g)
+
+    def record_events(
+        self, run_id: int, branch: int, generation: int, logs: list[LogEntry], alerts: list[Alert]
+    ) -> None:
+        run = self._run(run_id)
+        now = time.time()
+        run.events.extend((branch, generation, "log", log, now) for log in logs)
+        run.events.extend((branch, generation, "alert", alert, now) for alert in alerts)
+
+    def create_branch(self, run_id: int, parent_branch: int, fork_generation: int) -> int:
+        run = self._run(run_id)
+        branch = max(run.branches) + 1
+        run.branches[branch] = BranchInfo(branch, parent_branch, fork_generation)
+        run.info = replace(run.info, active_branch=branch, last_generation=fork_generation)
+        return branch
+
+    def branches(self, run_id: int) -> list[BranchInfo]:
+        return list(self._run(run_id).branches.values())
+
+    def load_snapshot(self, run_id: int, branch: int, generation: int) -> Snapshot:
+        run = self._run(run_id)
+        holder = branch_holding(run.branches, branch, generation)
+        snapshot = None if holder is None else run.snapshots.get((holder, generation))
+        if snapshot is None:
+            kept = "" if self.keep_snapshots is None else f" (memory keeps the last {self.keep_snapshots}; pass store= to keep all)"
+            raise GenerationNotFound(
+                f"generation {generation} is not available in run {run_id}{kept}",
+                details={"generation": generation},
+            )
+        return snapshot
+
+    def generation_rows(self, run_id: int) -> list[dict[str, Any]]:
+        run = self._run(run_id)
+        return [generation_row(result.evolution, branch) for branch, result in run.results]
+
+    def event_rows(self, run_id: int) -> list[dict[str, Any]]:
+        run = self._run(run_id)
+        return [
+            event_row(seq, branch, generation, kind, event, timestamp)
+            for seq, (branch, generation, kind, event, timestamp) in enumerate(run.events, 1)
+        ]
+
+    def find_agent_generation(self, run_id: int, agent_id: int) -> tuple[int, int] | None:
+        run = self._run(run_id)
+        lows = np.fromiter((r[0] for r in run.new_ids), dtype=np.int64, count=len(run.new_ids))
+        i = int(np.searchsorted(lows, agent_id, side="right")) - 1
+        if i >= 0 and run.new_ids[i][0] <= agent_id <= run.new_ids[i][1]:
+            return run.new_ids[i][2], run.new_ids[i][3]
+        return None
+
+    def set_status(self, run_id: int, status: str) -> None:
+        run = self._run(run_id)
+        run.info = replace(run.info, status=status)
+
+    def run_info(self, run_id: int) -> RunInfo:
+        return self._run(run_id).info
+
+    def runs(self) -> list[RunInfo]:
+        """Describe every run."""
+        return [r.info for r in self._runs.values()]
+
+    def close(self) -> None:
+        """Nothing to release."""

@@ -1,0 +1,380 @@
+"""The SQLite run store (stdlib ``sqlite3``, WAL): every generation of every run, durable.
+
+Each generation is written in one transaction -- its row, its snapshot (the population's
+arrays as raw little-endian blobs, the RNG and engine state as JSON), its agent updates,
+logs and alerts -- before the engine announces it. With WAL and ``synchronous=NORMAL`` a
+committed transaction survives the process being killed at any moment (the OS holds the
+WAL); ``durability="full"`` also survives power loss, at an fsync per generation.
+
+Tables: ``runs``, ``branches``, ``generations``, ``snapshots``, ``events``. The schema
+version is SQLite's ``user_version``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+import numpy as np
+
+from tdevlab.engine.events import Alert, GenerationResult, LogEntry
+from tdevlab.engine.population import Population, Snapshot
+from tdevlab.exceptions import GenerationNotFound, InvalidParameters, RunNotFound, StoreError
+from tdevlab.store.base import BranchInfo, RunInfo, branch_holding
+from tdevlab.store.rows import EVENT_COLUMNS, GENERATION_COLUMNS, event_row, generation_row
+
+__all__ = ["SCHEMA_VERSION", "SQLiteStore"]
+
+SCHEMA_VERSION = 1
+
+# Blob columns of a snapshot and their dtypes (explicit little-endian: files move machines).
+_ARRAYS: dict[str, str] = {
+    "genes": "<f8",
+    "fitness": "<f8",
+    "memory_kb": "<f8",
+    "speed_us": "<f8",
+    "violation": "<f8",
+    "agent_id": "<i8",
+    "parent_a": "<i8",
+    "parent_b": "<i8",
+    "birth_generation": "<i8",
+    "status": "i1",
+}
+
+_GEN_TYPES = {
+    "branch": "INTEGER NOT NULL",
+    "generation": "INTEGER NOT NULL",
+    "best_agent_id": "TEXT",
+    "best_agent_name": "TEXT",
+}
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS runs (
+    run_id INTEGER PRIMARY KEY,
+    created_at REAL NOT NULL,
+    seed TEXT NOT NULL,
+    problem TEXT NOT NULL,
+    config TEXT NOT NULL,
+    active_branch INTEGER NOT NULL DEFAULT 0,
+    status TEXT NOT NULL DEFAULT 'idle'
+);
+CREATE TABLE IF NOT EXISTS branches (
+    run_id INTEGER NOT NULL REFERENCES runs(run_id),
+    branch INTEGER NOT NULL,
+    parent_branch INTEGER,
+    fork_generation INTEGER NOT NULL,
+    PRIMARY KEY (run_id, branch)
+);
+CREATE TABLE IF NOT EXISTS generations (
+    run_id INTEGER NOT NULL,
+    {", ".join(f"{c} {_GEN_TYPES.get(c, 'REAL')}" for c in GENERATION_COLUMNS)},
+    first_new_id INTEGER NOT NULL,
+    last_new_id INTEGER NOT NULL,
+    PRIMARY KEY (run_id, branch, generation),
+    FOREIGN KEY (run_id, branch) REFERENCES branches(run_id, branch)
+);
+CREATE INDEX IF NOT EXISTS generations_new_ids ON generations(run_id, first_new_id);
+CREATE TABLE IF NOT EXISTS snapshots (
+    run_id INTEGER NOT NULL,
+    branch INTEGER NOT NULL,
+    generation INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    {", ".join(f"{c} BLOB NOT NULL" for c in _ARRAYS)},
+    state TEXT NOT NULL,
+    PRIMARY KEY (run_id, branch, generation),
+    FOREIGN KEY (run_id, branch, generation) REFERENCES generations(run_id, branch, generation)
+);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id INTEGER NOT NULL,
+    {", ".join(f"{c} {'INTEGER' if c in ('branch', 'generation') else 'REAL' if c == 'timestamp' else 'TEXT'}" for c in EVENT_COLUMNS[1:])}
+);
+CREATE INDEX IF NOT EXISTS events_run ON events(run_id, seq);
+"""
+
+_INTEGER_FIELDS = {"agents_evolved", "mutations_applied", "crossovers", "population_size"}
+
+
+class SQLiteStore:
+    """A run store in a SQLite file.
+
+    Args:
+        path: The database file (created when missing, with its folder).
+        durability: ``"normal"`` (survives a killed process) or ``"full"`` (also power loss).
+
+    Raises:
+        StoreError: if the file is not a tdevlab store, or of a newer schema.
+
+    The store is safe to share between threads (one connection, one lock): an engine may
+    write from a worker thread while a server reads.
+    """
+
+    def __init__(self, path: str | Path, durability: Literal["normal", "full"] = "normal") -> None:
+        if durability not in ("normal", "full"):
+            raise InvalidParameters(f"durability={durability!r} must be 'normal' or 'full'")
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        try:
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={durability.upper()}")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path} has store schema {version}; this tdevlab reads up to "
+                    f"{SCHEMA_VERSION}: upgrade tdevlab"
+                )
+            if version == 0:
+                tables = self._db.execute(
+                    "SELECT count(*) FROM sqlite_master WHERE type='table'"
+                ).fetchone()[0]
+                if tables:
+                    raise StoreError(f"{self.path} is a SQLite database but not a tdevlab run store")
+                self._db.executescript(_SCHEMA)
+                self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot open run store {self.path}: {exc}") from exc
+
+    def _tx(self) -> _Transaction:
+        return _Transaction(self._db, self._lock)
+
+    # -- runs ------------------------------------------------------------------------------
+
+    def create_run(
+        self, *, seed: int, problem: str, config: dict[str, Any], created_at: float
+    ) -> int:
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO runs (created_at, seed, problem, config) VALUES (?, ?, ?, ?)",
+                (created_at, str(seed), problem, json.dumps(config)),
+            )
+            run_id = int(cur.lastrowid or 0)
+            db.execute(
+                "INSERT INTO branches (run_id, branch, parent_branch, fork_generation) "
+                "VALUES (?, 0, NULL, -1)",
+                (run_id,),
+            )
+        return run_id
+
+    def run_info(self, run_id: int) -> RunInfo:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT run_id, created_at, seed, problem, config, active_branch, status "
+                "FROM runs WHERE run_id = ?",
+                (run_id,),
+            ).fetchone()
+            if row is None:
+                raise RunNotFound(f"no run {run_id} in {self.path}", details={"run_id": run_id})
+            branches = {b.branch: b for b in self.branches(run_id)}
+            last = self._last_generation(run_id, row[5], branches)
+        return RunInfo(row[0], row[1], int(row[2]), row[3], json.loads(row[4]), row[5], last, row[6])
+
+    def _last_generation(
+        self, run_id: int, branch: int, branches: dict[int, BranchInfo]
+    ) -> int | None:
+        row = self._db.execute(
+            "SELECT max(generation) FROM generations WHERE run_id = ? AND branch = ?",
+            (run_id, branch),
+        ).fetchone()
+        if row[0] is not None:
+            return int(row[0])
+        fork = branches[branch].fork_generation
+        return fork if fork >= 0 else None
+
+    def runs(self) -> list[RunInfo]:
+        """Describe every run, oldest first."""
+        with self._lock:
+            ids = [r[0] for r in self._db.execute("SELECT run_id FROM runs ORDER BY run_id")]
+        return [self.run_info(i) for i in ids]
+
+    def set_status(self, run_id: int, status: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE runs SET status = ? WHERE run_id = ?", (status, run_id))
+
+    # -- generations -----------------------------------------------------------------------
+
+    def record_generation(
+        self, run_id: int, snapshot: Snapshot, result: GenerationResult, new_ids: tuple[int, int]
+    ) -> None:
+        row = generation_row(result.evolution, snapshot.branch)
+        pop = snapshot.population
+        g, b, t = snapshot.generation, snapshot.branch, result.evolution.timestamp
+        events = [(b, g, "agent_update", a, t) for a in result.agents]
+        events += [(b, g, "log", e, t) for e in result.logs]
+        events += [(b, g, "alert", a, t) for a in result.alerts]
+        with self._tx() as db:
+            db.execute(_INSERT_GENERATION, (run_id, *(row[c] for c in GENERATION_COLUMNS), *new_ids))
+            db.execute(
+                _INSERT_SNAPSHOT,
+                (
+                    run_id,
+                    b,
+                    g,
+                    len(pop),
+                    *(np.ascontiguousarray(getattr(pop, c), dtype=d).tobytes() for c, d in _ARRAYS.items()),
+                    msgspec.json.encode(snapshot.state).decode(),
+                ),
+            )
+            if events:
+                db.executemany(
+                    _INSERT_EVENT,
+                    [
+                        (run_id, *tuple(event_row(0, *e).values())[1:])
+                        for e in events
+                    ],
+                )
+
+    def record_events(
+        self, run_id: int, branch: int, generation: int, logs: list[LogEntry], alerts: list[Alert]
+    ) -> None:
+        now = time.time()
+        rows = [event_row(0, branch, generation, "log", e, now) for e in logs]
+        rows += [event_row(0, branch, generation, "alert", a, now) for a in alerts]
+        with self._tx() as db:
+            db.executemany(_INSERT_EVENT, [(run_id, *tuple(r.values())[1:]) for r in rows])
+
+    def create_branch(self, run_id: int, parent_branch: int, fork_generation: int) -> int:
+        with self._tx() as db:
+            (top,) = db.execute(
+                "SELECT max(branch) FROM branches WHERE run_id = ?", (run_id,)
+            ).fetchone()
+            if top is None:
+                raise RunNotFound(f"no run {run_id} in {self.path}")
+            branch = int(top) + 1
+            db.execute(
+                "INSERT INTO branches (run_id, branch, parent_branch, fork_generation) "
+                "VALUES (?, ?, ?, ?)",
+                (run_id, branch, parent_branch, fork_generation),
+            )
+            db.execute("UPDATE runs SET active_branch = ? WHERE run_id = ?", (branch, run_id))
+        return branch
+
+    def branches(self, run_id: int) -> list[BranchInfo]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT branch, parent_branch, fork_generation FROM branches WHERE run_id = ? "
+                "ORDER BY branch",
+                (run_id,),
+            ).fetchall()
+        return [BranchInfo(*r) for r in rows]
+
+    def load_snapshot(self, run_id: int, branch: int, generation: int) -> Snapshot:
+        with self._lock:
+            branches = {b.branch: b for b in self.branches(run_id)}
+            if branch not in branches:
+                raise GenerationNotFound(f"run {run_id} has no branch {branch}")
+            holder = branch_holding(branches, branch, generation)
+            row = None
+            if holder is not None:
+                row = self._db.execute(
+                    f"SELECT size, {', '.join(_ARRAYS)}, state FROM snapshots "
+                    "WHERE run_id = ? AND branch = ? AND generation = ?",
+                    (run_id, holder, generation),
+                ).fetchone()
+        if row is None:
+            raise GenerationNotFound(
+                f"generation {generation} is not in run {run_id} (branch {branch})",
+                details={"generation": generation},
+            )
+        size = row[0]
+        arrays = {
+            name: np.frombuffer(blob, dtype=_ARRAYS[name]).astype(_ARRAYS[name][-2:], copy=True)
+            for name, blob in zip(_ARRAYS, row[1:-1], strict=True)
+        }
+        arrays["genes"] = arrays["genes"].reshape(size, -1)
+        state = json.loads(row[-1])
+        return Snapshot(generation, holder or 0, Population(**arrays), state)
+
+    def generation_rows(self, run_id: int) -> list[dict[str, Any]]:
+        with self._lock:
+            cur = self._db.execute(
+                f"SELECT {', '.join(GENERATION_COLUMNS)} FROM generations WHERE run_id = ? "
+                "ORDER BY branch, generation",
+                (run_id,),
+            )
+            rows = cur.fetchall()
+        out = []
+        for r in rows:
+            d = dict(zip(GENERATION_COLUMNS, r, strict=True))
+            for k in _INTEGER_FIELDS:
+                d[k] = int(d[k])
+            out.append(d)
+        return out
+
+    def event_rows(self, run_id: int) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE run_id = ? ORDER BY seq",
+                (run_id,),
+            ).fetchall()
+        return [dict(zip(EVENT_COLUMNS, r, strict=True)) for r in rows]
+
+    def find_agent_generation(self, run_id: int, agent_id: int) -> tuple[int, int] | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT branch, generation FROM generations WHERE run_id = ? AND first_new_id <= ? "
+                "AND last_new_id >= ? ORDER BY first_new_id DESC LIMIT 1",
+                (run_id, agent_id, agent_id),
+            ).fetchone()
+        return None if row is None else (int(row[0]), int(row[1]))
+
+    def close(self) -> None:
+        """Close the connection (the WAL is checkpointed by SQLite)."""
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> SQLiteStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _Transaction:
+    """``with`` block that holds the store lock and runs one ``BEGIN IMMEDIATE`` transaction."""
+
+    def __init__(self, db: sqlite3.Connection, lock: threading.RLock) -> None:
+        self.db, self.lock = db, lock
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.lock.acquire()
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self.lock.release()
+            raise
+        return self.db
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        try:
+            if exc_type is None:
+                self.db.execute("COMMIT")
+            else:
+                self.db.execute("ROLLBACK")
+        except sqlite3.DatabaseError as error:
+            raise StoreError(f"run store write failed: {error}") from error
+        finally:
+            self.lock.release()
+        if isinstance(exc, sqlite3.DatabaseError):
+            raise StoreError(f"run store write failed: {exc}") from exc
+
+
+_INSERT_GENERATION = (
+    f"INSERT INTO generations (run_id, {', '.join(GENERATION_COLUMNS)}, first_new_id, last_new_id) "
+    f"VALUES ({', '.join('?' * (len(GENERATION_COLUMNS) + 3))})"
+)
+_INSERT_SNAPSHOT = (
+    f"INSERT INTO snapshots (run_id, branch, generation, size, {', '.join(_ARRAYS)}, state) "
+    f"VALUES ({', '.join('?' * (len(_ARRAYS) + 5))})"
+)
+_INSERT_EVENT = (
+    f"INSERT INTO events (run_id, {', '.join(EVENT_COLUMNS[1:])}) "
+    f"VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
+)
