@@ -1,0 +1,44 @@
+# Two commands on a fresh machine (Python 3.11+, pip, make): `make demo` and `make test`.
+# Each creates the virtual environment from pyproject.toml when it is missing or stale.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck pytest bench sample-data clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/tdevlab demo
+
+test: lint typecheck pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff format --check tdevlab tests benchmarks
+	$(BIN)/ruff check tdevlab tests benchmarks
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP)
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/engine_vs_peers.py --markdown
+
+# The shipped sample dataset; data/README.md documents it.
+sample-data: $(STAMP)
+	rm -rf data/sample-run build/sample.db && mkdir -p build
+	$(BIN)/tdevlab run --problem agent_design --generations 40 --population-size 60 \
+		--mutation-rate 0.15 --seed 7 --db build/sample.db --quiet
+	$(BIN)/tdevlab rollback --db build/sample.db --run 1 --generation 25
+	$(BIN)/tdevlab run --db build/sample.db --resume 1 --generations 20 --quiet \
+		--export data/sample-run
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

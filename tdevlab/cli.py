@@ -1,0 +1,240 @@
+"""The ``tdevlab`` command: run, resume, roll back and export evolution runs, and the demo.
+
+::
+
+    tdevlab run --generations 50 --population-size 100 --mutation-rate 0.15 --seed 7 \\
+        --db runs.db --export data/my-run
+    tdevlab run --db runs.db --resume 1 --generations 20
+    tdevlab rollback --db runs.db --run 1 --generation 30
+    tdevlab runs --db runs.db
+    tdevlab export --db runs.db --run 1 --out data/my-run [--format csv]
+    tdevlab demo
+
+Errors from tdevlab print as one line on stderr (``tdevlab: error: ...``) with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tdevlab.engine.engine import Engine
+from tdevlab.engine.events import GenerationResult
+from tdevlab.engine.problems import make_problem, problem_names
+from tdevlab.exceptions import TdevlabError
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tdevlab", description="Evolve agents and watch the evolution."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run (or resume) an evolution, then print a summary")
+    run.add_argument("--generations", type=int, default=50, help="generations to produce (50)")
+    run.add_argument("--population-size", type=int, help="agents per generation (100)")
+    run.add_argument("--mutation-rate", type=float, help="per-gene mutation probability (0.15)")
+    run.add_argument("--crossover-rate", type=float, help="crossover probability (0.7)")
+    run.add_argument("--tournament-size", type=int, help="tournament size (3)")
+    run.add_argument("--elite-count", type=int, help="elites kept per generation (2)")
+    run.add_argument("--crossover", choices=["uniform", "blend"], help="crossover operator")
+    run.add_argument("--memory-limit", type=float, help="memory_kb limit (6.5)")
+    run.add_argument("--speed-limit", type=float, help="speed_us limit (3.0)")
+    run.add_argument("--seed", type=int, help="random seed (drawn and printed when omitted)")
+    run.add_argument(
+        "--problem", default="agent_design", choices=problem_names(), help="problem to optimize"
+    )
+    run.add_argument("--dims", type=int, help="dimensions of sphere/rastrigin/ackley (10)")
+    run.add_argument("--db", type=Path, help="SQLite run store (default: keep the run in memory)")
+    run.add_argument("--resume", type=int, metavar="RUN_ID", help="continue this run of --db")
+    run.add_argument("--export", type=Path, metavar="DIR", help="write the run dataset here")
+    run.add_argument("--format", choices=["parquet", "csv"], default="parquet")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    runs = sub.add_parser("runs", help="list the runs of a store")
+    runs.add_argument("--db", type=Path, required=True)
+
+    export = sub.add_parser("export", help="write a stored run as a dataset directory")
+    export.add_argument("--db", type=Path, required=True)
+    export.add_argument("--run", type=int, required=True, metavar="RUN_ID")
+    export.add_argument("--out", type=Path, required=True, metavar="DIR")
+    export.add_argument("--format", choices=["parquet", "csv"], default="parquet")
+
+    rollback = sub.add_parser("rollback", help="roll a stored run back to a generation")
+    rollback.add_argument("--db", type=Path, required=True)
+    rollback.add_argument("--run", type=int, required=True, metavar="RUN_ID")
+    rollback.add_argument("--generation", type=int, required=True)
+
+    demo = sub.add_parser("demo", help="a short live run with progress, exported under data/")
+    demo.add_argument("--generations", type=int, default=40)
+    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument(
+        "--out", type=Path, default=Path("data/runs"), help="where the demo run goes (data/runs)"
+    )
+    return parser
+
+
+_PARAMETER_FLAGS = {
+    "population_size": "population_size",
+    "mutation_rate": "mutation_rate",
+    "crossover_rate": "crossover_rate",
+    "tournament_size": "tournament_size",
+    "elite_count": "elite_count",
+    "crossover": "crossover",
+    "memory_limit": "memory_limit_kb",
+    "speed_limit": "speed_limit_us",
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        handler = {
+            "run": _run,
+            "runs": _runs,
+            "export": _export,
+            "rollback": _rollback,
+            "demo": _demo,
+        }[args.command]
+        return handler(args)
+    except TdevlabError as exc:
+        print(f"tdevlab: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tdevlab: interrupted", file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    parameters = {
+        name: getattr(args, flag)
+        for flag, name in _PARAMETER_FLAGS.items()
+        if getattr(args, flag) is not None
+    }
+    if args.resume is not None:
+        if args.db is None:
+            raise _usage("--resume needs --db")
+        engine = Engine.open(args.db, args.resume)
+        if parameters:
+            engine.set_parameters(**parameters)
+    else:
+        config: dict[str, Any] = {} if args.dims is None else {"dims": args.dims}
+        engine = Engine(
+            make_problem(args.problem, **config), seed=args.seed, store=args.db, **parameters
+        )
+    with engine:
+        last = _progress(engine, args.generations, quiet=args.quiet)
+        _summary(engine, last)
+        if args.export is not None:
+            out = engine.export(args.export, format=args.format)
+            print(f"dataset: {out}")
+    return 0
+
+
+def _progress(engine: Engine, generations: int, *, quiet: bool) -> GenerationResult | None:
+    from tqdm import tqdm
+
+    last = None
+    with tqdm(total=generations, disable=quiet, unit="gen", file=sys.stderr) as bar:
+        for result in engine.run(generations=generations):
+            last = result
+            bar.set_postfix(best=f"{result.best_fitness:.4f}", avg=f"{result.average_fitness:.4f}")
+            bar.update()
+            for alert in result.alerts:
+                bar.write(f"  [{alert.severity}] {alert.title}: {alert.message}", file=sys.stderr)
+    return last
+
+
+def _summary(engine: Engine, last: GenerationResult | None) -> None:
+    print(f"run {engine.run_id} ({engine.problem.name}, seed {engine.seed}, branch {engine.branch})")
+    if last is None:
+        print("no generation produced")
+        return
+    e = last.evolution
+    print(
+        f"generation {e.generation}: best {e.best_fitness:.4f} ({e.best_agent_name}, "
+        f"{e.best_memory_kb:.2f} KB, {e.best_speed_us:.2f} us), average {e.average_fitness:.4f}, "
+        f"feasible {e.feasible_fraction:.0%}"
+    )
+
+
+def _runs(args: argparse.Namespace) -> int:
+    from tdevlab.store.sqlite import SQLiteStore
+
+    _require_file(args.db)
+    with SQLiteStore(args.db) as store:
+        infos = store.runs()
+    print(f"{'run':>4}  {'problem':<14} {'seed':>20}  {'generation':>10}  {'branch':>6}  status   created")
+    for info in infos:
+        created = datetime.fromtimestamp(info.created_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        last = "-" if info.last_generation is None else str(info.last_generation)
+        print(
+            f"{info.run_id:>4}  {info.problem:<14} {info.seed:>20}  {last:>10}  "
+            f"{info.active_branch:>6}  {info.status:<8} {created}"
+        )
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from tdevlab.store.export import export_run
+
+    _require_file(args.db)
+    out = export_run(args.db, args.run, args.out, format=args.format)
+    print(f"dataset: {out}")
+    return 0
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    _require_file(args.db)
+    with Engine.open(args.db, args.run) as engine:
+        before = engine.generation
+        engine.rollback(args.generation)
+        print(
+            f"run {args.run}: rolled back from generation {before} to {engine.generation} "
+            f"(now on branch {engine.branch})"
+        )
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    out = args.out / f"demo-{stamp}"
+    engine = Engine(seed=args.seed, store=out / "run.db", population_size=120)
+    print(f"tdevlab demo: evolving agents (AgentDesign), store {out / 'run.db'}")
+    started = time.perf_counter()
+    with engine:
+        for result in engine.run(generations=args.generations):
+            e = result.evolution
+            line = (
+                f"gen {e.generation:3d}  best {e.best_fitness:.4f}  avg {e.average_fitness:.4f}  "
+                f"feasible {e.feasible_fraction:4.0%}  best agent {e.best_agent_name}"
+            )
+            print(line, flush=True)
+            for alert in result.alerts:
+                print(f"    [{alert.severity}] {alert.title}: {alert.message}", flush=True)
+        dataset = engine.export(out / "dataset")
+    print(f"done in {time.perf_counter() - started:.1f}s; dataset: {dataset}")
+    return 0
+
+
+def _require_file(path: Path) -> None:
+    if not path.is_file():
+        raise _usage(f"no run store at {path}")
+
+
+def _usage(message: str) -> TdevlabError:
+    from tdevlab.exceptions import InvalidParameters
+
+    return InvalidParameters(message)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
