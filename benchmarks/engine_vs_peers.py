@@ -101,7 +101,8 @@ class RunOutcome(NamedTuple):
 
 def rastrigin(x: FloatArray) -> FloatArray:
     """Return the Rastrigin value of each row of ``x``."""
-    return 10.0 * x.shape[1] + np.sum(x * x - 10.0 * np.cos(2.0 * np.pi * x), axis=1)
+    values: FloatArray = 10.0 * x.shape[1] + np.sum(x * x - 10.0 * np.cos(2.0 * np.pi * x), axis=1)
+    return values
 
 
 def final_best(genes: Any) -> float:

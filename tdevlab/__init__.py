@@ -22,8 +22,8 @@ from tdevlab.engine import (
     EvolutionUpdate,
     Float,
     FunctionProblem,
-    GeneSpace,
     GenerationResult,
+    GeneSpace,
     Integer,
     LogEntry,
     Parameters,
@@ -34,8 +34,26 @@ from tdevlab.engine import (
     problem_names,
 )
 from tdevlab.engine.code import parse_agent_code, render_agent_code
-from tdevlab.exceptions import *  # noqa: F403 -- the error tree is part of the public API
-from tdevlab.exceptions import __all__ as _errors
+from tdevlab.exceptions import (
+    AgentNotFound,
+    AuthFailed,
+    ConstraintViolation,
+    DatasetError,
+    EvaluationError,
+    EvolutionFailed,
+    GenerationNotFound,
+    InvalidAgentCode,
+    InvalidCommand,
+    InvalidParameters,
+    InvalidState,
+    RateLimited,
+    RunNotFound,
+    StoreError,
+    TdevlabError,
+    TdevlabWarning,
+    Unauthorized,
+    error_for_code,
+)
 from tdevlab.store import MemoryStore, SQLiteStore
 
 __version__ = "0.1.0"
@@ -71,7 +89,24 @@ __all__ = [
     "parse_agent_code",
     "problem_names",
     "render_agent_code",
-    *_errors,
+    "AgentNotFound",
+    "AuthFailed",
+    "ConstraintViolation",
+    "DatasetError",
+    "EvaluationError",
+    "EvolutionFailed",
+    "GenerationNotFound",
+    "InvalidAgentCode",
+    "InvalidCommand",
+    "InvalidParameters",
+    "InvalidState",
+    "RateLimited",
+    "RunNotFound",
+    "StoreError",
+    "TdevlabError",
+    "TdevlabWarning",
+    "Unauthorized",
+    "error_for_code",
 ]
 
 

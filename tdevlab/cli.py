@@ -154,7 +154,9 @@ def _progress(engine: Engine, generations: int, *, quiet: bool) -> GenerationRes
 
 
 def _summary(engine: Engine, last: GenerationResult | None) -> None:
-    print(f"run {engine.run_id} ({engine.problem.name}, seed {engine.seed}, branch {engine.branch})")
+    print(
+        f"run {engine.run_id} ({engine.problem.name}, seed {engine.seed}, branch {engine.branch})"
+    )
     if last is None:
         print("no generation produced")
         return
@@ -172,7 +174,10 @@ def _runs(args: argparse.Namespace) -> int:
     _require_file(args.db)
     with SQLiteStore(args.db) as store:
         infos = store.runs()
-    print(f"{'run':>4}  {'problem':<14} {'seed':>20}  {'generation':>10}  {'branch':>6}  status   created")
+    print(
+        f"{'run':>4}  {'problem':<14} {'seed':>20}  {'generation':>10}  {'branch':>6}  "
+        "status   created"
+    )
     for info in infos:
         created = datetime.fromtimestamp(info.created_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
         last = "-" if info.last_generation is None else str(info.last_generation)

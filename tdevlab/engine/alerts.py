@@ -174,17 +174,23 @@ class AlertDetector:
         violating = bool(best_violation)
         if violating and not self.best_violating:
             broken = ", ".join(
-                f"{name} {value:.2f} > {limit:.2f}" for name, (value, limit) in best_violation.items()
+                f"{name} {value:.2f} > {limit:.2f}"
+                for name, (value, limit) in best_violation.items()
             )
             findings.append(
                 AlertFinding(
                     kind="constraint_violation",
                     severity="error",
                     title="Best Agent Violates Constraints",
-                    message=f"Generation {generation}: no feasible agent; best {best_agent} has {broken}",
+                    message=(
+                        f"Generation {generation}: no feasible agent; "
+                        f"best {best_agent} has {broken}"
+                    ),
                     details={
                         "agent_id": best_agent,
-                        "constraints": {k: {"value": v, "limit": lim} for k, (v, lim) in best_violation.items()},
+                        "constraints": {
+                            k: {"value": v, "limit": lim} for k, (v, lim) in best_violation.items()
+                        },
                         "affected_agents": [best_agent],
                     },
                     recommended_action="increase_population_size",
@@ -193,7 +199,9 @@ class AlertDetector:
         self.best_violating = violating
 
         if self.best_ever is None or best_fitness > self.best_ever + t.stagnation_epsilon:
-            self.best_ever = best_fitness if self.best_ever is None else max(self.best_ever, best_fitness)
+            self.best_ever = (
+                best_fitness if self.best_ever is None else max(self.best_ever, best_fitness)
+            )
             self.since_improvement = 0
             self.stagnation_reported = False
         else:

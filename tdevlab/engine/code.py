@@ -27,7 +27,9 @@ def render_agent_code(
     space: GeneSpace, genes: FloatArray, *, agent_id: str = "", name: str = "", generation: int = 0
 ) -> str:
     """Return the Python source stating one genome (floats written to round-trip exactly)."""
-    header = f"{name} ({agent_id}), born in generation {generation}." if name else "An agent genome."
+    header = (
+        f"{name} ({agent_id}), born in generation {generation}." if name else "An agent genome."
+    )
     lines = [f'"""{header}"""']
     for gene_name, value in space.decode(genes).items():
         lines.append(f"{gene_name} = {value!r}")
@@ -82,7 +84,9 @@ def parse_agent_code(source: str | bytes, space: GeneSpace, *, max_bytes: int) -
     try:
         return space.encode(genome)
     except InvalidParameters as exc:
-        raise InvalidAgentCode(f"agent code states an invalid genome: {exc}", details=exc.details) from exc
+        raise InvalidAgentCode(
+            f"agent code states an invalid genome: {exc}", details=exc.details
+        ) from exc
 
 
 def _is_docstring(node: ast.stmt) -> bool:

@@ -414,7 +414,10 @@ class Engine:
         except Exception as exc:
             raise EvaluationError(
                 f"{type(self.problem).__name__}.evaluate failed: {type(exc).__name__}: {exc}",
-                details={"reason": f"{type(exc).__name__}: {exc}", "generation": self.generation + 1},
+                details={
+                    "reason": f"{type(exc).__name__}: {exc}",
+                    "generation": self.generation + 1,
+                },
             ) from exc
         evaluation = check_evaluation(raw, genes.shape[0], ids)
         return evaluation, (time.perf_counter() - started) * 1000.0
@@ -447,7 +450,11 @@ class Engine:
         first, second = parents[:n_children], parents[n_children:]
         if p.crossover == "blend":
             children, crossed = ops.blend_crossover(
-                self.rng, pop.genes[first], pop.genes[second], p.crossover_rate, self.space,
+                self.rng,
+                pop.genes[first],
+                pop.genes[second],
+                p.crossover_rate,
+                self.space,
                 p.blend_alpha,
             )
         else:
@@ -473,8 +480,15 @@ class Engine:
         # Mutation cells index the children; shift rows past the elites.
         mutation = mutation._replace(rows=mutation.rows + elites.size)
         return self._finish(
-            generation, population, order, pop, n_children, int(mutation.rows.size),
-            int(crossed.sum()), ms, mutation,
+            generation,
+            population,
+            order,
+            pop,
+            n_children,
+            int(mutation.rows.size),
+            int(crossed.sum()),
+            ms,
+            mutation,
         )
 
     def _build(
@@ -489,7 +503,9 @@ class Engine:
         """Assemble a population; return it with its best rows (max(elite_count, 1)), best first."""
         p = self.params
         fitness, memory_kb, speed_us = evaluation
-        violation = ops.constraint_violation(memory_kb, speed_us, p.memory_limit_kb, p.speed_limit_us)
+        violation = ops.constraint_violation(
+            memory_kb, speed_us, p.memory_limit_kb, p.speed_limit_us
+        )
         score = ops.selection_score(fitness, violation)
         status = np.where(violation > 0, VIOLATING, EVOLVING).astype(np.int8)
         top = ops.elite_indices(score, max(p.elite_count, 1))
@@ -565,12 +581,16 @@ class Engine:
                     continue
                 row = np.flatnonzero(current_ids == aid)
                 if row.size:
-                    agents.append(self._agent_update(population, int(row[0]), generation, "left_elite"))
+                    agents.append(
+                        self._agent_update(population, int(row[0]), generation, "left_elite")
+                    )
                 else:
                     old = previous.row_of(aid)
                     if old is not None:
                         agents.append(
-                            self._agent_update(previous, old, generation, "left_elite", retired=True)
+                            self._agent_update(
+                                previous, old, generation, "left_elite", retired=True
+                            )
                         )
 
         logs = self._mutation_logs(population, mutation, generation)
@@ -668,7 +688,9 @@ class Engine:
         self, population: Population, row: int, generation: int, reason: str, retired: bool = False
     ) -> AgentUpdate:
         parents = [
-            f"agent-{int(x)}" for x in (population.parent_a[row], population.parent_b[row]) if x >= 0
+            f"agent-{int(x)}"
+            for x in (population.parent_a[row], population.parent_b[row])
+            if x >= 0
         ]
         status = RETIRED if retired else int(population.status[row])
         return AgentUpdate(
@@ -697,7 +719,9 @@ class Engine:
         for k in picks:
             row, col = int(mutation.rows[k]), int(mutation.columns[k])
             gene = self.space.genes[col]
-            old = self.space.decode(_row_with(population.genes[row], col, mutation.old[k]))[gene.name]
+            old = self.space.decode(_row_with(population.genes[row], col, mutation.old[k]))[
+                gene.name
+            ]
             new = self.space.decode(population.genes[row])[gene.name]
             agent = f"agent-{int(population.agent_id[row])}"
             entries.append(
@@ -743,7 +767,9 @@ class Engine:
                         return self._agent_update(
                             snap.population, row, snap.generation, "requested", retired=True
                         )
-        raise AgentNotFound(f"no agent {agent_id!r} in this run", details={"agent_id": str(agent_id)})
+        raise AgentNotFound(
+            f"no agent {agent_id!r} in this run", details={"agent_id": str(agent_id)}
+        )
 
     def agent_code(self, agent_id: str | int) -> str:
         """Return an agent's genome as readable Python source (see :mod:`tdevlab.engine.code`).
@@ -928,12 +954,16 @@ class Engine:
             current = self._state
         if current is not previous:
             action = "fail" if current is EngineState.FAILED else "finish"
-            self._publish(ControlEvent(action, current, previous, self.generation, self.params.to_dict()))
+            self._publish(
+                ControlEvent(action, current, previous, self.generation, self.params.to_dict())
+            )
             if self.run_id is not None:
                 self.store.set_status(self.run_id, current.value)
         if isinstance(exc, EvolutionFailed):
             self._publish(
-                LogEntry(level="error", message=str(exc), details=exc.details, generation=self.generation)
+                LogEntry(
+                    level="error", message=str(exc), details=exc.details, generation=self.generation
+                )
             )
 
     # -- export, close ---------------------------------------------------------------------
@@ -1011,4 +1041,6 @@ def _open_store(store: Any, keep_snapshots: int | None) -> RunStoreBase:
         return SQLiteStore(store)
     if hasattr(store, "record_generation"):
         return store  # type: ignore[no-any-return]
-    raise InvalidParameters(f"store must be None, a path or a run store, got {type(store).__name__}")
+    raise InvalidParameters(
+        f"store must be None, a path or a run store, got {type(store).__name__}"
+    )

@@ -13,7 +13,7 @@ Operators work on whole matrices; :class:`GeneSpace` gives them the per-column v
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 
@@ -98,7 +98,9 @@ def _check_bounds(name: str, low: float, high: float, log: bool) -> None:
     if not name.isidentifier():
         raise InvalidParameters(f"gene name {name!r} is not a Python identifier")
     if not (math.isfinite(low) and math.isfinite(high)) or not low < high:
-        raise InvalidParameters(f"gene {name!r} needs finite bounds with low < high, got {low}..{high}")
+        raise InvalidParameters(
+            f"gene {name!r} needs finite bounds with low < high, got {low}..{high}"
+        )
     if log and low <= 0:
         raise InvalidParameters(f"log-scaled gene {name!r} needs low > 0, got {low}")
 
@@ -134,7 +136,9 @@ class GeneSpace:
             dtype=np.int64,
         )
         # Operators mutate and blend in "search space": log genes by their log.
-        self.search_low: FloatArray = np.where(self.is_log, np.log(np.where(self.is_log, self.low, 1)), self.low)
+        self.search_low: FloatArray = np.where(
+            self.is_log, np.log(np.where(self.is_log, self.low, 1)), self.low
+        )
         self.search_high: FloatArray = np.where(
             self.is_log, np.log(np.where(self.is_log, self.high, 1)), self.high
         )
@@ -149,7 +153,7 @@ class GeneSpace:
     def __len__(self) -> int:
         return len(self.genes)
 
-    def __iter__(self) -> Iterable[Gene]:  # type: ignore[override]
+    def __iter__(self) -> Iterator[Gene]:
         return iter(self.genes)
 
     def __repr__(self) -> str:
@@ -228,7 +232,9 @@ class GeneSpace:
             )
         missing = [n for n in self.names if n not in genome]
         if missing:
-            raise InvalidParameters(f"missing gene(s) {missing}", details={"missing_genes": missing})
+            raise InvalidParameters(
+                f"missing gene(s) {missing}", details={"missing_genes": missing}
+            )
         row = np.empty(len(self), dtype=np.float64)
         for i, gene in enumerate(self.genes):
             row[i] = _encode_value(gene, genome[gene.name])
@@ -241,7 +247,9 @@ class GeneSpace:
             if isinstance(g, Categorical):
                 out.append({"name": g.name, "kind": g.kind, "choices": list(g.choices)})
             else:
-                out.append({"name": g.name, "kind": g.kind, "low": g.low, "high": g.high, "log": g.log})
+                out.append(
+                    {"name": g.name, "kind": g.kind, "low": g.low, "high": g.high, "log": g.log}
+                )
         return out
 
     @classmethod
@@ -256,7 +264,9 @@ class GeneSpace:
             elif d["kind"] == "float":
                 genes.append(Float(d["name"], float(d["low"]), float(d["high"]), bool(d["log"])))
             else:
-                raise InvalidParameters(f"unknown gene kind {d['kind']!r} for gene {d.get('name')!r}")
+                raise InvalidParameters(
+                    f"unknown gene kind {d['kind']!r} for gene {d.get('name')!r}"
+                )
         return cls(genes)
 
 

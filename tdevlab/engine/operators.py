@@ -77,7 +77,8 @@ def tournament_select(
     """Pick ``n`` parents, each the best of ``tournament_size`` agents drawn with replacement."""
     contestants = rng.integers(0, score.size, size=(n, tournament_size))
     winners = np.argmax(score[contestants], axis=1)
-    return contestants[np.arange(n), winners]
+    chosen: IntArray = contestants[np.arange(n), winners]
+    return chosen
 
 
 def uniform_crossover(
@@ -89,8 +90,8 @@ def uniform_crossover(
     equal chance; otherwise it is a copy of ``first``.
     """
     n = first.shape[0]
-    crossed = rng.random(n) < crossover_rate
-    take_second = rng.random(first.shape) < 0.5
+    crossed: BoolArray = np.asarray(rng.random(n) < crossover_rate)
+    take_second: BoolArray = np.asarray(rng.random(first.shape) < 0.5)
     take_second &= crossed[:, None]
     return np.where(take_second, second, first), crossed
 
@@ -109,7 +110,7 @@ def blend_crossover(
     genes. Categorical genes are inherited from either parent with equal chance.
     """
     n = first.shape[0]
-    crossed = rng.random(n) < crossover_rate
+    crossed: BoolArray = np.asarray(rng.random(n) < crossover_rate)
     u = rng.random(first.shape) * (1.0 + 2.0 * alpha) - alpha
     pick = rng.random(first.shape) < 0.5
     a = space.to_search(first) if space.any_log else first
@@ -157,7 +158,9 @@ def mutate(
     value += noise * (sigma * space.search_span[columns])
     np.clip(value, space.search_low[columns], space.search_high[columns], out=value)
     if space.any_log:
-        value = np.where(log, np.clip(np.exp(value), space.low[columns], space.high[columns]), value)
+        value = np.where(
+            log, np.clip(np.exp(value), space.low[columns], space.high[columns]), value
+        )
     if space.any_integer:
         value = np.where(space.is_integer[columns], np.rint(value), value)
     new[numeric] = value[numeric]

@@ -244,7 +244,7 @@ class Sphere(_Benchmark):
     name = "sphere"
 
     def objective(self, x: FloatArray) -> FloatArray:
-        return np.einsum("ij,ij->i", x, x)
+        return np.asarray(np.einsum("ij,ij->i", x, x), dtype=np.float64)
 
 
 class Rastrigin(_Benchmark):
@@ -253,7 +253,8 @@ class Rastrigin(_Benchmark):
     name = "rastrigin"
 
     def objective(self, x: FloatArray) -> FloatArray:
-        return 10.0 * x.shape[1] + np.sum(x * x - 10.0 * np.cos(2.0 * np.pi * x), axis=1)
+        total = np.sum(x * x - 10.0 * np.cos(2.0 * np.pi * x), axis=1)
+        return np.asarray(10.0 * x.shape[1] + total, dtype=np.float64)
 
 
 class Ackley(_Benchmark):
@@ -266,7 +267,7 @@ class Ackley(_Benchmark):
         d = x.shape[1]
         a = -20.0 * np.exp(-0.2 * np.sqrt(np.einsum("ij,ij->i", x, x) / d))
         b = -np.exp(np.sum(np.cos(2.0 * np.pi * x), axis=1) / d)
-        return np.maximum(a + b + 20.0 + np.e, 0.0)
+        return np.asarray(np.maximum(a + b + 20.0 + np.e, 0.0), dtype=np.float64)
 
 
 class FunctionProblem:

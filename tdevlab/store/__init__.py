@@ -12,7 +12,15 @@ from tdevlab.store.base import BranchInfo, RunInfo
 from tdevlab.store.memory import MemoryStore
 from tdevlab.store.sqlite import SQLiteStore
 
-__all__ = ["BranchInfo", "MemoryStore", "RunDataset", "RunInfo", "SQLiteStore", "export_run", "load_run"]
+__all__ = [
+    "BranchInfo",
+    "MemoryStore",
+    "RunDataset",
+    "RunInfo",
+    "SQLiteStore",
+    "export_run",
+    "load_run",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -14,6 +14,7 @@ continued on; rows of abandoned branches (after a rollback) have ``active == Fal
 
 from __future__ import annotations
 
+import functools
 import json
 import platform
 import time
@@ -157,7 +158,11 @@ def build_dataset(store: RunStoreBase, run_id: int, space: GeneSpace | None = No
         "config": info.config,
         "gene_space": space.describe(),
         "branches": [
-            {"branch": b.branch, "parent_branch": b.parent_branch, "fork_generation": b.fork_generation}
+            {
+                "branch": b.branch,
+                "parent_branch": b.parent_branch,
+                "fork_generation": b.fork_generation,
+            }
             for b in branches.values()
         ],
         "population_complete": complete,
@@ -176,8 +181,18 @@ def _population_and_agents(
     parts: dict[str, list[np.ndarray]] = {
         k: []
         for k in (
-            "branch", "generation", "agent_number", "status", "fitness", "memory_kb",
-            "speed_us", "violation", "birth_generation", "parent_a", "parent_b", "genes",
+            "branch",
+            "generation",
+            "agent_number",
+            "status",
+            "fitness",
+            "memory_kb",
+            "speed_us",
+            "violation",
+            "birth_generation",
+            "parent_a",
+            "parent_b",
+            "genes",
         )
     }
     complete = True
@@ -192,8 +207,17 @@ def _population_and_agents(
         parts["branch"].append(np.full(n, row["branch"], dtype=np.int64))
         parts["generation"].append(np.full(n, row["generation"], dtype=np.int64))
         parts["agent_number"].append(pop.agent_id)
-        for name in ("status", "fitness", "memory_kb", "speed_us", "violation",
-                     "birth_generation", "parent_a", "parent_b", "genes"):
+        for name in (
+            "status",
+            "fitness",
+            "memory_kb",
+            "speed_us",
+            "violation",
+            "birth_generation",
+            "parent_a",
+            "parent_b",
+            "genes",
+        ):
             parts[name].append(getattr(pop, name))
     if parts["genes"]:
         cols = {k: np.concatenate(v) for k, v in parts.items()}
@@ -219,7 +243,9 @@ def _population_and_agents(
     for b, g in active:
         is_active |= (cols["branch"] == b) & (cols["generation"] == g)
     full["active"] = is_active
-    population = full.sort_values(["branch", "generation", "fitness"], ascending=[True, True, False], kind="stable").reset_index(drop=True)
+    population = full.sort_values(
+        ["branch", "generation", "fitness"], ascending=[True, True, False], kind="stable"
+    ).reset_index(drop=True)
 
     # Agents: first appearance gives lineage, genes and metrics (they never change);
     # the last appearance gives the last status and generation.
@@ -250,11 +276,14 @@ def _population_and_agents(
     last_status = cols["status"][last].astype(np.int8)
     last_gen = cols["generation"][last]
     # Agents missing from their branch's final generation have retired.
-    final_of_branch = {}
+    final_of_branch: dict[int, int] = {}
     for r in gen_rows:
         final_of_branch[r["branch"]] = max(final_of_branch.get(r["branch"], -1), r["generation"])
     still_alive = np.array(
-        [g == final_of_branch.get(int(b), -1) for b, g in zip(cols["branch"][last], last_gen, strict=True)],
+        [
+            g == final_of_branch.get(int(b), -1)
+            for b, g in zip(cols["branch"][last], last_gen, strict=True)
+        ],
         dtype=bool,
     )
     codes = np.where(still_alive, last_status, STATUS_NAMES.index("retired")).astype(np.int8)
@@ -383,7 +412,9 @@ def load_run(path: str | Path) -> RunDataset:
     except json.JSONDecodeError as exc:
         raise DatasetError(f"{meta_file} is not valid JSON: {exc}") from exc
     if metadata.get("format") != DATASET_FORMAT:
-        raise DatasetError(f"{meta_file} describes {metadata.get('format')!r}, not {DATASET_FORMAT!r}")
+        raise DatasetError(
+            f"{meta_file} describes {metadata.get('format')!r}, not {DATASET_FORMAT!r}"
+        )
     frames = {}
     for name in TABLES:
         spec = metadata.get("tables", {}).get(name)
@@ -422,10 +453,14 @@ def _read_table(file: Path, columns: dict[str, Any]) -> pd.DataFrame:
             # Parquet gives bool categories back as plain bools.
             by_text = {str(c): c for c in categories}
             if not isinstance(series.dtype, pd.CategoricalDtype):
-                series = series.map(lambda v: by_text.get(v, v) if isinstance(v, str) else v)
+                series = series.map(functools.partial(_from_text, by_text))
             frame[column] = pd.Categorical(series, categories=categories)
         elif dtype.startswith("datetime64"):
             frame[column] = pd.to_datetime(series, utc=True).astype(dtype)
         elif str(series.dtype) != dtype:
             frame[column] = series.astype(dtype)
     return frame[list(columns)]
+
+
+def _from_text(by_text: dict[str, Any], value: Any) -> Any:
+    return by_text.get(value, value) if isinstance(value, str) else value

@@ -104,7 +104,11 @@ class MemoryStore:
         holder = branch_holding(run.branches, branch, generation)
         snapshot = None if holder is None else run.snapshots.get((holder, generation))
         if snapshot is None:
-            kept = "" if self.keep_snapshots is None else f" (memory keeps the last {self.keep_snapshots}; pass store= to keep all)"
+            kept = (
+                ""
+                if self.keep_snapshots is None
+                else f" (memory keeps the last {self.keep_snapshots}; pass store= to keep all)"
+            )
             raise GenerationNotFound(
                 f"generation {generation} is not available in run {run_id}{kept}",
                 details={"generation": generation},

@@ -6,7 +6,7 @@ from typing import Any
 
 import msgspec
 
-from tdevlab.engine.events import Alert, AgentUpdate, EvolutionUpdate, LogEntry
+from tdevlab.engine.events import AgentUpdate, Alert, EvolutionUpdate, LogEntry
 
 __all__ = ["EVENT_COLUMNS", "GENERATION_COLUMNS", "event_row", "generation_row"]
 

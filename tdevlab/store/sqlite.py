@@ -53,6 +53,8 @@ _GEN_TYPES = {
     "best_agent_name": "TEXT",
 }
 
+_EVENT_TYPES = {"branch": "INTEGER", "generation": "INTEGER", "timestamp": "REAL"}
+
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS runs (
     run_id INTEGER PRIMARY KEY,
@@ -92,7 +94,7 @@ CREATE TABLE IF NOT EXISTS snapshots (
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     run_id INTEGER NOT NULL,
-    {", ".join(f"{c} {'INTEGER' if c in ('branch', 'generation') else 'REAL' if c == 'timestamp' else 'TEXT'}" for c in EVENT_COLUMNS[1:])}
+    {", ".join(f"{c} {_EVENT_TYPES.get(c, 'TEXT')}" for c in EVENT_COLUMNS[1:])}
 );
 CREATE INDEX IF NOT EXISTS events_run ON events(run_id, seq);
 """
@@ -136,7 +138,9 @@ class SQLiteStore:
                     "SELECT count(*) FROM sqlite_master WHERE type='table'"
                 ).fetchone()[0]
                 if tables:
-                    raise StoreError(f"{self.path} is a SQLite database but not a tdevlab run store")
+                    raise StoreError(
+                        f"{self.path} is a SQLite database but not a tdevlab run store"
+                    )
                 self._db.executescript(_SCHEMA)
                 self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.DatabaseError as exc:
@@ -174,7 +178,9 @@ class SQLiteStore:
                 raise RunNotFound(f"no run {run_id} in {self.path}", details={"run_id": run_id})
             branches = {b.branch: b for b in self.branches(run_id)}
             last = self._last_generation(run_id, row[5], branches)
-        return RunInfo(row[0], row[1], int(row[2]), row[3], json.loads(row[4]), row[5], last, row[6])
+        return RunInfo(
+            row[0], row[1], int(row[2]), row[3], json.loads(row[4]), row[5], last, row[6]
+        )
 
     def _last_generation(
         self, run_id: int, branch: int, branches: dict[int, BranchInfo]
@@ -206,11 +212,15 @@ class SQLiteStore:
         row = generation_row(result.evolution, snapshot.branch)
         pop = snapshot.population
         g, b, t = snapshot.generation, snapshot.branch, result.evolution.timestamp
-        events = [(b, g, "agent_update", a, t) for a in result.agents]
+        events: list[tuple[int, int, str, Any, float]] = [
+            (b, g, "agent_update", a, t) for a in result.agents
+        ]
         events += [(b, g, "log", e, t) for e in result.logs]
         events += [(b, g, "alert", a, t) for a in result.alerts]
         with self._tx() as db:
-            db.execute(_INSERT_GENERATION, (run_id, *(row[c] for c in GENERATION_COLUMNS), *new_ids))
+            db.execute(
+                _INSERT_GENERATION, (run_id, *(row[c] for c in GENERATION_COLUMNS), *new_ids)
+            )
             db.execute(
                 _INSERT_SNAPSHOT,
                 (
@@ -218,17 +228,17 @@ class SQLiteStore:
                     b,
                     g,
                     len(pop),
-                    *(np.ascontiguousarray(getattr(pop, c), dtype=d).tobytes() for c, d in _ARRAYS.items()),
+                    *(
+                        np.ascontiguousarray(getattr(pop, c), dtype=d).tobytes()
+                        for c, d in _ARRAYS.items()
+                    ),
                     msgspec.json.encode(snapshot.state).decode(),
                 ),
             )
             if events:
                 db.executemany(
                     _INSERT_EVENT,
-                    [
-                        (run_id, *tuple(event_row(0, *e).values())[1:])
-                        for e in events
-                    ],
+                    [(run_id, *tuple(event_row(0, *e).values())[1:]) for e in events],
                 )
 
     def record_events(

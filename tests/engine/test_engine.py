@@ -20,6 +20,7 @@ from tdevlab import (
     Float,
     FunctionProblem,
     GenerationNotFound,
+    GenerationResult,
     InvalidParameters,
     InvalidState,
     LogEntry,
@@ -80,7 +81,7 @@ def test_evolution_update_has_spec_fields_and_real_counts() -> None:
     results = list(engine.run(generations=30))
     for r in results[1:]:
         e = r.evolution
-        assert SPEC_EVOLUTION_FIELDS <= set(e.to_dict())
+        assert set(e.to_dict()) >= SPEC_EVOLUTION_FIELDS
         assert e.agents_evolved == 48
         # per-gene mutation at 0.15 over 48 x 8 genes: about 58 expected
         assert 20 < e.mutations_applied < 110
@@ -103,7 +104,8 @@ def test_same_seed_same_run_and_different_seed_differs() -> None:
         list(engine.run(generations=15))
     assert _rows(a) == _rows(b)
     assert _rows(a) != _rows(c)
-    assert a.population is not None and b.population is not None
+    assert a.population is not None
+    assert b.population is not None
     assert np.array_equal(a.population.genes, b.population.genes)
 
 
@@ -117,20 +119,21 @@ def test_elitism_never_loses_the_best() -> None:
 
 
 def test_agent_updates_announce_elites_and_new_best_only() -> None:
-    """Agent updates name the elite entries, departures and new bests, never the whole population."""
+    """Agent updates name elite entries, departures and new bests, not the whole population."""
     engine = Engine(seed=2, population_size=100, elite_count=3)
     for result in engine.run(generations=25):
         assert len(result.agents) <= 2 * 3 + 1
         for update in result.agents:
-            assert SPEC_AGENT_FIELDS <= set(update.to_dict())
+            assert set(update.to_dict()) >= SPEC_AGENT_FIELDS
             assert update.status in STATUS_NAMES
             assert update.agent_id.startswith("agent-")
             assert update.reason in {"new_best", "elite", "left_elite"}
             assert "_Agent_v" in update.name
         if result.generation > 0:
-            assert result.evolution.best_agent_id in {
-                a.agent_id for a in result.agents
-            } or result.evolution.improvement == 0.0
+            assert (
+                result.evolution.best_agent_id in {a.agent_id for a in result.agents}
+                or result.evolution.improvement == 0.0
+            )
 
 
 def test_agent_ids_are_never_reused() -> None:
@@ -266,19 +269,25 @@ def test_run_async_honours_pause_resume_stop() -> None:
     async def scenario() -> tuple[int, int, int, EngineState]:
         engine = Engine(seed=1, population_size=10)
         seen: list[int] = []
-        task = asyncio.create_task(
-            engine.run_async(on_result=lambda r: seen.append(r.generation))
-        )
-        while len(seen) < 3:
-            await asyncio.sleep(0.001)
+        wanted = {"count": 3}
+        reached = asyncio.Event()
+
+        def on_result(result: GenerationResult) -> None:
+            seen.append(result.generation)
+            if len(seen) >= wanted["count"]:
+                reached.set()
+
+        task = asyncio.create_task(engine.run_async(on_result=on_result))
+        await asyncio.wait_for(reached.wait(), 5)
         engine.pause()
         await asyncio.sleep(0.01)
         held = engine.generation
         await asyncio.sleep(0.05)
         still = engine.generation
+        reached.clear()
+        wanted["count"] = held + 5
         engine.resume()
-        while len(seen) < held + 5:
-            await asyncio.sleep(0.001)
+        await asyncio.wait_for(reached.wait(), 5)
         engine.stop()
         last = await asyncio.wait_for(task, 5)
         assert last is not None
@@ -335,7 +344,7 @@ def test_evaluation_error_leaves_engine_unchanged_and_retry_is_exact() -> None:
         calls["n"] += 1
         if calls["n"] == calls["fail_at"]:
             raise ValueError("simulator crashed")
-        return -float(genes["x"]) ** 2
+        return -(float(genes["x"]) ** 2)
 
     problem = FunctionProblem(fitness, [Float("x", -1, 1)])
     engine = Engine(problem, seed=5, population_size=20, elite_count=1)
@@ -431,7 +440,7 @@ def test_constraints_rank_feasible_agents_first() -> None:
 
 
 def test_constraint_alert_when_no_agent_is_feasible() -> None:
-    """An impossible limit raises one "Best Agent Violates Constraints" alert, not one per generation."""
+    """An impossible limit raises one "Best Agent Violates Constraints" alert, not one each time."""
     engine = Engine(AgentDesign(), seed=3, population_size=30, memory_limit_kb=0.5)
     alerts = [a for r in engine.run(generations=8) for a in r.alerts]
     violations = [a for a in alerts if a.kind == "constraint_violation"]
@@ -514,11 +523,18 @@ def test_rollback_is_exact_in_memory() -> None:
     assert sorted(again) == list(range(26, 41))
     for g in range(26, 41):
         a, b = original[g].evolution.to_dict(), again[g].evolution.to_dict()
-        for volatile in ("timestamp", "evaluation_ms", "best_agent_id", "best_agent_name", "branch"):
+        for volatile in (
+            "timestamp",
+            "evaluation_ms",
+            "best_agent_id",
+            "best_agent_name",
+            "branch",
+        ):
             a.pop(volatile)
             b.pop(volatile)
         assert a == b, g
-    assert engine.population is not None and genes_40 is not None
+    assert engine.population is not None
+    assert genes_40 is not None
     assert np.array_equal(engine.population.genes, genes_40)
 
 

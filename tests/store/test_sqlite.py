@@ -24,7 +24,7 @@ def _stable(row: dict[str, object]) -> dict[str, object]:
 
 
 def test_rollback_exact_and_abandoned_branch_kept(tmp_path: Path) -> None:
-    """40 generations, rollback to 25, 15 more: 26..40 equal the originals; branch 0 stays stored."""
+    """40 generations, back to 25, 15 more: 26..40 equal the originals; branch 0 stays stored."""
     db = tmp_path / "runs.db"
     engine = Engine(AgentDesign(), population_size=100, mutation_rate=0.15, seed=7, store=db)
     list(engine.run(generations=41))  # generations 0..40

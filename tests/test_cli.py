@@ -1,0 +1,121 @@
+"""The `tdevlab` command, run as a real subprocess."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tdevlab import load_run
+
+
+def tdevlab(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run the CLI in a subprocess."""
+    return subprocess.run(
+        [sys.executable, "-m", "tdevlab.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
+    )
+
+
+def test_run_rollback_resume_runs_export(tmp_path: Path) -> None:
+    """run -> rollback -> run --resume -> runs -> export, as the README shows."""
+    db = tmp_path / "runs.db"
+    out = tdevlab(
+        "run",
+        "--generations",
+        "12",
+        "--population-size",
+        "30",
+        "--mutation-rate",
+        "0.2",
+        "--seed",
+        "4",
+        "--db",
+        db,
+        "--export",
+        tmp_path / "ds",
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "run 1 (agent_design, seed 4, branch 0)" in out.stdout
+    assert "generation 11: best" in out.stdout
+    assert "gen" in out.stderr  # the progress bar
+    first = load_run(tmp_path / "ds")
+    assert len(first.generations) == 12
+
+    out = tdevlab("rollback", "--db", db, "--run", "1", "--generation", "6", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "rolled back from generation 11 to 6 (now on branch 1)" in out.stdout
+
+    out = tdevlab("run", "--db", db, "--resume", "1", "--generations", "3", "--quiet", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "generation 9: best" in out.stdout
+
+    out = tdevlab("runs", "--db", db, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "agent_design" in out.stdout
+    assert " 9 " in out.stdout
+
+    out = tdevlab(
+        "export",
+        "--db",
+        db,
+        "--run",
+        "1",
+        "--out",
+        tmp_path / "csv",
+        "--format",
+        "csv",
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    ds = load_run(tmp_path / "csv")
+    assert sorted(set(ds.generations["branch"])) == [0, 1]
+    assert (tmp_path / "csv" / "generations.csv").is_file()
+
+
+def test_benchmark_problem_with_dims(tmp_path: Path) -> None:
+    """--problem rastrigin --dims 4 builds that problem."""
+    out = tdevlab(
+        "run",
+        "--problem",
+        "rastrigin",
+        "--dims",
+        "4",
+        "--generations",
+        "5",
+        "--quiet",
+        "--seed",
+        "1",
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "rastrigin" in out.stdout
+
+
+def test_errors_are_one_clear_line(tmp_path: Path) -> None:
+    """Bad input prints `tdevlab: error: ...` naming the problem, exit status 2."""
+    cases = [
+        (("run", "--population-size", "1", "--quiet"), "population_size=1 must be at least 2"),
+        (("run", "--mutation-rate", "2", "--quiet"), "mutation_rate=2.0 must be within [0, 1]"),
+        (("runs", "--db", tmp_path / "missing.db"), "no run store at"),
+        (("run", "--resume", "1", "--quiet"), "--resume needs --db"),
+    ]
+    for args, message in cases:
+        out = tdevlab(*args, cwd=tmp_path)
+        assert out.returncode == 2, (args, out.stdout, out.stderr)
+        assert message in out.stderr, (args, out.stderr)
+        assert "Traceback" not in out.stderr
+
+
+def test_demo_runs_and_exports(tmp_path: Path) -> None:
+    """`tdevlab demo` streams progress and exports its run under data/runs."""
+    out = tdevlab("demo", "--generations", "6", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "gen   5  best" in out.stdout
+    datasets = list((tmp_path / "data" / "runs").glob("demo-*/dataset"))
+    assert len(datasets) == 1
+    assert len(load_run(datasets[0]).generations) == 6
