@@ -7,6 +7,7 @@ population (the alerts after a rollback are the ones the original run raised).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 import msgspec
@@ -106,7 +107,7 @@ class AlertDetector:
         best_fitness: float,
         best_agent: str,
         best_violation: dict[str, tuple[float, float]],
-        worst_new_agents: list[str],
+        worst_new_agents: Callable[[], list[str]],
     ) -> list[AlertFinding]:
         """Feed one generation; return the alerts it raises.
 
@@ -116,8 +117,8 @@ class AlertDetector:
             best_agent: The best agent's id (and name, for messages).
             best_violation: For an infeasible best agent, each broken constraint's
                 ``{"memory_kb": (value, limit)}``-style excess; empty when feasible.
-            worst_new_agents: Ids of the weakest new agents (the regression's
-                ``affected_agents``).
+            worst_new_agents: Returns the ids of the weakest new agents (the regression's
+                ``affected_agents``); called only when a regression is reported.
         """
         t = self.thresholds
         findings: list[AlertFinding] = []
@@ -161,7 +162,7 @@ class AlertDetector:
                             "previous_fitness": round(previous, 6),
                             "current_fitness": round(average_fitness, 6),
                             "drop": round(drop, 6),
-                            "affected_agents": worst_new_agents,
+                            "affected_agents": worst_new_agents(),
                             "rollback_generation": target,
                         },
                         recommended_action="rollback",

@@ -181,6 +181,7 @@ class Engine:
         self._detector = AlertDetector(self.thresholds)
         self._elite_ids: list[int] = []
         self._best_id = -1
+        self._score_cache: tuple[Population, float, float, FloatArray] | None = None
         self._last_best = math.nan
         self._listeners: list[Listener] = []
 
@@ -440,29 +441,33 @@ class Engine:
         self, pop: Population
     ) -> tuple[GenerationResult, Snapshot, tuple[int, int]]:
         p = self.params
-        violation = ops.constraint_violation(
-            pop.memory_kb, pop.speed_us, p.memory_limit_kb, p.speed_limit_us
-        )
-        score = ops.selection_score(pop.fitness, violation)
+        score = self._score_of(pop)
         elites = ops.elite_indices(score, p.elite_count)
-        n_children = p.population_size - elites.size
+        n_elite = elites.size
+        n_children = p.population_size - n_elite
         parents = ops.tournament_select(self.rng, score, 2 * n_children, p.tournament_size)
         first, second = parents[:n_children], parents[n_children:]
+        # Elites ride through crossover paired with themselves (which leaves them unchanged),
+        # so the new genes matrix is built in one piece, with no concatenation.
+        rows_a = np.concatenate([elites, first])
+        rows_b = np.concatenate([elites, second])
         if p.crossover == "blend":
-            children, crossed = ops.blend_crossover(
+            genes, crossed = ops.blend_crossover(
                 self.rng,
-                pop.genes[first],
-                pop.genes[second],
+                pop.genes[rows_a],
+                pop.genes[rows_b],
                 p.crossover_rate,
                 self.space,
                 p.blend_alpha,
             )
         else:
-            children, crossed = ops.uniform_crossover(
-                self.rng, pop.genes[first], pop.genes[second], p.crossover_rate
+            genes, crossed = ops.uniform_crossover(
+                self.rng, pop.genes[rows_a], pop.genes[rows_b], p.crossover_rate
             )
-        children, mutation = ops.mutate(
-            self.rng, children, p.mutation_rate, p.mutation_sigma, self.space
+        crossed = crossed[n_elite:]
+        children = genes[n_elite:]  # a view: mutation writes into `genes`
+        _, mutation = ops.mutate(
+            self.rng, children, p.mutation_rate, p.mutation_sigma, self.space, inplace=True
         )
         first_id = self._next_agent_id
         evaluation, ms = self._evaluate(children, first_id)
@@ -470,7 +475,7 @@ class Engine:
         generation = self.generation + 1
         child_ids = np.arange(first_id, first_id + n_children, dtype=np.int64)
         population, order = self._build(
-            np.concatenate([pop.genes[elites], children]),
+            genes,
             _concat(pop, elites, evaluation),
             np.concatenate([pop.agent_id[elites], child_ids]),
             np.concatenate([pop.parent_a[elites], pop.agent_id[first]]),
@@ -515,7 +520,23 @@ class Engine:
         population = Population(
             genes, fitness, memory_kb, speed_us, violation, ids, parent_a, parent_b, birth, status
         )
+        self._score_cache = (population, p.memory_limit_kb, p.speed_limit_us, score)
         return population, top
+
+    def _score_of(self, population: Population) -> FloatArray:
+        """Feasibility-first scores under the limits in force (cached from _build)."""
+        p = self.params
+        cached = self._score_cache
+        if (
+            cached is not None
+            and cached[0] is population
+            and cached[1:3] == (p.memory_limit_kb, p.speed_limit_us)
+        ):
+            return cached[3]
+        violation = ops.constraint_violation(
+            population.memory_kb, population.speed_us, p.memory_limit_kb, p.speed_limit_us
+        )
+        return ops.selection_score(population.fitness, violation)
 
     def _finish(
         self,
@@ -550,7 +571,7 @@ class Engine:
             branch=self.branch,
             population_size=len(population),
             feasible_fraction=float(np.count_nonzero(population.violation == 0) / len(population)),
-            diversity=float(self.space.normalized(population.genes).std(axis=0).mean()),
+            diversity=self.space.diversity(population.genes),
             worst_fitness=float(population.fitness.min()),
             best_agent_id=f"agent-{int(population.agent_id[best])}",
             best_agent_name=self._name(population, best),
@@ -595,9 +616,11 @@ class Engine:
 
         logs = self._mutation_logs(population, mutation, generation)
 
-        worst_new = population.agent_id[len(population) - evolved :][
-            np.argsort(population.fitness[len(population) - evolved :], kind="stable")[:5]
-        ]
+        def worst_new() -> list[str]:
+            newborn = slice(len(population) - evolved, len(population))
+            weakest = _smallest(population.fitness[newborn], 5)
+            return [f"agent-{int(i)}" for i in population.agent_id[newborn][weakest]]
+
         best_violation: dict[str, tuple[float, float]] = {}
         if population.violation[best] > 0:
             if population.memory_kb[best] > p.memory_limit_kb:
@@ -611,7 +634,7 @@ class Engine:
             best_fitness=best_fitness,
             best_agent=f"agent-{best_id}",
             best_violation=best_violation,
-            worst_new_agents=[f"agent-{int(i)}" for i in worst_new],
+            worst_new_agents=worst_new,
         )
         alerts = [
             Alert(
@@ -714,15 +737,14 @@ class Engine:
         if not count or not self.log_sample:
             return []
         # An evenly spread sample: deterministic, and no draw from the run's generator.
-        picks = np.unique(np.linspace(0, count - 1, min(self.log_sample, count)).astype(np.int64))
+        m = min(self.log_sample, count)
+        picks = np.arange(m) * (count - 1) // max(m - 1, 1)
         entries = []
         for k in picks:
             row, col = int(mutation.rows[k]), int(mutation.columns[k])
             gene = self.space.genes[col]
-            old = self.space.decode(_row_with(population.genes[row], col, mutation.old[k]))[
-                gene.name
-            ]
-            new = self.space.decode(population.genes[row])[gene.name]
+            old = self.space.value(col, mutation.old[k])
+            new = self.space.value(col, mutation.new[k])
             agent = f"agent-{int(population.agent_id[row])}"
             entries.append(
                 LogEntry(
@@ -1005,10 +1027,13 @@ def _concat(pop: Population, elites: np.ndarray, evaluation: Any) -> tuple[Float
     )
 
 
-def _row_with(row: FloatArray, column: int, value: float) -> FloatArray:
-    out = row.copy()
-    out[column] = value
-    return out
+def _smallest(values: np.ndarray, count: int) -> np.ndarray:
+    """Indices of the ``count`` smallest values, smallest first (ties by index)."""
+    if values.size > count:
+        part = np.argpartition(values, count - 1)[:count]
+    else:
+        part = np.arange(values.size)
+    return part[np.lexsort((part, values[part]))]
 
 
 def _agent_number(agent_id: str | int) -> int:

@@ -196,9 +196,20 @@ class GeneSpace:
         return self.from_search(search)
 
     def normalized(self, genes: FloatArray) -> FloatArray:
-        """Return genes scaled to ``[0, 1]`` per column in search space (for diversity)."""
+        """Return genes scaled to ``[0, 1]`` per column in search space."""
         search = self.to_search(genes) if self.any_log else genes
         return (search - self.search_low) / self.search_span
+
+    def diversity(self, genes: FloatArray) -> float:
+        """Return the mean per-gene standard deviation of the population in ``[0, 1]`` units."""
+        n = genes.shape[0]
+        search = self.to_search(genes) if self.any_log else genes
+        # Column sums in single passes (BLAS, einsum), then E[x^2] - E[x]^2: a statistic
+        # for people, so its last bits do not matter; clamp rounding below zero.
+        mean = np.ones(n) @ search / n
+        variance = np.einsum("ij,ij->j", search, search) / n - mean * mean
+        std = np.sqrt(np.maximum(variance, 0.0)) / self.search_span
+        return float(std.mean())
 
     # -- dict genomes ----------------------------------------------------------------------
 
@@ -213,6 +224,15 @@ class GeneSpace:
             else:
                 out[gene.name] = float(value)
         return out
+
+    def value(self, column: int, stored: float) -> GeneValue:
+        """Return one gene's readable value from its stored float."""
+        gene = self.genes[column]
+        if isinstance(gene, Categorical):
+            return gene.choices[int(stored)]
+        if isinstance(gene, Integer):
+            return int(stored)
+        return float(stored)
 
     def decode_columns(self, genes: FloatArray) -> dict[str, npt.NDArray[Any]]:
         """Return the matrix as named columns (categorical columns stay as choice indices)."""

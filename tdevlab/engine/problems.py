@@ -82,9 +82,8 @@ def check_evaluation(result: Any, n: int, first_agent_ids: Any = None) -> Evalua
                 f"evaluate() returned {label} of shape {array.shape}, expected ({n},)",
                 details={"reason": f"{label} has shape {array.shape}"},
             )
-        bad = ~np.isfinite(array)
-        if bad.any():
-            row = int(np.flatnonzero(bad)[0])
+        if not np.isfinite(array).all():
+            row = int(np.flatnonzero(~np.isfinite(array))[0])
             agent = None if first_agent_ids is None else f"agent-{int(first_agent_ids[row])}"
             raise EvaluationError(
                 f"evaluate() returned {label}={array[row]} for {agent or f'row {row}'}",

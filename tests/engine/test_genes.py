@@ -179,6 +179,13 @@ def test_encode_out_of_bounds_value_is_named(gene: str, value: float) -> None:
     assert info.value.details["gene"] == gene
 
 
+@pytest.mark.parametrize("gene", ["temperature", "width", "rate"])
+def test_encode_huge_integer_is_out_of_bounds(gene: str) -> None:
+    """An int too large for a float (10**400) is refused as InvalidParameters naming the gene."""
+    with pytest.raises(InvalidParameters, match=gene):
+        SPACE.encode({**VALID, gene: 10**400})
+
+
 @pytest.mark.parametrize(
     ("gene", "value"),
     [
@@ -296,7 +303,7 @@ def test_describe_from_description_round_trip(space: GeneSpace) -> None:
     ids=lambda v: v if isinstance(v, str) else "",
 )
 def test_invalid_gene_definitions_raise(make: Any, name: str) -> None:
-    """Bad bounds, log with low <= 0, bad or duplicate names, < 2 choices raise InvalidParameters."""
+    """Bad bounds, log with low <= 0, bad/duplicate names, < 2 choices raise InvalidParameters."""
     with pytest.raises(InvalidParameters) as info:
         make()
     assert name in str(info.value)
