@@ -2,13 +2,13 @@
 
 The rendered source is what the API's binary ``agent_code`` frames carry::
 
-    \"\"\"NL_Input_Agent_v42 (agent-42), born in generation 17.\"\"\"
+    # NL_Input_Agent_v42 (agent-42), born in generation 17.
     learning_rate = 0.0031622776601683794
     temperature = 0.7
     architecture = 'transformer'
 
 :func:`parse_agent_code` reads such a source with :mod:`ast` only -- it is never executed
--- and accepts nothing but a docstring and ``name = literal`` statements, then validates
+-- and accepts nothing but comments, a docstring and ``name = literal`` statements, then validates
 the genome against the gene space.
 """
 
@@ -30,7 +30,8 @@ def render_agent_code(
     header = (
         f"{name} ({agent_id}), born in generation {generation}." if name else "An agent genome."
     )
-    lines = [f'"""{header}"""']
+    # A comment, with line breaks removed: no agent name can change what the code states.
+    lines = ["# " + " ".join(header.splitlines())]
     for gene_name, value in space.decode(genes).items():
         lines.append(f"{gene_name} = {value!r}")
     return "\n".join(lines) + "\n"
@@ -53,19 +54,23 @@ def parse_agent_code(source: str | bytes, space: GeneSpace, *, max_bytes: int) -
             docstring and ``gene = literal`` assignments (naming the line and construct);
             or if the genome does not fit the gene space (naming the gene).
     """
-    size = len(source.encode("utf-8") if isinstance(source, str) else source)
+    if isinstance(source, str):
+        try:
+            source = source.encode("utf-8")
+        except UnicodeEncodeError as exc:  # lone surrogates
+            raise InvalidAgentCode(f"agent code is not valid UTF-8 text: {exc}") from exc
+    size = len(source)
     if size > max_bytes:
         raise ConstraintViolation(
             f"agent code is {size} bytes, over the {max_bytes}-byte memory limit",
             details={"reason": "code too large", "size_bytes": size, "limit_bytes": max_bytes},
         )
-    if isinstance(source, bytes):
-        try:
-            source = source.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise InvalidAgentCode(f"agent code is not valid UTF-8: {exc}") from exc
     try:
-        tree = ast.parse(source, mode="exec")
+        text = source.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidAgentCode(f"agent code is not valid UTF-8: {exc}") from exc
+    try:
+        tree = ast.parse(text, mode="exec")
     except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
         raise InvalidAgentCode(f"agent code does not parse: {exc}") from exc
 

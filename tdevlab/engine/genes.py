@@ -12,7 +12,9 @@ Operators work on whole matrices; :class:`GeneSpace` gives them the per-column v
 
 from __future__ import annotations
 
+import keyword
 import math
+import unicodedata
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
@@ -67,6 +69,7 @@ class Categorical:
     kind: Literal["categorical"] = field(default="categorical", init=False)
 
     def __post_init__(self) -> None:
+        _check_name(self.name)
         object.__setattr__(self, "choices", tuple(self.choices))
         if len(self.choices) < 2:
             raise InvalidParameters(f"categorical gene {self.name!r} needs at least two choices")
@@ -94,9 +97,23 @@ class Categorical:
 Gene: TypeAlias = Float | Integer | Categorical
 
 
+def _check_name(name: str) -> None:
+    # Agent code states each gene as `name = value`, so a name must be assignable.
+    # Python reads identifiers NFKC-normalized ("ﬁx" is "fix"): only normal forms round-trip.
+    if (
+        not isinstance(name, str)
+        or not name.isidentifier()
+        or keyword.iskeyword(name)
+        or unicodedata.normalize("NFKC", name) != name
+    ):
+        raise InvalidParameters(
+            f"gene name {name!r} must be a Python identifier (NFKC-normalized) that is not "
+            "a keyword"
+        )
+
+
 def _check_bounds(name: str, low: float, high: float, log: bool) -> None:
-    if not name.isidentifier():
-        raise InvalidParameters(f"gene name {name!r} is not a Python identifier")
+    _check_name(name)
     if not (math.isfinite(low) and math.isfinite(high)) or not low < high:
         raise InvalidParameters(
             f"gene {name!r} needs finite bounds with low < high, got {low}..{high}"
@@ -122,8 +139,8 @@ class GeneSpace:
         self.names: tuple[str, ...] = tuple(g.name for g in self.genes)
         if len(set(self.names)) != len(self.names):
             raise InvalidParameters(f"gene names repeat: {self.names}")
-        if not all(n.isidentifier() for n in self.names):
-            raise InvalidParameters(f"gene names must be identifiers: {self.names}")
+        for name in self.names:
+            _check_name(name)
         self.index: dict[str, int] = {n: i for i, n in enumerate(self.names)}
         self.low: FloatArray = np.array([g.low for g in self.genes], dtype=np.float64)
         self.high: FloatArray = np.array([g.high for g in self.genes], dtype=np.float64)
@@ -204,11 +221,11 @@ class GeneSpace:
         """Return the mean per-gene standard deviation of the population in ``[0, 1]`` units."""
         n = genes.shape[0]
         search = self.to_search(genes) if self.any_log else genes
-        # Column sums in single passes (BLAS, einsum), then E[x^2] - E[x]^2: a statistic
-        # for people, so its last bits do not matter; clamp rounding below zero.
-        mean = np.ones(n) @ search / n
-        variance = np.einsum("ij,ij->j", search, search) / n - mean * mean
-        std = np.sqrt(np.maximum(variance, 0.0)) / self.search_span
+        # Two passes (mean, then centered squares): E[x^2] - E[x]^2 would cancel badly
+        # for genes far from zero. The column sums are BLAS and einsum single passes.
+        centered = search - np.ones(n) @ search / n
+        variance = np.einsum("ij,ij->j", centered, centered) / n
+        std = np.sqrt(variance) / self.search_span
         return float(std.mean())
 
     # -- dict genomes ----------------------------------------------------------------------
@@ -310,9 +327,13 @@ def _encode_value(gene: Gene, value: Any) -> float:
             f"gene {gene.name!r}: expected an integer, got {value!r}",
             details={"gene": gene.name, "value": value},
         )
-    if not math.isfinite(value) or not gene.low <= value <= gene.high:
+    try:
+        as_float = float(value)
+    except OverflowError:
+        as_float = math.inf  # an int too large for a float: out of any bounds
+    if not math.isfinite(as_float) or not gene.low <= as_float <= gene.high:
         raise InvalidParameters(
             f"gene {gene.name!r}: {value!r} is outside its bounds [{gene.low}, {gene.high}]",
             details={"gene": gene.name, "value": value, "low": gene.low, "high": gene.high},
         )
-    return float(value)
+    return as_float

@@ -48,14 +48,20 @@ def constraint_violation(
 def selection_score(fitness: FloatArray, violation: FloatArray) -> FloatArray:
     """Return one number per agent whose order is the feasibility-first order.
 
-    Feasible agents score their fitness; infeasible agents score below every feasible
-    one, ordered by smaller violation. Higher is better.
+    When every agent is feasible this is the fitness itself. Otherwise it is each agent's
+    rank (higher is better): feasible agents by fitness, then infeasible agents by smaller
+    violation (ties by higher fitness).
     """
     infeasible = violation > 0.0
     if not infeasible.any():
         return fitness
-    floor = float(fitness.min()) - 1.0
-    return np.where(infeasible, floor - violation, fitness)
+    # Ranks, not "fitness below the minimum": subtracting from huge fitness values loses
+    # the difference to rounding. Sort keys, last first: infeasible after feasible, then
+    # smaller violation, then higher fitness.
+    order = np.lexsort((-fitness, violation, infeasible))
+    score = np.empty(fitness.size, dtype=np.float64)
+    score[order] = np.arange(fitness.size, 0, -1, dtype=np.float64)
+    return score
 
 
 def rank_order(score: FloatArray) -> IntArray:
@@ -167,11 +173,13 @@ def bernoulli_cells(rng: np.random.Generator, n_cells: int, rate: float) -> IntA
         return np.arange(n_cells, dtype=np.int64)
     expected = n_cells * rate
     batch = int(expected + 4.0 * math.sqrt(expected * (1.0 - rate)) + 16)
-    positions = np.cumsum(rng.geometric(rate, size=batch)) - 1
+    # Any gap past the last cell ends the draw, so clip gaps there: tiny rates would
+    # otherwise draw gaps whose sum overflows int64.
+    positions = np.cumsum(np.minimum(rng.geometric(rate, size=batch), n_cells + 1)) - 1
     # Rarely the batch ends before the last cell: keep drawing until it is passed.
     while positions[-1] < n_cells:
-        more = np.cumsum(rng.geometric(rate, size=batch)) + positions[-1]
-        positions = np.concatenate([positions, more])
+        gaps = np.minimum(rng.geometric(rate, size=batch), n_cells + 1)
+        positions = np.concatenate([positions, np.cumsum(gaps) + positions[-1]])
     return positions[: np.searchsorted(positions, n_cells)]
 
 
@@ -209,8 +217,8 @@ def mutate(
     value += noise * (sigma * space.search_span[columns])
     np.clip(value, space.search_low[columns], space.search_high[columns], out=value)
     if space.any_log:
-        bounded = np.clip(np.exp(value), space.low[columns], space.high[columns])
-        value = np.where(log, bounded, value)
+        # exp only where the gene is log-scaled: other values may be large enough to overflow.
+        value[log] = np.clip(np.exp(value[log]), space.low[columns[log]], space.high[columns[log]])
     if space.any_integer:
         value = np.where(space.is_integer[columns], np.rint(value), value)
     if space.any_categorical:

@@ -76,7 +76,13 @@ def check_evaluation(result: Any, n: int, first_agent_ids: Any = None) -> Evalua
         )
     arrays = []
     for label, values in zip(Evaluation._fields, result, strict=True):
-        array = np.asarray(values, dtype=np.float64)
+        try:
+            array = np.asarray(values, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise EvaluationError(
+                f"evaluate() returned non-numeric {label}: {exc}",
+                details={"reason": f"non-numeric {label}"},
+            ) from exc
         if array.shape != (n,):
             raise EvaluationError(
                 f"evaluate() returned {label} of shape {array.shape}, expected ({n},)",
@@ -215,7 +221,7 @@ class _Benchmark(ABC):
     role_names = ("Benchmark",)
 
     def __init__(self, dims: int = 10) -> None:
-        if int(dims) != dims or dims < 1:
+        if isinstance(dims, bool) or not isinstance(dims, int | np.integer) or dims < 1:
             raise InvalidParameters(f"dims must be a positive integer, got {dims!r}")
         self.dims = int(dims)
         self.gene_space = GeneSpace(
@@ -266,7 +272,8 @@ class Ackley(_Benchmark):
         d = x.shape[1]
         a = -20.0 * np.exp(-0.2 * np.sqrt(np.einsum("ij,ij->i", x, x) / d))
         b = -np.exp(np.sum(np.cos(2.0 * np.pi * x), axis=1) / d)
-        return np.asarray(np.maximum(a + b + 20.0 + np.e, 0.0), dtype=np.float64)
+        # (a + 20) + (b + e) is exactly 0 at the origin; a + b + 20 + e rounds to 4e-16.
+        return np.asarray(np.maximum((a + 20.0) + (b + np.e), 0.0), dtype=np.float64)
 
 
 class FunctionProblem:
@@ -319,12 +326,10 @@ class FunctionProblem:
                         f"fitness function returned a dict without 'fitness' (row {row})",
                         details={"reason": "missing fitness", "row": row},
                     )
-                out[0, row] = value["fitness"]
-                out[1, row] = value.get("memory_kb", 0.0)
-                out[2, row] = value.get("speed_us", 0.0)
-            elif isinstance(value, int | float | np.floating | np.integer) and not isinstance(
-                value, bool
-            ):
+                out[0, row] = _number(value["fitness"], "fitness", row)
+                out[1, row] = _number(value.get("memory_kb", 0.0), "memory_kb", row)
+                out[2, row] = _number(value.get("speed_us", 0.0), "speed_us", row)
+            elif _is_number(value):
                 out[0, row] = value
             else:
                 raise EvaluationError(
@@ -333,6 +338,19 @@ class FunctionProblem:
                     details={"reason": f"returned {type(value).__name__}", "row": row},
                 )
         return Evaluation(out[0], out[1], out[2])
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float | np.floating | np.integer) and not isinstance(value, bool)
+
+
+def _number(value: Any, label: str, row: int) -> float:
+    if not _is_number(value):
+        raise EvaluationError(
+            f"fitness function returned {label}={value!r}, expected a number (row {row})",
+            details={"reason": f"{label} is {type(value).__name__}", "row": row},
+        )
+    return float(value)
 
 
 _REGISTRY: dict[str, Callable[..., Any]] = {

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 from tdevlab.engine.genes import Categorical, Float, Gene, GeneSpace, Integer
@@ -319,3 +319,23 @@ def test_normalized_lies_in_unit_interval(data: st.DataObject) -> None:
     assert normalized.shape == genes.shape
     assert np.all(normalized >= -1e-12)
     assert np.all(normalized <= 1 + 1e-12)
+
+
+# No shrinking: while diversity() loses precision (see the test below) shrinking a failure
+# takes seconds; the explicit test already gives the minimal example.
+@settings(FAST, phases=[Phase.explicit, Phase.generate])
+@given(data=st.data())
+def test_diversity_is_in_unit_range(data: st.DataObject) -> None:
+    """diversity() lies in [0, 0.5] and is (close to) 0 for a population of one genome."""
+    space = data.draw(gene_spaces())
+    genes = data.draw(populations(space))
+    assert -1e-12 <= space.diversity(genes) <= 0.5 + 1e-9
+    clones = np.repeat(genes[:1], 6, axis=0)
+    assert space.diversity(clones) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_diversity_of_identical_genomes_near_large_bounds_is_zero() -> None:
+    """Identical genomes have diversity 0 even for a narrow gene far from zero."""
+    space = GeneSpace([Float("offset", 1e6, 1e6 + 1e-3)])
+    genes = np.full((7, 1), 1e6 + 3e-4)
+    assert space.diversity(genes) == pytest.approx(0.0, abs=1e-6)
