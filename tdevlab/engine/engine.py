@@ -462,7 +462,7 @@ class Engine:
             )
         else:
             genes, crossed = ops.uniform_crossover(
-                self.rng, pop.genes[rows_a], pop.genes[rows_b], p.crossover_rate
+                self.rng, pop.genes[rows_a], pop.genes[rows_b], p.crossover_rate, inplace=True
             )
         crossed = crossed[n_elite:]
         children = genes[n_elite:]  # a view: mutation writes into `genes`
