@@ -21,15 +21,16 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from tdevlab.engine import operators as ops
 from tdevlab.engine.alerts import AlertDetector, AlertThresholds
 from tdevlab.engine.code import parse_agent_code, render_agent_code
+from tdevlab.engine.distributed import Evaluator, make_evaluator
 from tdevlab.engine.events import (
     ELITE,
     EVOLVING,
@@ -48,6 +49,7 @@ from tdevlab.engine.population import Population, Snapshot
 from tdevlab.engine.problems import AgentDesign, Problem, check_evaluation, make_problem
 from tdevlab.exceptions import (
     AgentNotFound,
+    ConstraintViolation,
     EvaluationError,
     EvolutionFailed,
     GenerationNotFound,
@@ -136,10 +138,17 @@ class Engine:
         log_sample: Mutation log entries per generation (a spread sample of the mutations).
         keep_snapshots: Snapshots kept in memory when ``store`` is ``None``.
         clock: Wall-clock source for event timestamps.
+        executor: Evaluate each generation on this ``concurrent.futures.Executor`` (threads,
+            processes, Dask's ``client.get_executor()``; a ``distributed.Client`` is taken
+            as its executor), in chunks of rows; ``None`` evaluates in the engine's thread.
+            The generations are the same with or without one. The engine does not shut the
+            executor down. See :mod:`tdevlab.engine.distributed`.
+        chunk_size: Most agents per executor task; by default two chunks per worker.
         **parameters: Initial :class:`Parameters` (population_size, mutation_rate, ...).
 
     Raises:
-        InvalidParameters: for an unknown or invalid parameter.
+        InvalidParameters: for an unknown or invalid parameter, or an ``executor`` that is
+            not one.
     """
 
     def __init__(
@@ -153,9 +162,12 @@ class Engine:
         log_sample: int = 5,
         keep_snapshots: int | None = 512,
         clock: Callable[[], float] = time.time,
+        executor: Any = None,
+        chunk_size: int | None = None,
         **parameters: Any,
     ) -> None:
         self.problem: Problem = problem if problem is not None else AgentDesign()
+        self._evaluator: Evaluator = make_evaluator(executor, chunk_size)
         self.space = self.problem.gene_space
         self.params: Parameters = Parameters().replace(parameters)
         if log_sample < 0:
@@ -182,6 +194,7 @@ class Engine:
         self._elite_ids: list[int] = []
         self._best_id = -1
         self._score_cache: tuple[Population, float, float, FloatArray] | None = None
+        self._pending: list[_Pending] = []  # uploaded agents waiting for the next generation
         self._last_best = math.nan
         self._listeners: list[Listener] = []
 
@@ -403,7 +416,7 @@ class Engine:
         started = time.perf_counter()
         ids = np.arange(first_id, first_id + genes.shape[0])
         try:
-            raw = self.problem.evaluate(genes)
+            raw = self._evaluator.evaluate(self.problem, genes, first_id)
         except EvaluationError as exc:
             row = exc.details.get("row")
             if row is not None and "agent_id" not in exc.details:
@@ -431,11 +444,12 @@ class Engine:
         n = p.population_size
         ids = np.arange(first, first + n, dtype=np.int64)
         none = np.full(n, -1, dtype=np.int64)
+        evaluation, new_first = self._inject(genes, evaluation, ids, none, none.copy(), first)
         population, order = self._build(
             genes, evaluation, ids, none, none, np.zeros(n, dtype=np.int64)
         )
         no_mutation = ops.Mutation(*(np.empty(0, dtype=np.int64),) * 2, *(np.empty(0),) * 2)
-        return self._finish(0, population, order, None, n, 0, 0, ms, no_mutation)
+        return self._finish(0, population, order, None, n, 0, 0, ms, no_mutation, new_first)
 
     def _next_generation(
         self, pop: Population
@@ -474,12 +488,17 @@ class Engine:
 
         generation = self.generation + 1
         child_ids = np.arange(first_id, first_id + n_children, dtype=np.int64)
+        child_a = pop.agent_id[first]
+        child_b = np.where(crossed, pop.agent_id[second], -1)
+        evaluation, new_first = self._inject(
+            children, evaluation, child_ids, child_a, child_b, first_id
+        )
         population, order = self._build(
             genes,
             _concat(pop, elites, evaluation),
             np.concatenate([pop.agent_id[elites], child_ids]),
-            np.concatenate([pop.parent_a[elites], pop.agent_id[first]]),
-            np.concatenate([pop.parent_b[elites], np.where(crossed, pop.agent_id[second], -1)]),
+            np.concatenate([pop.parent_a[elites], child_a]),
+            np.concatenate([pop.parent_b[elites], child_b]),
             np.concatenate([pop.birth_generation[elites], np.full(n_children, generation)]),
         )
         # Mutation cells index the children; shift rows past the elites.
@@ -494,7 +513,39 @@ class Engine:
             int(crossed.sum()),
             ms,
             mutation,
+            new_first,
         )
+
+    def _inject(
+        self,
+        genes: FloatArray,
+        evaluation: Any,
+        ids: np.ndarray,
+        parent_a: np.ndarray,
+        parent_b: np.ndarray,
+        first_id: int,
+    ) -> tuple[Any, int]:
+        """Put uploaded agents in place of the weakest new ones (arrays changed in place).
+
+        Returns the evaluation (copied when changed) and the first id created for this
+        generation (uploaded agents got their ids when they were accepted).
+        """
+        if not self._pending:
+            return evaluation, first_id
+        p = self.params
+        fitness, memory_kb, speed_us = (np.array(a, dtype=np.float64) for a in evaluation)
+        violation = ops.constraint_violation(
+            memory_kb, speed_us, p.memory_limit_kb, p.speed_limit_us
+        )
+        count = min(len(self._pending), ids.size)
+        weakest = ops.rank_order(ops.selection_score(fitness, violation))[::-1][:count]
+        pending, self._pending = self._pending[:count], self._pending[count:]
+        for row, agent in zip(weakest, pending, strict=True):
+            genes[row] = agent.genes
+            fitness[row], memory_kb[row], speed_us[row] = agent.metrics
+            ids[row] = agent.agent_id
+            parent_a[row] = parent_b[row] = -1
+        return (fitness, memory_kb, speed_us), min(first_id, *(a.agent_id for a in pending))
 
     def _build(
         self,
@@ -549,6 +600,7 @@ class Engine:
         crossovers: int,
         evaluation_ms: float,
         mutation: ops.Mutation,
+        new_first: int,
     ) -> tuple[GenerationResult, Snapshot, tuple[int, int]]:
         p = self.params
         best = int(order[0])
@@ -556,8 +608,7 @@ class Engine:
         now = self._clock()
         best_fitness = float(population.fitness[best])
         average = float(population.fitness.mean())
-        new_first = self._next_agent_id
-        new_last = new_first + evolved - 1
+        new_last = self._next_agent_id + evolved - 1
 
         evolution = EvolutionUpdate(
             generation=generation,
@@ -808,6 +859,71 @@ class Engine:
             generation=update.birth_generation,
         )
 
+    def add_agent_code(self, source: str | bytes) -> AgentUpdate:
+        """Parse uploaded agent code (never executed) and add the agent (see :meth:`add_agent`).
+
+        Raises:
+            ConstraintViolation: if the code is over the memory limit in size, or the agent
+                breaks a constraint.
+            InvalidAgentCode: if the code is not a valid genome of this problem.
+        """
+        return self.add_agent(self.parse_code(source))
+
+    def add_agent(self, genome: Mapping[str, Any]) -> AgentUpdate:
+        """Evaluate a genome now and queue it to join the next generation.
+
+        The agent gets its id at once; in the next generation it takes the place of the
+        weakest new agent. It draws nothing from the run's random generator.
+
+        Returns:
+            The agent's status (``reason="uploaded"``).
+
+        Raises:
+            InvalidParameters: if the genome does not fit the gene space.
+            ConstraintViolation: if the agent breaks the memory or speed limit.
+            EvaluationError: if the problem cannot evaluate it.
+        """
+        row = self.space.encode(genome)
+        with self._lock:
+            p = self.params
+            evaluation, _ = self._evaluate(row[None, :], self._next_agent_id)
+            fitness, memory_kb, speed_us = (float(a[0]) for a in evaluation)
+            broken = {
+                name: {"value": value, "limit": limit}
+                for name, value, limit in (
+                    ("memory_kb", memory_kb, p.memory_limit_kb),
+                    ("speed_us", speed_us, p.speed_limit_us),
+                )
+                if value > limit
+            }
+            if broken:
+                text = ", ".join(f"{k} {v['value']:.3f} > {v['limit']}" for k, v in broken.items())
+                raise ConstraintViolation(
+                    f"agent refused: {text}", details={"constraints": broken, "reason": text}
+                )
+            agent_id = self._next_agent_id
+            self._next_agent_id += 1
+            self._pending.append(_Pending(agent_id, row, (fitness, memory_kb, speed_us)))
+            generation = self.generation + 1
+            names = getattr(self.problem, "role_names", ("Agent",))
+            role_of = getattr(self.problem, "roles", None)
+            role = 0 if role_of is None else int(role_of(row[None, :])[0])
+            update = AgentUpdate(
+                agent_id=f"agent-{agent_id}",
+                name=f"{names[role % len(names)]}_Agent_v{agent_id}",
+                status="evolving",
+                fitness=fitness,
+                memory_kb=memory_kb,
+                speed_us=speed_us,
+                generation=generation,
+                birth_generation=generation,
+                parents=[],
+                genes=self.space.decode(row),
+                reason="uploaded",
+            )
+        self._publish(update)
+        return update
+
     def parse_code(self, source: str | bytes) -> dict[str, Any]:
         """Parse agent source into a genome dict, without executing it.
 
@@ -1003,7 +1119,11 @@ class Engine:
         return export_run(self.store, self.run_id, path, format=format, problem=self.problem)
 
     def close(self) -> None:
-        """Close the store if the engine opened it."""
+        """Close the store if the engine opened it, and release the problem's copies on workers.
+
+        An executor given to the engine is not shut down: it belongs to the caller.
+        """
+        self._evaluator.close()
         if self._owns_store:
             self.store.close()
 
@@ -1018,6 +1138,12 @@ class Engine:
             f"<Engine {self.problem.name} run={self.run_id} generation={self.generation} "
             f"branch={self.branch} state={self._state.value}>"
         )
+
+
+class _Pending(NamedTuple):
+    agent_id: int
+    genes: FloatArray
+    metrics: tuple[float, float, float]
 
 
 def _concat(pop: Population, elites: np.ndarray, evaluation: Any) -> tuple[FloatArray, ...]:

@@ -1,0 +1,141 @@
+"""JWT checks for the API (spec: "Authentication"), as pure functions of the token and ``now``.
+
+Tokens carry ``sub`` (the user), ``role`` (``viewer`` or ``operator``) and ``exp``
+(required). The algorithm allow-list is fixed per verifier (HS256 with a shared secret by
+default, RS256 with a public key as an option), so ``alg: none`` and algorithm confusion
+are refused. Time claims are checked against the ``now`` the caller passes (with a small
+leeway), which keeps this module free of clocks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import jwt
+
+from tdevlab.exceptions import AuthFailed, InvalidParameters
+
+__all__ = ["ROLES", "Claims", "TokenVerifier", "issue_token"]
+
+Role = Literal["viewer", "operator"]
+ROLES: tuple[Role, ...] = ("viewer", "operator")
+#: HMAC secrets shorter than this are refused (RFC 7518 3.2: at least the hash size).
+MIN_SECRET_BYTES = 32
+
+
+@dataclass(frozen=True)
+class Claims:
+    """What a valid token says."""
+
+    user: str
+    role: Role
+    expires_at: float
+
+    @property
+    def is_operator(self) -> bool:
+        return self.role == "operator"
+
+
+class TokenVerifier:
+    """Verifies tokens with one key and one algorithm.
+
+    Args:
+        key: The HS256 secret (at least 32 bytes), or an RS256 public key (PEM).
+        algorithm: ``"HS256"`` (default) or ``"RS256"``.
+        leeway: Seconds of clock skew tolerated on ``exp``, ``nbf`` and ``iat``.
+
+    Raises:
+        InvalidParameters: for another algorithm or a secret that is too short.
+    """
+
+    def __init__(self, key: str | bytes, algorithm: str = "HS256", leeway: float = 5.0) -> None:
+        if algorithm not in ("HS256", "RS256"):
+            raise InvalidParameters(f"algorithm {algorithm!r}: use 'HS256' or 'RS256'")
+        if algorithm == "HS256":
+            _check_secret(key)
+        self.key = key
+        self.algorithm = algorithm
+        self.leeway = leeway
+        # Time claims are checked below with the caller's `now`; PyJWT reads its own clock.
+        self._jwt = jwt.PyJWT(
+            options={
+                "verify_exp": False,
+                "verify_nbf": False,
+                "verify_iat": False,
+                "require": ["exp", "sub", "role"],
+                "enforce_minimum_key_length": True,
+            }
+        )
+
+    def verify(self, token: Any, now: float) -> Claims:
+        """Return the token's claims.
+
+        Raises:
+            AuthFailed: naming why: malformed, bad signature or algorithm, a missing or
+                invalid claim, expired, or not yet valid.
+        """
+        if not isinstance(token, str) or not token:
+            raise AuthFailed("a token (a JWT string) is required")
+        try:
+            payload = self._jwt.decode(token, self.key, algorithms=[self.algorithm])
+        except jwt.MissingRequiredClaimError as exc:
+            raise AuthFailed(f"token rejected: {exc}") from exc
+        except jwt.InvalidAlgorithmError as exc:
+            raise AuthFailed(f"token rejected: algorithm not allowed ({exc})") from exc
+        except jwt.InvalidSignatureError as exc:
+            raise AuthFailed("token rejected: bad signature") from exc
+        except jwt.PyJWTError as exc:
+            raise AuthFailed(f"token rejected: {exc}") from exc
+        exp = _number_claim(payload, "exp")
+        if exp <= now - self.leeway:
+            raise AuthFailed("token expired", details={"expired_at": exp})
+        for claim in ("nbf", "iat"):
+            if claim in payload and _number_claim(payload, claim) > now + self.leeway:
+                raise AuthFailed(f"token not valid yet ({claim} is in the future)")
+        sub, role = payload["sub"], payload["role"]
+        if not isinstance(sub, str) or not sub:
+            raise AuthFailed("token rejected: 'sub' must be a non-empty string")
+        if role not in ROLES:
+            raise AuthFailed(f"token rejected: role {role!r} is not one of {list(ROLES)}")
+        return Claims(sub, role, exp)
+
+
+def issue_token(
+    secret: str | bytes,
+    user: str,
+    role: str,
+    *,
+    now: float,
+    ttl: float = 3600.0,
+    algorithm: str = "HS256",
+) -> str:
+    """Return a signed token for ``user`` with ``role``, valid for ``ttl`` seconds from ``now``.
+
+    Raises:
+        InvalidParameters: for an unknown role, a non-positive ttl or a short secret.
+    """
+    if role not in ROLES:
+        raise InvalidParameters(f"role {role!r} must be one of {list(ROLES)}")
+    if not ttl > 0:
+        raise InvalidParameters(f"ttl={ttl} must be > 0")
+    if algorithm == "HS256":
+        _check_secret(secret)
+    payload = {"sub": user, "role": role, "iat": int(now), "exp": int(now + ttl)}
+    return jwt.encode(payload, secret, algorithm=algorithm)
+
+
+def _check_secret(key: str | bytes) -> None:
+    size = len(key.encode() if isinstance(key, str) else key)
+    if size < MIN_SECRET_BYTES:
+        raise InvalidParameters(
+            f"the HS256 secret is {size} bytes; use at least {MIN_SECRET_BYTES} "
+            "(for example `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+        )
+
+
+def _number_claim(payload: dict[str, Any], name: str) -> float:
+    value = payload[name]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise AuthFailed(f"token rejected: '{name}' must be a number")
+    return float(value)

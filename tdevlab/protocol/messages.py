@@ -1,0 +1,259 @@
+"""Client → server messages: typed records, and parsing that names what is wrong.
+
+Text frames are JSON objects with a ``type`` (spec: "Client → Server Events"). Every message
+may carry an ``id`` (a string or integer chosen by the client); replies and errors name it
+in ``reply_to``. Fields the spec does not name are ignored, so clients may add their own.
+
+Binary frames are agent code uploads in the spec's shape: a JSON metadata object
+(``{"type": "agent_code", ...}``), then the UTF-8 code. The spec's receiving example splits
+on the first ``\\n`` while its sending example concatenates without one; both are accepted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, TypeAlias
+
+import msgspec
+
+from tdevlab.exceptions import InvalidCommand
+
+__all__ = [
+    "CHANNELS",
+    "FILTERS",
+    "AgentCodeUpload",
+    "Auth",
+    "ClientMessage",
+    "Command",
+    "Control",
+    "GetAgent",
+    "GetAgentCode",
+    "Ping",
+    "Subscribe",
+    "Unsubscribe",
+    "parse_binary",
+    "parse_text",
+    "request_id",
+]
+
+#: spec: "Available Channels".
+CHANNELS: tuple[str, ...] = ("evolution", "agents", "metrics", "alerts", "logs", "control")
+#: spec: subscribe filters; they apply to evolution updates (best_fitness) and agent updates.
+FILTERS: tuple[str, ...] = ("generation_min", "fitness_min")
+CONTROL_ACTIONS: tuple[str, ...] = ("start", "stop", "pause", "resume")
+
+RequestId: TypeAlias = str | int | None
+
+
+class _Message(msgspec.Struct, tag_field="type", kw_only=True):
+    id: RequestId = None
+
+
+class Auth(_Message, tag="auth"):
+    """spec: "Authentication Message"."""
+
+    token: str
+
+
+class Subscribe(_Message, tag="subscribe"):
+    """spec: both subscribe forms (``channel`` + ``filters``, or ``channels``).
+
+    ``since`` maps a channel to the last sequence number the client saw, for replay.
+    """
+
+    channel: str | None = None
+    channels: list[str] | None = None
+    filters: dict[str, Any] | None = None
+    since: dict[str, int] | None = None
+
+
+class Unsubscribe(_Message, tag="unsubscribe"):
+    """spec: "Channel Unsubscription" (``channels``; ``channel`` also accepted)."""
+
+    channel: str | None = None
+    channels: list[str] | None = None
+
+
+class Control(_Message, tag="control"):
+    """spec: "Control Evolution"."""
+
+    action: str
+    parameters: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class GetAgent(_Message, tag="get_agent"):
+    """spec: "Request Agent Status"."""
+
+    agent_id: str
+
+
+class GetAgentCode(_Message, tag="get_agent_code"):
+    """Ask for an agent's code; the reply is a binary ``agent_code`` frame."""
+
+    agent_id: str
+
+
+class Command(_Message, tag="command"):
+    """spec: "Execute Command" (``rollback`` with ``{"generation": N}``)."""
+
+    cmd: str
+    args: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class Ping(_Message, tag="ping"):
+    """spec: "Heartbeat": the server answers ``pong`` echoing ``timestamp``."""
+
+    timestamp: Any = None
+
+
+class AgentCodeUpload(msgspec.Struct, frozen=True, kw_only=True):
+    """A binary upload: metadata and the agent's source (never executed)."""
+
+    id: RequestId
+    agent_id: str | None
+    code: str
+
+
+ClientMessage: TypeAlias = (
+    Auth | Subscribe | Unsubscribe | Control | GetAgent | GetAgentCode | Command | Ping
+)
+_DECODER = msgspec.json.Decoder(ClientMessage)
+_ANY = msgspec.json.Decoder()
+TYPES: tuple[str, ...] = (
+    "auth", "subscribe", "unsubscribe", "control", "get_agent", "get_agent_code", "command",
+    "ping",
+)  # fmt: skip
+
+
+def parse_text(text: str | bytes) -> ClientMessage:
+    """Parse and validate one text frame.
+
+    Raises:
+        InvalidCommand: naming what is wrong (not JSON, not an object, unknown type, a
+            field of the wrong type, nesting too deep, an unknown channel, filter or
+            action), with the request ``id`` in ``details["id"]`` when it could be read.
+    """
+    try:
+        message: ClientMessage = _DECODER.decode(text)
+    except msgspec.ValidationError as exc:
+        raise _invalid(_explain(str(exc), text), text) from exc
+    except msgspec.DecodeError as exc:
+        raise _invalid(f"message is not valid JSON: {exc}", text) from exc
+    except RecursionError:
+        raise _invalid("message nests too deeply", None) from None
+    _check(message)
+    return message
+
+
+def parse_binary(data: bytes) -> AgentCodeUpload:
+    """Parse a binary frame: JSON metadata, then (after an optional newline) the code.
+
+    Raises:
+        InvalidCommand: if the frame is not UTF-8, has no JSON object first, or its
+            metadata is not ``{"type": "agent_code", ...}``.
+    """
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidCommand(f"binary frame is not valid UTF-8: {exc}") from exc
+    try:
+        meta, end = json.JSONDecoder(parse_constant=_refuse_constant).raw_decode(text)
+    except (json.JSONDecodeError, ValueError) as exc:
+        raise InvalidCommand(f"binary frame must start with a JSON metadata object: {exc}") from exc
+    except RecursionError:
+        raise InvalidCommand("binary frame metadata nests too deeply") from None
+    if not isinstance(meta, dict):
+        raise InvalidCommand("binary frame metadata must be a JSON object")
+    request = meta.get("id")
+    if meta.get("type") != "agent_code":
+        raise InvalidCommand(
+            f"binary frames carry agent code: metadata type must be 'agent_code', "
+            f"got {meta.get('type')!r}",
+            details={"id": request},
+        )
+    agent_id = meta.get("agent_id")
+    if agent_id is not None and not isinstance(agent_id, str):
+        raise InvalidCommand("agent_id must be a string", details={"id": request})
+    if not isinstance(request, str | int | type(None)) or isinstance(request, bool):
+        request = None
+    code = text[end:]
+    if code.startswith("\r\n"):
+        code = code[2:]
+    elif code.startswith("\n"):
+        code = code[1:]
+    return AgentCodeUpload(id=request, agent_id=agent_id, code=code)
+
+
+def request_id(text: str | bytes) -> RequestId:
+    """Best effort: the ``id`` of a message that failed validation (for ``reply_to``)."""
+    try:
+        value = _ANY.decode(text)
+    except (msgspec.DecodeError, RecursionError):
+        return None
+    if isinstance(value, dict):
+        rid = value.get("id")
+        if isinstance(rid, str | int) and not isinstance(rid, bool):
+            return rid
+    return None
+
+
+def _invalid(message: str, text: str | bytes | None) -> InvalidCommand:
+    rid = None if text is None else request_id(text)
+    return InvalidCommand(message, details={"id": rid} if rid is not None else {})
+
+
+def _explain(error: str, text: str | bytes) -> str:
+    if "at `$.type`" in error or "missing required field `type`" in error:
+        return f"unknown or missing message type ({error}); known types: {list(TYPES)}"
+    return f"invalid message: {error}"
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _check(message: ClientMessage) -> None:
+    """Checks msgspec's types cannot express: channel names, filters, actions."""
+    rid = message.id
+    details = {"id": rid} if rid is not None else {}
+    if isinstance(message, Subscribe | Unsubscribe):
+        names = list(message.channels or [])
+        if message.channel is not None:
+            names.append(message.channel)
+        if not names:
+            raise InvalidCommand(
+                f"{type(message).__name__.lower()} needs 'channel' or 'channels'", details=details
+            )
+        unknown = [n for n in names if n not in CHANNELS]
+        if unknown:
+            raise InvalidCommand(
+                f"unknown channel(s) {unknown}; channels are {list(CHANNELS)}",
+                details={**details, "unknown_channels": unknown},
+            )
+    if isinstance(message, Subscribe):
+        for name, value in (message.filters or {}).items():
+            if name not in FILTERS:
+                raise InvalidCommand(
+                    f"unknown filter {name!r}; filters are {list(FILTERS)}",
+                    details={**details, "filter": name},
+                )
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+            ):
+                raise InvalidCommand(
+                    f"filter {name} must be a finite number, got {value!r}",
+                    details={**details, "filter": name},
+                )
+        for name in message.since or {}:
+            if name not in CHANNELS:
+                raise InvalidCommand(
+                    f"'since' names unknown channel {name!r}", details={**details, "channel": name}
+                )
+    if isinstance(message, Control) and message.action not in CONTROL_ACTIONS:
+        raise InvalidCommand(
+            f"unknown control action {message.action!r}; actions are {list(CONTROL_ACTIONS)}",
+            details={**details, "action": message.action},
+        )

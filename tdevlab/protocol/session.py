@@ -1,0 +1,305 @@
+"""One connection's protocol state, with no sockets and no clock (time comes in as ``now``).
+
+The driver feeds frames to :meth:`Session.receive_text` / :meth:`Session.receive_binary`
+and the passage of time to :meth:`Session.tick`, and carries out what comes back:
+
+* :class:`Send` — bytes to send (a text frame, or a binary frame when ``binary``);
+* :class:`Close` — close the connection with a code and reason;
+* :class:`Dispatch` — a request the engine must carry out (control, get_agent,
+  get_agent_code, command, agent code upload), already authenticated and authorized.
+
+States (``SessionState``)::
+
+    AWAITING_AUTH --valid auth message--> OPEN --close / expiry--> CLOSED
+          |  (a valid Authorization header starts in OPEN)
+          +--bad auth / auth timeout--> CLOSED
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from tdevlab.exceptions import AuthFailed, InvalidCommand, TdevlabError, Unauthorized
+from tdevlab.protocol.auth import Claims, TokenVerifier
+from tdevlab.protocol.envelope import Encoder, iso_time
+from tdevlab.protocol.messages import (
+    AgentCodeUpload,
+    Auth,
+    ClientMessage,
+    Command,
+    Control,
+    GetAgent,
+    GetAgentCode,
+    Ping,
+    Subscribe,
+    Unsubscribe,
+    parse_binary,
+    parse_text,
+)
+
+__all__ = ["Close", "Dispatch", "Filters", "Send", "Session", "SessionState"]
+
+#: Close codes (RFC 6455): policy violation (auth), going away (shutdown).
+POLICY_VIOLATION = 1008
+GOING_AWAY = 1001
+
+# Requests a viewer may make; everything else needs the operator role.
+_VIEWER_REQUESTS = (Subscribe, Unsubscribe, GetAgent, GetAgentCode, Ping, Auth)
+
+
+class SessionState(enum.Enum):
+    AWAITING_AUTH = "awaiting_auth"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True)
+class Send:
+    data: bytes
+    binary: bool = False
+    error: bool = False  # an error reply (counted in the metrics' error_rate)
+
+
+@dataclass(frozen=True)
+class Close:
+    code: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    request: ClientMessage | AgentCodeUpload
+    claims: Claims
+
+
+Outcome = Send | Close | Dispatch
+
+
+@dataclass(frozen=True)
+class Filters:
+    """spec: subscribe filters. Events without the field pass (only evolution and agent
+    updates carry generation and fitness)."""
+
+    generation_min: float | None = None
+    fitness_min: float | None = None
+
+    def accepts(self, generation: int | None, fitness: float | None) -> bool:
+        if self.generation_min is not None and generation is not None:
+            return generation >= self.generation_min and self._fitness_ok(fitness)
+        return self._fitness_ok(fitness)
+
+    def _fitness_ok(self, fitness: float | None) -> bool:
+        return self.fitness_min is None or fitness is None or fitness >= self.fitness_min
+
+    def to_dict(self) -> dict[str, float]:
+        return {
+            k: v
+            for k, v in (("generation_min", self.generation_min), ("fitness_min", self.fitness_min))
+            if v is not None
+        }
+
+
+@dataclass
+class Session:
+    """Protocol state of one connection.
+
+    Args:
+        verifier: Checks tokens.
+        encoder: Builds server messages.
+        now: The connection's start time.
+        auth_timeout: Seconds allowed to authenticate before the connection is closed.
+        header_claims: Claims from a valid ``Authorization`` header (the session starts OPEN).
+    """
+
+    verifier: TokenVerifier
+    encoder: Encoder
+    now: float
+    auth_timeout: float = 10.0
+    header_claims: Claims | None = None
+    state: SessionState = SessionState.AWAITING_AUTH
+    claims: Claims | None = None
+    subscriptions: dict[str, Filters] = field(default_factory=dict)
+    deadline: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.header_claims is not None:
+            self.claims = self.header_claims
+            self.state = SessionState.OPEN
+            self.deadline = self.header_claims.expires_at
+        else:
+            self.deadline = self.now + self.auth_timeout
+
+    # -- input -----------------------------------------------------------------------------
+
+    def receive_text(self, text: str | bytes, now: float) -> list[Outcome]:
+        """Handle one text frame."""
+        if self.state is SessionState.CLOSED:
+            return []
+        expired = self.tick(now)
+        if expired:
+            return expired
+        try:
+            message = parse_text(text)
+        except InvalidCommand as exc:
+            return [self._error(exc, now, exc.details.get("id"))]
+        return self._handle(message, now)
+
+    def receive_binary(self, data: bytes, now: float) -> list[Outcome]:
+        """Handle one binary frame (an agent code upload)."""
+        if self.state is SessionState.CLOSED:
+            return []
+        expired = self.tick(now)
+        if expired:
+            return expired
+        if self.state is SessionState.AWAITING_AUTH:
+            return [self._error(Unauthorized("authenticate first (send an 'auth' message)"), now)]
+        try:
+            upload = parse_binary(data)
+        except InvalidCommand as exc:
+            return [self._error(exc, now, exc.details.get("id"))]
+        assert self.claims is not None
+        if not self.claims.is_operator:
+            return [
+                self._error(
+                    Unauthorized(
+                        f"user {self.claims.user!r} (role {self.claims.role}) may not upload "
+                        "agent code; it needs the operator role"
+                    ),
+                    now,
+                    upload.id,
+                )
+            ]
+        return [Dispatch(upload, self.claims)]
+
+    def tick(self, now: float) -> list[Outcome]:
+        """Check the auth deadline and token expiry; return a Close when one has passed."""
+        if self.state is SessionState.CLOSED or now < self.deadline:
+            return []
+        self.state = SessionState.CLOSED
+        if self.claims is None:
+            return [Close(POLICY_VIOLATION, "authentication timeout: no valid auth message")]
+        return [Close(POLICY_VIOLATION, "token expired: authenticate again with a new token")]
+
+    def close(self) -> None:
+        """Mark the session closed (the connection is gone)."""
+        self.state = SessionState.CLOSED
+
+    # -- fan-out ---------------------------------------------------------------------------
+
+    def wants(self, channel: str, generation: int | None, fitness: float | None) -> bool:
+        """Whether an event on ``channel`` with these values goes to this connection."""
+        filters = self.subscriptions.get(channel)
+        return filters is not None and filters.accepts(generation, fitness)
+
+    # -- requests --------------------------------------------------------------------------
+
+    def _handle(self, message: ClientMessage, now: float) -> list[Outcome]:
+        if isinstance(message, Auth):
+            return self._auth(message, now)
+        if self.state is SessionState.AWAITING_AUTH:
+            return [
+                self._error(
+                    Unauthorized('authenticate first: send {"type": "auth", "token": ...}'),
+                    now,
+                    message.id,
+                )
+            ]
+        assert self.claims is not None
+        if not self.claims.is_operator and not isinstance(message, _VIEWER_REQUESTS):
+            what = message.cmd if isinstance(message, Command) else message.__struct_config__.tag
+            return [
+                self._error(
+                    Unauthorized(
+                        f"user {self.claims.user!r} (role {self.claims.role}) may not {what}; "
+                        "it needs the operator role",
+                        details={"role": self.claims.role},
+                    ),
+                    now,
+                    message.id,
+                )
+            ]
+        if isinstance(message, Ping):
+            # spec: pong echoes the client's timestamp; the envelope's own time goes in data.
+            reply: dict[str, Any] = {
+                "id": self.encoder.next_id(),
+                "type": "pong",
+                "timestamp": message.timestamp,
+            }
+            if message.id is not None:
+                reply["reply_to"] = message.id
+            reply["data"] = {"server_time": iso_time(now)}
+            return [Send(self.encoder.encode(reply))]
+        if isinstance(message, Subscribe):
+            return [self._subscribe(message, now)]
+        if isinstance(message, Unsubscribe):
+            names = _names(message.channel, message.channels)
+            for name in names:
+                self.subscriptions.pop(name, None)
+            return [self._ack("unsubscribe", message.id, now, channels=sorted(self.subscriptions))]
+        if isinstance(message, Command) and message.cmd != "rollback":
+            return [
+                self._error(
+                    InvalidCommand(
+                        f"unknown command {message.cmd!r}; commands are ['rollback']",
+                        details={"cmd": message.cmd},
+                    ),
+                    now,
+                    message.id,
+                )
+            ]
+        if isinstance(message, Control | GetAgent | GetAgentCode | Command):
+            return [Dispatch(message, self.claims)]
+        raise AssertionError(f"unhandled message {message!r}")  # pragma: no cover
+
+    def _auth(self, message: Auth, now: float) -> list[Outcome]:
+        try:
+            claims = self.verifier.verify(message.token, now)
+        except AuthFailed as exc:
+            self.state = SessionState.CLOSED
+            return [
+                self._error(exc, now, message.id),
+                Close(POLICY_VIOLATION, f"authentication failed: {exc.message}"[:120]),
+            ]
+        if self.claims is not None and claims.user != self.claims.user:
+            # Re-authentication may refresh a token, not switch users mid-connection.
+            return [
+                self._error(
+                    AuthFailed("a connection cannot change user; open a new connection"),
+                    now,
+                    message.id,
+                )
+            ]
+        self.claims = claims
+        self.state = SessionState.OPEN
+        self.deadline = claims.expires_at
+        return [self._ack("auth", message.id, now, user=claims.user, role=claims.role)]
+
+    def _subscribe(self, message: Subscribe, now: float) -> Send:
+        filters = Filters(**(message.filters or {}))
+        for name in _names(message.channel, message.channels):
+            self.subscriptions[name] = filters
+        return self._ack(
+            "subscribe",
+            message.id,
+            now,
+            channels=sorted(self.subscriptions),
+            filters={name: f.to_dict() for name, f in sorted(self.subscriptions.items())},
+        )
+
+    def _ack(self, request: str, reply_to: Any, now: float, **data: Any) -> Send:
+        message = self.encoder.message(
+            "ack", {"request": request, **data}, now=now, reply_to=reply_to
+        )
+        return Send(self.encoder.encode(message))
+
+    def _error(self, exc: TdevlabError, now: float, reply_to: Any = None) -> Send:
+        return Send(self.encoder.error(exc, now=now, reply_to=reply_to), error=True)
+
+
+def _names(channel: str | None, channels: list[str] | None) -> list[str]:
+    names = list(channels or [])
+    if channel is not None:
+        names.append(channel)
+    return list(dict.fromkeys(names))

@@ -1,0 +1,363 @@
+"""The embeddable WebSocket server for ``/v1/evolution`` (websockets, asyncio).
+
+A thin driver: it reads frames, hands them to the connection's :class:`Session` (all
+validation, auth and subscription logic lives in ``tdevlab.protocol``), sends what comes
+back, runs engine requests, and publishes the engine's events to the channels.
+
+Usage::
+
+    async with EvolutionServer(Engine(store="runs.db"), port=0, secret=SECRET) as server:
+        print(server.url)            # ws://127.0.0.1:PORT/v1/evolution
+        await server.wait_closed()
+
+    server = EvolutionServer(port=0); url = server.start(); ...; server.stop()   # a thread
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import ssl as ssl_module
+import threading
+import time
+import weakref
+from typing import Any
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from tdevlab.engine.engine import ControlEvent, Engine, EngineState
+from tdevlab.engine.events import AgentUpdate, Alert, EvolutionUpdate, LogEntry
+from tdevlab.exceptions import AuthFailed, InvalidParameters, TdevlabError
+from tdevlab.protocol.auth import Claims, TokenVerifier, issue_token
+from tdevlab.protocol.envelope import Encoder
+from tdevlab.protocol.session import GOING_AWAY, Close, Dispatch, Send, Session
+from tdevlab.server.hub import Connection, Hub
+from tdevlab.server.metrics import RequestStats
+from tdevlab.server.service import Service
+
+__all__ = ["PATH", "EvolutionServer"]
+
+PATH = "/v1/evolution"
+log = logging.getLogger("tdevlab.server")
+
+
+class EvolutionServer:
+    """Serves one engine at ``/v1/evolution``.
+
+    Args:
+        engine: The engine (default: ``Engine()`` on AgentDesign, in memory).
+        host: Interface to listen on.
+        port: TCP port; 0 picks a free one (see :attr:`port` once started).
+        secret: HS256 secret (>= 32 bytes); default ``$TDEVLAB_SECRET`` or a random one.
+        verifier: A :class:`TokenVerifier` (for RS256), instead of ``secret``.
+        ssl: An ``ssl.SSLContext`` to serve ``wss://``.
+        auth_timeout: Seconds a connection may take to authenticate.
+        metrics_interval: Seconds between ``metrics`` events (0 disables them).
+        compression: ``"deflate"`` to enable permessage-deflate (off by default: it
+            triples the CPU cost of each delivery).
+        max_size: Largest accepted frame, in bytes (larger ones close with 1009).
+        ping_interval: Seconds between protocol keepalive pings (``None`` disables them).
+        autostart: Start evolving as soon as the server is up.
+
+    Raises:
+        InvalidParameters: for a short secret or conflicting options.
+    """
+
+    def __init__(
+        self,
+        engine: Engine | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8765,
+        secret: str | None = None,
+        verifier: TokenVerifier | None = None,
+        ssl: ssl_module.SSLContext | None = None,
+        auth_timeout: float = 10.0,
+        metrics_interval: float = 1.0,
+        compression: str | None = None,
+        max_size: int = 2**20,
+        ping_interval: float | None = 20.0,
+        autostart: bool = False,
+    ) -> None:
+        if secret is not None and verifier is not None:
+            raise InvalidParameters("give either secret or verifier, not both")
+        self.engine = engine if engine is not None else Engine()
+        self.host, self._requested_port = host, port
+        self.secret = secret or os.environ.get("TDEVLAB_SECRET") or secrets.token_urlsafe(32)
+        self.verifier = verifier or TokenVerifier(self.secret)
+        self.ssl = ssl
+        self.auth_timeout = auth_timeout
+        self.metrics_interval = metrics_interval
+        self.compression = compression
+        self.max_size = max_size
+        self.ping_interval = ping_interval
+        self.autostart = autostart
+        self.encoder = Encoder()
+        self.hub = Hub(self.encoder, time.time)
+        self.stats = RequestStats()
+        self.service = Service(self)
+        self.port: int | None = None
+        self._server: Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._header_claims: weakref.WeakKeyDictionary[ServerConnection, Claims] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._unsubscribe: Any = None
+        self._closed: asyncio.Event | None = None  # created on the server's loop
+        self._thread: threading.Thread | None = None
+        self._thread_stop: asyncio.Event | None = None
+
+    # -- addresses and tokens --------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The endpoint, ``ws[s]://HOST:PORT/v1/evolution`` (the real port once started)."""
+        scheme = "wss" if self.ssl is not None else "ws"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port or self._requested_port}{PATH}"
+
+    def token(self, user: str = "operator", role: str = "operator", ttl: float = 3600.0) -> str:
+        """Issue a token signed with this server's secret (HS256 only)."""
+        return issue_token(self.secret, user, role, now=time.time(), ttl=ttl)
+
+    # -- lifecycle in a running loop -------------------------------------------------------
+
+    async def __aenter__(self) -> EvolutionServer:
+        self._loop = asyncio.get_running_loop()
+        self._closed = asyncio.Event()
+        self._unsubscribe = self.engine.subscribe(self._on_engine_event)
+        self._server = await serve(
+            self._handle,
+            self.host,
+            self._requested_port,
+            process_request=self._process_request,
+            compression=self.compression,
+            max_size=self.max_size,
+            ping_interval=self.ping_interval,
+            ssl=self.ssl,
+        )
+        self.port = next(iter(self._server.sockets)).getsockname()[1]
+        if self.metrics_interval > 0:
+            self._spawn(self._metrics_loop())
+        if self.autostart:
+            await self.service.start_run({})
+        log.info("serving %s", self.url)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def wait_closed(self) -> None:
+        """Wait until :meth:`aclose` has run."""
+        assert self._closed is not None, "the server is not started"
+        await self._closed.wait()
+
+    async def aclose(self) -> None:
+        """Shut down gracefully: stop the run, close clients with 1001, flush the store."""
+        if self._server is None:
+            return
+        await self.service.shutdown()
+        connections = list(self.hub.connections)
+        for connection in connections:
+            connection.close_after_pending(Close(GOING_AWAY, "server shutting down"))
+        if connections:
+            await asyncio.wait(
+                [asyncio.ensure_future(c.ws.wait_closed()) for c in connections], timeout=5
+            )
+        self._server.close()
+        await self._server.wait_closed()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        self.engine.close()
+        self._server = None
+        assert self._closed is not None
+        self._closed.set()
+
+    def _spawn(self, coroutine: Any) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # -- lifecycle in a background thread --------------------------------------------------
+
+    def start(self, timeout: float = 30.0) -> str:
+        """Run the server in a background thread (its own loop); return the URL when ready.
+
+        Raises:
+            OSError: if the port cannot be bound (and any other start-up error).
+        """
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            async def main() -> None:
+                self._thread_stop = asyncio.Event()
+                try:
+                    async with self:
+                        ready.set()
+                        await self._thread_stop.wait()
+                except BaseException as exc:  # reported to start()
+                    failure.append(exc)
+                    ready.set()
+
+            asyncio.run(main())
+
+        self._thread = threading.Thread(target=run, name="tdevlab-server", daemon=True)
+        self._thread.start()
+        if not ready.wait(timeout):
+            raise TimeoutError(f"server did not start within {timeout} s")
+        if failure:
+            raise failure[0]
+        return self.url
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop a server started with :meth:`start` (graceful, as :meth:`aclose`)."""
+        if self._thread is None or self._loop is None or self._thread_stop is None:
+            return
+        self._loop.call_soon_threadsafe(self._thread_stop.set)
+        self._thread.join(timeout)
+        self._thread = None
+
+    # -- handshake -------------------------------------------------------------------------
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        if request.path.split("?", 1)[0] != PATH:
+            return connection.respond(404, f"Not Found: the API is at {PATH}\n")
+        header = request.headers.get("Authorization")
+        if header is None:
+            return None  # browsers authenticate with the first message
+        scheme, _, token = header.partition(" ")
+        try:
+            if scheme.lower() != "bearer" or not token.strip():
+                raise AuthFailed("the Authorization header must be 'Bearer <jwt>'")
+            claims = self.verifier.verify(token.strip(), time.time())
+        except AuthFailed as exc:
+            response = connection.respond(401, f"authentication failed: {exc.message}\n")
+            response.headers = Headers(response.headers)
+            response.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+            return response
+        self._header_claims[connection] = claims
+        return None
+
+    # -- connections -----------------------------------------------------------------------
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        session = Session(
+            self.verifier,
+            self.encoder,
+            now=time.time(),
+            auth_timeout=self.auth_timeout,
+            header_claims=self._header_claims.pop(ws, None),
+        )
+        connection = Connection(ws, session)
+        self.hub.connections.add(connection)
+        writer = asyncio.ensure_future(connection.writer())
+        watchdog = asyncio.ensure_future(self._watch(connection))
+        try:
+            async for frame in ws:
+                started = time.perf_counter()
+                if isinstance(frame, str):
+                    outcomes = session.receive_text(frame, time.time())
+                else:
+                    outcomes = session.receive_binary(frame, time.time())
+                error = await self._carry_out(connection, outcomes)
+                self.stats.record(time.perf_counter() - started, error)
+                if writer.done():
+                    break
+        except ConnectionClosed:
+            pass
+        finally:
+            session.close()
+            self.hub.connections.discard(connection)
+            watchdog.cancel()
+            if not writer.done():
+                # Let queued replies (an error before a close) go out, within bounds.
+                try:
+                    await asyncio.wait_for(writer, timeout=5)
+                except (TimeoutError, asyncio.CancelledError):
+                    writer.cancel()
+
+    async def _carry_out(self, connection: Connection, outcomes: list[Any]) -> bool:
+        """Send, close or dispatch; return whether an error reply was among them."""
+        error = False
+        for outcome in outcomes:
+            if isinstance(outcome, Send):
+                error = error or outcome.error
+                connection.enqueue(outcome.data, outcome.binary)
+            elif isinstance(outcome, Close):
+                connection.close_after_pending(outcome)
+            elif isinstance(outcome, Dispatch):
+                error = not await self.service.dispatch(connection, outcome) or error
+        return error
+
+    async def _watch(self, connection: Connection) -> None:
+        """Close a connection at its auth deadline or when its token expires."""
+        session = connection.session
+        while True:
+            await asyncio.sleep(max(session.deadline - time.time(), 0.0) + 0.001)
+            for outcome in session.tick(time.time()):
+                if isinstance(outcome, Close):
+                    connection.close_after_pending(outcome)
+                    return
+            if session.state.value == "closed":
+                return
+
+    # -- engine events ---------------------------------------------------------------------
+
+    def _on_engine_event(self, event: Any) -> None:
+        # Engine listeners run on the engine's thread: hand the event to the loop, in order.
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._publish_engine_event, event)
+
+    def _publish_engine_event(self, event: Any) -> None:
+        hub = self.hub
+        if isinstance(event, EvolutionUpdate):
+            data = event.to_dict()
+            data.pop("timestamp")
+            hub.publish(
+                "evolution", "evolution_update", data,
+                generation=event.generation, fitness=event.best_fitness,
+            )  # fmt: skip
+        elif isinstance(event, AgentUpdate):
+            hub.publish(
+                "agents", "agent_update", event.to_dict(),
+                generation=event.generation, fitness=event.fitness,
+            )  # fmt: skip
+        elif isinstance(event, Alert):
+            data = event.to_dict()
+            severity = data.pop("severity")
+            hub.publish("alerts", "alert", data, severity=severity)
+        elif isinstance(event, LogEntry):
+            data = event.to_dict()
+            level = data.pop("level")
+            hub.publish("logs", "log", data, level=level)
+        elif isinstance(event, ControlEvent):
+            hub.publish("control", "control_update", event.to_dict())
+
+    async def _metrics_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.metrics_interval)
+            population = self.engine.population
+            data = self.stats.sample(
+                active_agents=0 if population is None else len(population),
+                connections=len(self.hub.connections),
+            )
+            self.hub.publish("metrics", "metrics", data)
+
+    @property
+    def state(self) -> EngineState:
+        """The engine's control state."""
+        return self.engine.state
+
+    def _report(self, exc: TdevlabError) -> None:
+        self.hub.publish_error("evolution", exc.to_wire())

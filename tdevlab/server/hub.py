@@ -1,0 +1,111 @@
+"""Channels and connections: each event encoded once, queued to its subscribers, never blocking.
+
+A :class:`Connection` owns an outbound queue drained by its own writer task, so a
+publisher (the engine's events, the metrics sampler) only appends bytes and returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from tdevlab.protocol.envelope import Encoder
+from tdevlab.protocol.messages import CHANNELS
+from tdevlab.protocol.session import Close, Session
+
+__all__ = ["Connection", "Hub"]
+
+log = logging.getLogger("tdevlab.server")
+
+
+@dataclass(eq=False)
+class Connection:
+    """A client connection: its socket, protocol session and outbound queue."""
+
+    ws: ServerConnection
+    session: Session
+    queue: asyncio.Queue[tuple[bytes, bool] | Close] = field(default_factory=asyncio.Queue)
+    sent: int = 0
+
+    def enqueue(self, data: bytes, binary: bool = False) -> None:
+        """Queue a frame (text unless ``binary``)."""
+        self.queue.put_nowait((data, binary))
+
+    def close_after_pending(self, close: Close) -> None:
+        """Close once everything queued before is sent."""
+        self.queue.put_nowait(close)
+
+    async def writer(self) -> None:
+        """Send queued frames in order until a Close or the connection ends."""
+        try:
+            while True:
+                item = await self.queue.get()
+                if isinstance(item, Close):
+                    await self.ws.close(item.code, item.reason)
+                    return
+                data, binary = item
+                await self.ws.send(data, text=not binary)
+                self.sent += 1
+        except ConnectionClosed:
+            return
+
+
+class Hub:
+    """Publishes events to the connections subscribed to their channel.
+
+    Args:
+        encoder: Builds the messages.
+        clock: Wall-clock time for envelopes.
+    """
+
+    def __init__(self, encoder: Encoder, clock: Callable[[], float]) -> None:
+        self.encoder = encoder
+        self.clock = clock
+        self.connections: set[Connection] = set()
+        self.seq: dict[str, int] = dict.fromkeys(CHANNELS, 0)
+        self.published = 0
+
+    def publish(
+        self,
+        channel: str,
+        type_: str,
+        data: Any,
+        *,
+        generation: int | None = None,
+        fitness: float | None = None,
+        **top: Any,
+    ) -> bytes:
+        """Encode one event (once) and queue it to every subscriber whose filters accept it.
+
+        ``generation`` and ``fitness`` are what the subscribe filters look at. Returns the
+        encoded message.
+        """
+        self.seq[channel] += 1
+        message = self.encoder.message(
+            type_, data, now=self.clock(), channel=channel, seq=self.seq[channel], **top
+        )
+        payload = self.encoder.encode(message)
+        for connection in self.connections:
+            if connection.session.wants(channel, generation, fitness):
+                connection.enqueue(payload)
+        self.published += 1
+        return payload
+
+    def publish_error(self, channel: str, error: dict[str, Any]) -> None:
+        """Send an error (spec shape) to a channel's subscribers, with its sequence number."""
+        self.seq[channel] += 1
+        message = self.encoder.message(
+            "error", None, now=self.clock(), channel=channel, seq=self.seq[channel]
+        )
+        del message["data"]
+        message["error"] = error
+        payload = self.encoder.encode(message)
+        for connection in self.connections:
+            if channel in connection.session.subscriptions:
+                connection.enqueue(payload)
