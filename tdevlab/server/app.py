@@ -281,6 +281,7 @@ class EvolutionServer:
             watchdog.cancel()
             if not writer.done():
                 # Let queued replies (an error before a close) go out, within bounds.
+                connection.finish()
                 try:
                     await asyncio.wait_for(writer, timeout=5)
                 except (TimeoutError, asyncio.CancelledError):
@@ -303,7 +304,8 @@ class EvolutionServer:
         """Close a connection at its auth deadline or when its token expires."""
         session = connection.session
         while True:
-            await asyncio.sleep(max(session.deadline - time.time(), 0.0) + 0.001)
+            # Re-checks at least twice a second: an auth message moves the deadline.
+            await asyncio.sleep(min(max(session.deadline - time.time(), 0.0) + 0.001, 0.5))
             for outcome in session.tick(time.time()):
                 if isinstance(outcome, Close):
                     connection.close_after_pending(outcome)

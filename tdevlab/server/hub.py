@@ -30,7 +30,7 @@ class Connection:
 
     ws: ServerConnection
     session: Session
-    queue: asyncio.Queue[tuple[bytes, bool] | Close] = field(default_factory=asyncio.Queue)
+    queue: asyncio.Queue[tuple[bytes, bool] | Close | None] = field(default_factory=asyncio.Queue)
     sent: int = 0
 
     def enqueue(self, data: bytes, binary: bool = False) -> None:
@@ -41,11 +41,17 @@ class Connection:
         """Close once everything queued before is sent."""
         self.queue.put_nowait(close)
 
+    def finish(self) -> None:
+        """Let the writer end once everything queued before is sent."""
+        self.queue.put_nowait(None)
+
     async def writer(self) -> None:
         """Send queued frames in order until a Close or the connection ends."""
         try:
             while True:
                 item = await self.queue.get()
+                if item is None:  # the connection ended: stop after what was queued
+                    return
                 if isinstance(item, Close):
                     await self.ws.close(item.code, item.reason)
                     return

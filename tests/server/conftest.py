@@ -1,0 +1,90 @@
+"""Helpers for tests against a real server on 127.0.0.1 (port 0)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+
+from tdevlab import Engine
+from tdevlab.server import EvolutionServer
+
+SECRET = "test-secret-that-is-long-enough-for-hs256!"
+TIMEOUT = 10.0  # seconds; every wait in these tests is bounded by it
+
+
+def make_server(**kwargs: Any) -> EvolutionServer:
+    """A server on a free loopback port with a small fast engine."""
+    engine = kwargs.pop("engine", None) or Engine(seed=3, population_size=20)
+    kwargs.setdefault("metrics_interval", 0.2)
+    return EvolutionServer(engine, host="127.0.0.1", port=0, secret=SECRET, **kwargs)
+
+
+class Client:
+    """A test client: sends JSON requests, matches replies by id, buffers other messages."""
+
+    _ids = itertools.count(1)
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.buffer: list[Any] = []
+
+    async def send(self, message: dict[str, Any] | str | bytes) -> None:
+        await self.ws.send(json.dumps(message) if isinstance(message, dict) else message)
+
+    async def request(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Send a request with a fresh id and return the reply naming it."""
+        rid = f"r{next(self._ids)}"
+        await self.send({**message, "id": rid})
+        return await self.wait_for(lambda m: isinstance(m, dict) and m.get("reply_to") == rid)
+
+    async def receive(self) -> Any:
+        frame = await asyncio.wait_for(self.ws.recv(), TIMEOUT)
+        if isinstance(frame, bytes):
+            return frame
+        return json.loads(frame)
+
+    async def wait_for(self, predicate: Any) -> Any:
+        """Return the first buffered or incoming message matching ``predicate``."""
+        for i, message in enumerate(self.buffer):
+            if predicate(message):
+                return self.buffer.pop(i)
+        async with asyncio.timeout(TIMEOUT):
+            while True:
+                message = await self.receive()
+                if predicate(message):
+                    return message
+                self.buffer.append(message)
+
+    async def event(self, type_: str, **where: Any) -> dict[str, Any]:
+        """The next message of ``type_`` whose data has the given values."""
+
+        def match(m: Any) -> bool:
+            return (
+                isinstance(m, dict)
+                and m.get("type") == type_
+                and all((m.get("data") or {}).get(k) == v for k, v in where.items())
+            )
+
+        message: dict[str, Any] = await self.wait_for(match)
+        return message
+
+
+@asynccontextmanager
+async def client(
+    server: EvolutionServer, *, role: str = "operator", user: str = "ada", header: bool = False
+) -> AsyncIterator[Client]:
+    """Connect and authenticate (first-message auth, or the Authorization header)."""
+    token = server.token(user, role)
+    headers = {"Authorization": f"Bearer {token}"} if header else None
+    async with connect(server.url, additional_headers=headers, open_timeout=TIMEOUT) as ws:
+        c = Client(ws)
+        if not header:
+            reply = await c.request({"type": "auth", "token": token})
+            assert reply["type"] == "ack", reply
+        yield c
