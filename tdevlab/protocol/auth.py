@@ -9,6 +9,7 @@ leeway), which keeps this module free of clocks.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -117,8 +118,8 @@ def issue_token(
     """
     if role not in ROLES:
         raise InvalidParameters(f"role {role!r} must be one of {list(ROLES)}")
-    if not ttl > 0:
-        raise InvalidParameters(f"ttl={ttl} must be > 0")
+    if not (ttl > 0 and math.isfinite(ttl)):
+        raise InvalidParameters(f"ttl={ttl} must be a finite number of seconds > 0")
     if algorithm == "HS256":
         _check_secret(secret)
     payload = {"sub": user, "role": role, "iat": int(now), "exp": int(now + ttl)}
@@ -138,4 +139,13 @@ def _number_claim(payload: dict[str, Any], name: str) -> float:
     value = payload[name]
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise AuthFailed(f"token rejected: '{name}' must be a number")
+    if not _finite(value):
+        raise AuthFailed(f"token rejected: '{name}' must be finite, got {value!r}")
     return float(value)
+
+
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False

@@ -142,6 +142,8 @@ def parse_text(text: str | bytes) -> ClientMessage:
         raise _invalid(f"message is not valid JSON: {exc}", text) from exc
     except RecursionError:
         raise _invalid("message nests too deeply", None) from None
+    except (UnicodeDecodeError, UnicodeEncodeError) as exc:  # bad bytes, lone surrogates
+        raise InvalidCommand(f"message is not valid UTF-8 text: {exc}") from exc
     _check(message)
     return message
 
@@ -165,6 +167,11 @@ def parse_binary(data: bytes) -> AgentCodeUpload:
         raise InvalidCommand("binary frame metadata nests too deeply") from None
     if not isinstance(meta, dict):
         raise InvalidCommand("binary frame metadata must be a JSON object")
+    try:
+        # json accepts "\udc00" escapes (lone surrogates), which no reply could carry.
+        json.dumps(meta, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidCommand(f"binary frame metadata is not valid Unicode: {exc}") from exc
     request = meta.get("id")
     if meta.get("type") != "agent_code":
         raise InvalidCommand(
@@ -189,7 +196,7 @@ def request_id(text: str | bytes) -> RequestId:
     """Best effort: the ``id`` of a message that failed validation (for ``reply_to``)."""
     try:
         value = _ANY.decode(text)
-    except (msgspec.DecodeError, RecursionError):
+    except (msgspec.DecodeError, RecursionError, UnicodeError):
         return None
     if isinstance(value, dict):
         rid = value.get("id")
@@ -207,6 +214,13 @@ def _explain(error: str, text: str | bytes) -> str:
     if "at `$.type`" in error or "missing required field `type`" in error:
         return f"unknown or missing message type ({error}); known types: {list(TYPES)}"
     return f"invalid message: {error}"
+
+
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 def _refuse_constant(name: str) -> Any:
@@ -238,11 +252,7 @@ def _check(message: ClientMessage) -> None:
                     f"unknown filter {name!r}; filters are {list(FILTERS)}",
                     details={**details, "filter": name},
                 )
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not math.isfinite(value)
-            ):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not _finite(value):
                 raise InvalidCommand(
                     f"filter {name} must be a finite number, got {value!r}",
                     details={**details, "filter": name},

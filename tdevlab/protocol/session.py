@@ -127,7 +127,7 @@ class Session:
         if self.header_claims is not None:
             self.claims = self.header_claims
             self.state = SessionState.OPEN
-            self.deadline = self.header_claims.expires_at
+            self.deadline = self.header_claims.expires_at + self.verifier.leeway
         else:
             self.deadline = self.now + self.auth_timeout
 
@@ -260,7 +260,7 @@ class Session:
             self.state = SessionState.CLOSED
             return [
                 self._error(exc, now, message.id),
-                Close(POLICY_VIOLATION, f"authentication failed: {exc.message}"[:120]),
+                Close(POLICY_VIOLATION, _reason(f"authentication failed: {exc.message}")),
             ]
         if self.claims is not None and claims.user != self.claims.user:
             # Re-authentication may refresh a token, not switch users mid-connection.
@@ -273,7 +273,7 @@ class Session:
             ]
         self.claims = claims
         self.state = SessionState.OPEN
-        self.deadline = claims.expires_at
+        self.deadline = claims.expires_at + self.verifier.leeway  # as verify() accepts it
         return [self._ack("auth", message.id, now, user=claims.user, role=claims.role)]
 
     def _subscribe(self, message: Subscribe, now: float) -> Send:
@@ -303,3 +303,9 @@ def _names(channel: str | None, channels: list[str] | None) -> list[str]:
     if channel is not None:
         names.append(channel)
     return list(dict.fromkeys(names))
+
+
+def _reason(text: str) -> str:
+    """A close reason within the 123 bytes a close frame allows (RFC 6455 5.5)."""
+    data = text.encode("utf-8")
+    return text if len(data) <= 123 else data[:120].decode("utf-8", "ignore") + "..."

@@ -22,7 +22,9 @@ def make_server(**kwargs: Any) -> EvolutionServer:
     """A server on a free loopback port with a small fast engine."""
     engine = kwargs.pop("engine", None) or Engine(seed=3, population_size=20)
     kwargs.setdefault("metrics_interval", 0.2)
-    return EvolutionServer(engine, host="127.0.0.1", port=0, secret=SECRET, **kwargs)
+    if "verifier" not in kwargs:
+        kwargs["secret"] = SECRET
+    return EvolutionServer(engine, host="127.0.0.1", port=0, **kwargs)
 
 
 class Client:

@@ -15,6 +15,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tdevlab import Engine, SQLiteStore
+from tdevlab.protocol.auth import TokenVerifier
 from tests.server.conftest import SECRET, Client, client, make_server
 
 
@@ -116,7 +117,9 @@ def test_expired_token_on_live_connection_closes_with_reason() -> None:
     """When the token expires, the connection is closed with a reason that says so."""
 
     async def scenario() -> None:
-        async with make_server() as server, connect(server.url) as ws:
+        # A small leeway keeps the test short (the default tolerates 5 s of clock skew).
+        verifier = TokenVerifier(SECRET, leeway=0.2)
+        async with make_server(verifier=verifier) as server, connect(server.url) as ws:
             c = Client(ws)
             token = jwt.encode(
                 {"sub": "ada", "role": "viewer", "exp": time.time() + 1.0}, SECRET, "HS256"
