@@ -21,9 +21,16 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-from tdevlab.exceptions import AuthFailed, InvalidCommand, TdevlabError, Unauthorized
+from tdevlab.exceptions import (
+    AuthFailed,
+    InvalidCommand,
+    RateLimited,
+    TdevlabError,
+    Unauthorized,
+)
 from tdevlab.protocol.auth import Claims, TokenVerifier
 from tdevlab.protocol.envelope import Encoder, iso_time
+from tdevlab.protocol.limits import FloodGuard, Limits, TokenBucket, UserRegistry
 from tdevlab.protocol.messages import (
     AgentCodeUpload,
     Auth,
@@ -37,6 +44,7 @@ from tdevlab.protocol.messages import (
     Unsubscribe,
     parse_binary,
     parse_text,
+    request_id,
 )
 
 __all__ = ["Close", "Dispatch", "Filters", "Send", "Session", "SessionState"]
@@ -44,6 +52,7 @@ __all__ = ["Close", "Dispatch", "Filters", "Send", "Session", "SessionState"]
 #: Close codes (RFC 6455): policy violation (auth), going away (shutdown).
 POLICY_VIOLATION = 1008
 GOING_AWAY = 1001
+TRY_AGAIN_LATER = 1013
 
 # Requests a viewer may make; everything else needs the operator role.
 _VIEWER_REQUESTS = (Subscribe, Unsubscribe, GetAgent, GetAgentCode, Ping, Auth)
@@ -118,16 +127,26 @@ class Session:
     now: float
     auth_timeout: float = 10.0
     header_claims: Claims | None = None
+    registry: UserRegistry | None = None
     state: SessionState = SessionState.AWAITING_AUTH
     claims: Claims | None = None
     subscriptions: dict[str, Filters] = field(default_factory=dict)
     deadline: float = 0.0
 
     def __post_init__(self) -> None:
+        limits = self.registry.limits if self.registry is not None else Limits()
+        self.messages = TokenBucket(
+            limits.messages_per_second, limits.messages_per_second, self.now
+        )
+        self.flood = FloodGuard(limits.flood_factor * limits.messages_per_second)
+        self.counted_user: str | None = None  # the user this connection counts against
+        #: What the driver must do before reading any frame (a refused connection).
+        self.start: list[Outcome] = []
         if self.header_claims is not None:
             self.claims = self.header_claims
             self.state = SessionState.OPEN
             self.deadline = self.header_claims.expires_at + self.verifier.leeway
+            self.start = self._count_connection(self.header_claims.user, None, self.now)
         else:
             self.deadline = self.now + self.auth_timeout
 
@@ -140,6 +159,10 @@ class Session:
         expired = self.tick(now)
         if expired:
             return expired
+        size = len(text) if isinstance(text, bytes) or text.isascii() else len(text.encode())
+        refused = self._limit(size, now, text)
+        if refused:
+            return refused
         try:
             message = parse_text(text)
         except InvalidCommand as exc:
@@ -153,6 +176,9 @@ class Session:
         expired = self.tick(now)
         if expired:
             return expired
+        refused = self._limit(len(data), now, None)
+        if refused:
+            return refused
         if self.state is SessionState.AWAITING_AUTH:
             return [self._error(Unauthorized("authenticate first (send an 'auth' message)"), now)]
         try:
@@ -183,8 +209,71 @@ class Session:
         return [Close(POLICY_VIOLATION, "token expired: authenticate again with a new token")]
 
     def close(self) -> None:
-        """Mark the session closed (the connection is gone)."""
+        """Mark the session closed (the connection is gone) and release its user slot."""
         self.state = SessionState.CLOSED
+        if self.counted_user is not None and self.registry is not None:
+            self.registry.disconnect(self.counted_user)
+            self.counted_user = None
+
+    # -- limits ----------------------------------------------------------------------------
+
+    def _limit(self, size: int, now: float, text: str | bytes | None) -> list[Outcome]:
+        """spec: "Rate Limiting". Refuse (not process) a message over a limit."""
+        if not self.messages.take(now):
+            if self.flood.refuse(now):
+                self.state = SessionState.CLOSED
+                rate = f"{self.messages.capacity:g}"
+                return [Close(POLICY_VIOLATION, f"flooding: far over {rate} messages/second")]
+            rid = None if text is None else request_id(text)
+            limit = self.messages.capacity
+            return [
+                self._error(
+                    RateLimited(
+                        f"too many messages: the limit is {limit:g} per second",
+                        details={"limit_per_second": limit},
+                    ),
+                    now,
+                    rid,
+                )
+            ]
+        if self.claims is not None and self.registry is not None:
+            bucket = self.registry.data_bucket(self.claims.user, now)
+            if not bucket.take(now, size):
+                rid = None if text is None else request_id(text)
+                per_minute = self.registry.limits.bytes_per_minute
+                return [
+                    self._error(
+                        RateLimited(
+                            f"too much data: user {self.claims.user!r} may send "
+                            f"{per_minute} bytes per minute",
+                            details={"limit_bytes_per_minute": per_minute},
+                        ),
+                        now,
+                        rid,
+                    )
+                ]
+        return []
+
+    def _count_connection(self, user: str, reply_to: Any, now: float) -> list[Outcome]:
+        """Count this connection against ``user``'s limit; refuse it when over."""
+        if self.registry is None or self.counted_user == user:
+            return []
+        if not self.registry.connect(user):
+            self.state = SessionState.CLOSED
+            limit = self.registry.limits.connections_per_user
+            return [
+                self._error(
+                    RateLimited(
+                        f"user {user!r} already has {limit} connections (the limit)",
+                        details={"limit_connections": limit},
+                    ),
+                    now,
+                    reply_to,
+                ),
+                Close(TRY_AGAIN_LATER, f"too many connections for user {user!r}"[:120]),
+            ]
+        self.counted_user = user
+        return []
 
     # -- fan-out ---------------------------------------------------------------------------
 
@@ -271,6 +360,9 @@ class Session:
                     message.id,
                 )
             ]
+        refused = self._count_connection(claims.user, message.id, now)
+        if refused:
+            return refused
         self.claims = claims
         self.state = SessionState.OPEN
         self.deadline = claims.expires_at + self.verifier.leeway  # as verify() accepts it

@@ -35,6 +35,7 @@ from tdevlab.engine.events import AgentUpdate, Alert, EvolutionUpdate, LogEntry
 from tdevlab.exceptions import AuthFailed, InvalidParameters, TdevlabError
 from tdevlab.protocol.auth import Claims, TokenVerifier, issue_token
 from tdevlab.protocol.envelope import Encoder
+from tdevlab.protocol.limits import Limits, UserRegistry
 from tdevlab.protocol.session import GOING_AWAY, Close, Dispatch, Send, Session
 from tdevlab.server.hub import Connection, Hub
 from tdevlab.server.metrics import RequestStats
@@ -60,9 +61,11 @@ class EvolutionServer:
         metrics_interval: Seconds between ``metrics`` events (0 disables them).
         compression: ``"deflate"`` to enable permessage-deflate (off by default: it
             triples the CPU cost of each delivery).
-        max_size: Largest accepted frame, in bytes (larger ones close with 1009).
+        max_size: Largest accepted frame, in bytes (larger ones close with 1009); default
+            ``limits.max_frame_bytes``.
         ping_interval: Seconds between protocol keepalive pings (``None`` disables them).
         autostart: Start evolving as soon as the server is up.
+        limits: Rate limits and budgets (spec: "Rate Limiting"), see :class:`Limits`.
 
     Raises:
         InvalidParameters: for a short secret or conflicting options.
@@ -80,9 +83,10 @@ class EvolutionServer:
         auth_timeout: float = 10.0,
         metrics_interval: float = 1.0,
         compression: str | None = None,
-        max_size: int = 2**20,
+        max_size: int | None = None,
         ping_interval: float | None = 20.0,
         autostart: bool = False,
+        limits: Limits | None = None,
     ) -> None:
         if secret is not None and verifier is not None:
             raise InvalidParameters("give either secret or verifier, not both")
@@ -94,7 +98,9 @@ class EvolutionServer:
         self.auth_timeout = auth_timeout
         self.metrics_interval = metrics_interval
         self.compression = compression
-        self.max_size = max_size
+        self.limits = limits or Limits()
+        self.registry = UserRegistry(self.limits)
+        self.max_size = max_size or self.limits.max_frame_bytes
         self.ping_interval = ping_interval
         self.autostart = autostart
         self.encoder = Encoder()
@@ -245,6 +251,12 @@ class EvolutionServer:
             response.headers = Headers(response.headers)
             response.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
             return response
+        if self.registry.connections.get(claims.user, 0) >= self.limits.connections_per_user:
+            return connection.respond(
+                429,
+                f"too many connections for user {claims.user!r} "
+                f"(limit {self.limits.connections_per_user})\n",
+            )
         self._header_claims[connection] = claims
         return None
 
@@ -257,12 +269,14 @@ class EvolutionServer:
             now=time.time(),
             auth_timeout=self.auth_timeout,
             header_claims=self._header_claims.pop(ws, None),
+            registry=self.registry,
         )
-        connection = Connection(ws, session)
+        connection = Connection(ws, session, budget=self.limits.outbound_budget_bytes)
         self.hub.connections.add(connection)
         writer = asyncio.ensure_future(connection.writer())
         watchdog = asyncio.ensure_future(self._watch(connection))
         try:
+            await self._carry_out(connection, session.start)
             async for frame in ws:
                 started = time.perf_counter()
                 if isinstance(frame, str):
@@ -278,6 +292,7 @@ class EvolutionServer:
         finally:
             session.close()
             self.hub.connections.discard(connection)
+            self.stats.dropped += connection.dropped
             watchdog.cancel()
             if not writer.done():
                 # Let queued replies (an error before a close) go out, within bounds.

@@ -30,12 +30,46 @@ class Connection:
 
     ws: ServerConnection
     session: Session
+    budget: int = 1024 * 1024
     queue: asyncio.Queue[tuple[bytes, bool] | Close | None] = field(default_factory=asyncio.Queue)
     sent: int = 0
+    queued_bytes: int = 0
+    dropped: int = 0
+    aborted: bool = False
 
-    def enqueue(self, data: bytes, binary: bool = False) -> None:
-        """Queue a frame (text unless ``binary``)."""
+    def enqueue(self, data: bytes, binary: bool = False) -> bool:
+        """Queue a frame (text unless ``binary``); False if the client is cut off instead.
+
+        A client that stops reading fills its socket buffer, then this queue. Past its
+        budget it is cut off by aborting the transport: a polite close would wait behind
+        the unread data, holding the buffers (websockets keeps such a peer CLOSING for
+        tens of seconds).
+        """
+        if self.aborted:
+            self.dropped += 1
+            return False
+        transport = self.ws.transport
+        buffered = transport.get_write_buffer_size() if transport is not None else 0
+        if self.queued_bytes + buffered + len(data) > self.budget:
+            self.abort()
+            self.dropped += 1
+            return False
+        self.queued_bytes += len(data)
         self.queue.put_nowait((data, binary))
+        return True
+
+    def abort(self) -> None:
+        """Cut the connection off at once (drop what is queued, free the buffers)."""
+        if self.aborted:
+            return
+        self.aborted = True
+        log.warning("cutting off a client over its outbound budget of %d bytes", self.budget)
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self.queued_bytes = 0
+        self.queue.put_nowait(None)
+        if self.ws.transport is not None:
+            self.ws.transport.abort()
 
     def close_after_pending(self, close: Close) -> None:
         """Close once everything queued before is sent."""
@@ -56,6 +90,7 @@ class Connection:
                     await self.ws.close(item.code, item.reason)
                     return
                 data, binary = item
+                self.queued_bytes -= len(data)
                 await self.ws.send(data, text=not binary)
                 self.sent += 1
         except ConnectionClosed:

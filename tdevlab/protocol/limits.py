@@ -1,0 +1,129 @@
+"""Rate limits (spec: "Rate Limiting"), as pure functions of ``now``.
+
+* 100 messages/second per connection: a token bucket; an excess message is refused
+  (``RATE_LIMITED``) and not processed. A client that keeps flooding — more than
+  ``flood_factor`` times the rate refused within one second — is closed (1008).
+* 10 concurrent connections per user (``sub``).
+* 10 MB/minute of inbound data per user, across all of their connections: a token bucket
+  of 10 MB refilled at 10 MB per 60 s, charged with each frame's size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tdevlab.exceptions import InvalidParameters
+
+__all__ = ["FloodGuard", "Limits", "TokenBucket", "UserRegistry"]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The server's limits; every one is configurable.
+
+    Attributes:
+        messages_per_second: Messages a connection may send per second (burst: as many).
+        flood_factor: A connection refused more than ``flood_factor * messages_per_second``
+            messages within one second is closed.
+        connections_per_user: Concurrent connections per user.
+        bytes_per_minute: Inbound bytes per user per minute, across connections.
+        max_frame_bytes: Largest frame; larger ones close the connection with 1009.
+        outbound_budget_bytes: Bytes queued to a connection before it counts as stalled
+            and is cut off.
+    """
+
+    messages_per_second: float = 100.0
+    flood_factor: float = 5.0
+    connections_per_user: int = 10
+    bytes_per_minute: int = 10 * 1024 * 1024
+    max_frame_bytes: int = 1024 * 1024
+    outbound_budget_bytes: int = 1024 * 1024
+
+    def __post_init__(self) -> None:
+        for name in (
+            "messages_per_second",
+            "flood_factor",
+            "connections_per_user",
+            "bytes_per_minute",
+            "max_frame_bytes",
+            "outbound_budget_bytes",
+        ):
+            if not getattr(self, name) > 0:
+                raise InvalidParameters(f"limit {name}={getattr(self, name)!r} must be > 0")
+
+
+@dataclass
+class TokenBucket:
+    """A token bucket: ``capacity`` tokens, refilled at ``rate`` per second.
+
+    Starts full. ``take(now, n)`` removes ``n`` tokens if there are that many.
+    """
+
+    rate: float
+    capacity: float
+    now: float
+    tokens: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.tokens = self.capacity
+        self._last = self.now
+
+    def take(self, now: float, amount: float = 1.0) -> bool:
+        """Take ``amount`` tokens at time ``now``; return whether there were enough."""
+        if now > self._last:
+            self.tokens = min(self.capacity, self.tokens + (now - self._last) * self.rate)
+            self._last = now
+        if self.tokens >= amount:
+            self.tokens -= amount
+            return True
+        return False
+
+
+@dataclass
+class FloodGuard:
+    """Counts refused messages per one-second window; says when to give up on a client."""
+
+    threshold: float
+    window_start: float = 0.0
+    refused: int = 0
+
+    def refuse(self, now: float) -> bool:
+        """Count a refusal; return True once the client is flooding past the threshold."""
+        if now - self.window_start >= 1.0:
+            self.window_start, self.refused = now, 0
+        self.refused += 1
+        return self.refused > self.threshold
+
+
+@dataclass
+class UserRegistry:
+    """Per-user connection counts and shared inbound data buckets."""
+
+    limits: Limits
+    connections: dict[str, int] = field(default_factory=dict)
+    buckets: dict[str, TokenBucket] = field(default_factory=dict)
+
+    def connect(self, user: str) -> bool:
+        """Count a new connection of ``user``; False (and not counted) if over the limit."""
+        count = self.connections.get(user, 0)
+        if count >= self.limits.connections_per_user:
+            return False
+        self.connections[user] = count + 1
+        return True
+
+    def disconnect(self, user: str) -> None:
+        """Forget one connection of ``user`` (its data bucket is kept: a reconnect does not
+        reset the user's budget)."""
+        count = self.connections.get(user, 0) - 1
+        if count > 0:
+            self.connections[user] = count
+        else:
+            self.connections.pop(user, None)
+
+    def data_bucket(self, user: str, now: float) -> TokenBucket:
+        """The user's inbound data bucket (shared by all of their connections)."""
+        bucket = self.buckets.get(user)
+        if bucket is None:
+            capacity = float(self.limits.bytes_per_minute)
+            bucket = self.buckets[user] = TokenBucket(capacity / 60.0, capacity, now)
+        return bucket
