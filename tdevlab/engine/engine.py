@@ -195,6 +195,8 @@ class Engine:
         self._best_id = -1
         self._score_cache: tuple[Population, float, float, FloatArray] | None = None
         self._pending: list[_Pending] = []  # uploaded agents waiting for the next generation
+        #: Generation rows this run has recorded, all branches (the evolution stream's seq).
+        self.recorded_generations = 0
         self._last_best = math.nan
         self._listeners: list[Listener] = []
 
@@ -244,6 +246,7 @@ class Engine:
                 f"run {run_id} was made with another gene space than this problem's"
             )
         self.branch = info.active_branch
+        self.recorded_generations = self.store.count_generations(run_id)
         if info.last_generation is not None:
             self._restore(self.store.load_snapshot(run_id, self.branch, info.last_generation))
 
@@ -264,6 +267,11 @@ class Engine:
                 self._listeners.remove(listener)
 
         return unsubscribe
+
+    @property
+    def store_is_durable(self) -> bool:
+        """Whether the store keeps every generation (SQLite), not just recent ones (memory)."""
+        return not hasattr(self.store, "keep_snapshots")
 
     @property
     def state(self) -> EngineState:
@@ -390,6 +398,7 @@ class Engine:
                 if self.run_id is None:
                     self.run_id = self._create_run()
                 self.store.record_generation(self.run_id, snapshot, result, new_ids)
+                self.recorded_generations += 1
             except BaseException:
                 # Nothing of the failed generation is kept: the next try repeats it exactly.
                 self.rng.bit_generator.state = rng_before
@@ -397,6 +406,17 @@ class Engine:
             self._commit(snapshot)
         self._announce(result)
         return result
+
+    def ensure_run(self) -> int:
+        """Create the run's record in the store now (it is otherwise made by the first step).
+
+        Returns:
+            The run id.
+        """
+        with self._lock:
+            if self.run_id is None:
+                self.run_id = self._create_run()
+            return self.run_id
 
     def _create_run(self) -> int:
         config = {

@@ -59,13 +59,15 @@ class Auth(_Message, tag="auth"):
 class Subscribe(_Message, tag="subscribe"):
     """spec: both subscribe forms (``channel`` + ``filters``, or ``channels``).
 
-    ``since`` maps a channel to the last sequence number the client saw, for replay.
+    ``since`` maps a channel to the last sequence number the client saw, for replay;
+    ``epochs`` the stream epoch those numbers belong to (from an earlier ack).
     """
 
     channel: str | None = None
     channels: list[str] | None = None
     filters: dict[str, Any] | None = None
     since: dict[str, int] | None = None
+    epochs: dict[str, str] | None = None
 
 
 class Unsubscribe(_Message, tag="unsubscribe"):

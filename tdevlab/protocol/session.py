@@ -6,7 +6,9 @@ and the passage of time to :meth:`Session.tick`, and carries out what comes back
 * :class:`Send` — bytes to send (a text frame, or a binary frame when ``binary``);
 * :class:`Close` — close the connection with a code and reason;
 * :class:`Dispatch` — a request the engine must carry out (control, get_agent,
-  get_agent_code, command, agent code upload), already authenticated and authorized.
+  get_agent_code, command, agent code upload), already authenticated and authorized;
+* :class:`Replay` — a subscription to acknowledge, with the events missed after ``since``
+  (the driver holds the history).
 
 States (``SessionState``)::
 
@@ -47,7 +49,7 @@ from tdevlab.protocol.messages import (
     request_id,
 )
 
-__all__ = ["Close", "Dispatch", "Filters", "Send", "Session", "SessionState"]
+__all__ = ["Close", "Dispatch", "Filters", "Replay", "Send", "Session", "SessionState"]
 
 #: Close codes (RFC 6455): policy violation (auth), going away (shutdown).
 POLICY_VIOLATION = 1008
@@ -78,12 +80,22 @@ class Close:
 
 
 @dataclass(frozen=True)
+class Replay:
+    """A subscribe to acknowledge: ``ack`` data, then missed events after ``since``."""
+
+    reply_to: Any
+    ack: dict[str, Any]
+    since: dict[str, int]
+    epochs: dict[str, str]
+
+
+@dataclass(frozen=True)
 class Dispatch:
     request: ClientMessage | AgentCodeUpload
     claims: Claims
 
 
-Outcome = Send | Close | Dispatch
+Outcome = Send | Close | Dispatch | Replay
 
 
 @dataclass(frozen=True)
@@ -321,6 +333,19 @@ class Session:
             reply["data"] = {"server_time": iso_time(now)}
             return [Send(self.encoder.encode(reply))]
         if isinstance(message, Subscribe):
+            for name in message.since or {}:
+                if name not in _names(message.channel, message.channels) and (
+                    name not in self.subscriptions
+                ):
+                    return [
+                        self._error(
+                            InvalidCommand(
+                                f"'since' names channel {name!r}, which is not subscribed"
+                            ),
+                            now,
+                            message.id,
+                        )
+                    ]
             return [self._subscribe(message, now)]
         if isinstance(message, Unsubscribe):
             names = _names(message.channel, message.channels)
@@ -368,17 +393,17 @@ class Session:
         self.deadline = claims.expires_at + self.verifier.leeway  # as verify() accepts it
         return [self._ack("auth", message.id, now, user=claims.user, role=claims.role)]
 
-    def _subscribe(self, message: Subscribe, now: float) -> Send:
+    def _subscribe(self, message: Subscribe, now: float) -> Outcome:
         filters = Filters(**(message.filters or {}))
         for name in _names(message.channel, message.channels):
             self.subscriptions[name] = filters
-        return self._ack(
-            "subscribe",
-            message.id,
-            now,
-            channels=sorted(self.subscriptions),
-            filters={name: f.to_dict() for name, f in sorted(self.subscriptions.items())},
-        )
+        data = {
+            "request": "subscribe",
+            "channels": sorted(self.subscriptions),
+            "filters": {name: f.to_dict() for name, f in sorted(self.subscriptions.items())},
+        }
+        # The driver holds the history: it acknowledges, with what it could recover.
+        return Replay(message.id, data, dict(message.since or {}), dict(message.epochs or {}))
 
     def _ack(self, request: str, reply_to: Any, now: float, **data: Any) -> Send:
         message = self.encoder.message(

@@ -36,8 +36,9 @@ from tdevlab.exceptions import AuthFailed, InvalidParameters, TdevlabError
 from tdevlab.protocol.auth import Claims, TokenVerifier, issue_token
 from tdevlab.protocol.envelope import Encoder
 from tdevlab.protocol.limits import Limits, UserRegistry
-from tdevlab.protocol.session import GOING_AWAY, Close, Dispatch, Send, Session
+from tdevlab.protocol.session import GOING_AWAY, Close, Dispatch, Replay, Send, Session
 from tdevlab.server.hub import Connection, Hub
+from tdevlab.server.hub import _Past as _Replayed
 from tdevlab.server.metrics import RequestStats
 from tdevlab.server.service import Service
 
@@ -66,6 +67,8 @@ class EvolutionServer:
         ping_interval: Seconds between protocol keepalive pings (``None`` disables them).
         autostart: Start evolving as soon as the server is up.
         limits: Rate limits and budgets (spec: "Rate Limiting"), see :class:`Limits`.
+        history: Events kept per channel for replay to clients that resubscribe with
+            ``since`` (with a SQLite store the evolution channel replays from the store).
 
     Raises:
         InvalidParameters: for a short secret or conflicting options.
@@ -87,6 +90,7 @@ class EvolutionServer:
         ping_interval: float | None = 20.0,
         autostart: bool = False,
         limits: Limits | None = None,
+        history: int = 1000,
     ) -> None:
         if secret is not None and verifier is not None:
             raise InvalidParameters("give either secret or verifier, not both")
@@ -104,7 +108,7 @@ class EvolutionServer:
         self.ping_interval = ping_interval
         self.autostart = autostart
         self.encoder = Encoder()
-        self.hub = Hub(self.encoder, time.time)
+        self.hub = Hub(self.encoder, time.time, history=history)
         self.stats = RequestStats()
         self.service = Service(self)
         self.port: int | None = None
@@ -138,6 +142,11 @@ class EvolutionServer:
         self._loop = asyncio.get_running_loop()
         self._closed = asyncio.Event()
         self._unsubscribe = self.engine.subscribe(self._on_engine_event)
+        self.hub.seq["evolution"] = self.engine.recorded_generations
+        if self.engine.store_is_durable:
+            # Name the stored run from the start: the evolution epoch must not change later.
+            await asyncio.to_thread(self.engine.ensure_run)
+        self._evolution_epoch()
         self._server = await serve(
             self._handle,
             self.host,
@@ -311,9 +320,56 @@ class EvolutionServer:
                 connection.enqueue(outcome.data, outcome.binary)
             elif isinstance(outcome, Close):
                 connection.close_after_pending(outcome)
+            elif isinstance(outcome, Replay):
+                self._replay(connection, outcome)
             elif isinstance(outcome, Dispatch):
                 error = not await self.service.dispatch(connection, outcome) or error
         return error
+
+    def _replay(self, connection: Connection, replay: Replay) -> None:
+        """Acknowledge a subscribe, then queue the events missed after ``since``, in order.
+
+        Runs without awaiting, so no live event can slip in between (the loop is ours).
+        """
+        recovered: dict[str, bool] = {}
+        replays: list[bytes] = []
+        for channel, since in replay.since.items():
+            filters = connection.session.subscriptions[channel]
+            if replay.epochs.get(channel, self.hub.epochs[channel]) != self.hub.epochs[channel]:
+                recovered[channel] = False  # the numbers belong to another stream
+                continue
+            past, first = self.hub.missed(channel, since)
+            complete = first <= since + 1
+            if not complete and channel == "evolution" and self.engine.store_is_durable:
+                past = self._stored_evolution(since, first) + past
+                complete = True
+            recovered[channel] = complete
+            replays.extend(p.payload for p in past if filters.accepts(p.generation, p.fitness))
+        data = {**replay.ack, "epochs": dict(self.hub.epochs), "seq": dict(self.hub.seq)}
+        if replay.since:
+            data["recovered"] = recovered
+        message = self.encoder.message("ack", data, now=time.time(), reply_to=replay.reply_to)
+        connection.enqueue(self.encoder.encode(message))
+        for payload in replays:
+            connection.enqueue(payload)
+
+    def _stored_evolution(self, since: int, first_in_memory: int) -> list[Any]:
+        """Evolution events ``since+1 .. first_in_memory-1`` rebuilt from the store."""
+        engine = self.engine
+        assert engine.run_id is not None
+        rows = engine.store.recorded_generations(
+            engine.run_id, after=since, limit=max(first_in_memory - since - 1, 0)
+        )
+        out = []
+        for seq, row in enumerate(rows, since + 1):
+            row.pop("timestamp", None)
+            row["run_id"] = engine.run_id
+            message = self.encoder.message(
+                "evolution_update", row, now=time.time(), channel="evolution", seq=seq
+            )
+            out.append(_Replayed(seq, self.encoder.encode(message), row["generation"],
+                                 row["best_fitness"]))  # fmt: skip
+        return out
 
     async def _watch(self, connection: Connection) -> None:
         """Close a connection at its auth deadline or when its token expires."""
@@ -334,16 +390,27 @@ class EvolutionServer:
         # Engine listeners run on the engine's thread: hand the event to the loop, in order.
         loop = self._loop
         if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self._publish_engine_event, event)
+            # The evolution stream is numbered by the store's generation rows, read here on
+            # the engine's thread, right after this generation was recorded.
+            seq = self.engine.recorded_generations if isinstance(event, EvolutionUpdate) else None
+            loop.call_soon_threadsafe(self._publish_engine_event, event, seq)
 
-    def _publish_engine_event(self, event: Any) -> None:
+    def _evolution_epoch(self) -> None:
+        """With a durable store the evolution stream's numbering outlives restarts: its
+        epoch names the stored run instead of this server."""
+        engine = self.engine
+        if engine.run_id is not None and engine.store_is_durable:
+            info = engine.store.run_info(engine.run_id)
+            self.hub.epochs["evolution"] = f"run-{info.run_id}-{info.created_at:.6f}"
+
+    def _publish_engine_event(self, event: Any, seq: int | None = None) -> None:
         hub = self.hub
         if isinstance(event, EvolutionUpdate):
             data = event.to_dict()
             data.pop("timestamp")
             hub.publish(
                 "evolution", "evolution_update", data,
-                generation=event.generation, fitness=event.best_fitness,
+                generation=event.generation, fitness=event.best_fitness, seq=seq,
             )  # fmt: skip
         elif isinstance(event, AgentUpdate):
             hub.publish(

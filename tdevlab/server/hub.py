@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
@@ -20,6 +21,16 @@ from tdevlab.protocol.messages import CHANNELS
 from tdevlab.protocol.session import Close, Session
 
 __all__ = ["Connection", "Hub"]
+
+
+class _Past(NamedTuple):
+    """A published event kept for replay."""
+
+    seq: int
+    payload: bytes
+    generation: int | None
+    fitness: float | None
+
 
 log = logging.getLogger("tdevlab.server")
 
@@ -105,11 +116,15 @@ class Hub:
         clock: Wall-clock time for envelopes.
     """
 
-    def __init__(self, encoder: Encoder, clock: Callable[[], float]) -> None:
+    def __init__(self, encoder: Encoder, clock: Callable[[], float], history: int = 1000) -> None:
         self.encoder = encoder
         self.clock = clock
         self.connections: set[Connection] = set()
         self.seq: dict[str, int] = dict.fromkeys(CHANNELS, 0)
+        # A new epoch per channel per server: sequence numbers restart with it. The server
+        # replaces the evolution epoch with its run's when a store keeps the history.
+        self.epochs: dict[str, str] = {c: f"{encoder.prefix}-{c}" for c in CHANNELS}
+        self.history: dict[str, deque[_Past]] = {c: deque(maxlen=history) for c in CHANNELS}
         self.published = 0
 
     def publish(
@@ -120,30 +135,40 @@ class Hub:
         *,
         generation: int | None = None,
         fitness: float | None = None,
+        seq: int | None = None,
         **top: Any,
     ) -> bytes:
         """Encode one event (once) and queue it to every subscriber whose filters accept it.
 
-        ``generation`` and ``fitness`` are what the subscribe filters look at. Returns the
-        encoded message.
+        ``generation`` and ``fitness`` are what the subscribe filters look at; ``seq``
+        overrides the channel's counter (the evolution channel numbers events by the
+        store). Returns the encoded message.
         """
-        self.seq[channel] += 1
+        self.seq[channel] = self.seq[channel] + 1 if seq is None else seq
         message = self.encoder.message(
             type_, data, now=self.clock(), channel=channel, seq=self.seq[channel], **top
         )
         payload = self.encoder.encode(message)
+        self.history[channel].append(_Past(self.seq[channel], payload, generation, fitness))
         for connection in self.connections:
             if connection.session.wants(channel, generation, fitness):
                 connection.enqueue(payload)
         self.published += 1
         return payload
 
+    def missed(self, channel: str, since: int) -> tuple[list[_Past], int]:
+        """Events of ``channel`` after ``since`` still in memory, and the first seq held."""
+        history = self.history[channel]
+        first = history[0].seq if history else self.seq[channel] + 1
+        return [past for past in history if past.seq > since], first
+
     def publish_error(self, channel: str, error: dict[str, Any]) -> None:
-        """Send an error (spec shape) to a channel's subscribers, with its sequence number."""
-        self.seq[channel] += 1
-        message = self.encoder.message(
-            "error", None, now=self.clock(), channel=channel, seq=self.seq[channel]
-        )
+        """Send an error (spec shape) to a channel's subscribers.
+
+        It names the channel but takes no sequence number: errors are not part of the
+        replayable stream (the evolution channel's numbers follow the store's generations).
+        """
+        message = self.encoder.message("error", None, now=self.clock(), channel=channel)
         del message["data"]
         message["error"] = error
         payload = self.encoder.encode(message)

@@ -84,6 +84,16 @@ class RunStoreBase(Protocol):
         """Return every stored generation row of every branch (evolution update fields)."""
         ...
 
+    def recorded_generations(
+        self, run_id: int, after: int = 0, limit: int = -1
+    ) -> list[dict[str, Any]]:
+        """Generation rows in the order they were recorded, skipping the first ``after``."""
+        ...
+
+    def count_generations(self, run_id: int) -> int:
+        """How many generation rows the run has recorded (all branches)."""
+        ...
+
     def event_rows(self, run_id: int) -> list[dict[str, Any]]:
         """Return every stored event (agent updates, logs, alerts) in order."""
         ...

@@ -119,6 +119,19 @@ class MemoryStore:
         run = self._run(run_id)
         return [generation_row(result.evolution, branch) for branch, result in run.results]
 
+    def recorded_generations(
+        self, run_id: int, after: int = 0, limit: int = -1
+    ) -> list[dict[str, Any]]:
+        """Generation rows in recording order, skipping the first ``after``."""
+        results = self._run(run_id).results[after:]
+        if limit >= 0:
+            results = results[:limit]
+        return [generation_row(result.evolution, branch) for branch, result in results]
+
+    def count_generations(self, run_id: int) -> int:
+        """How many generation rows the run has recorded (all branches)."""
+        return len(self._run(run_id).results)
+
     def event_rows(self, run_id: int) -> list[dict[str, Any]]:
         run = self._run(run_id)
         return [

@@ -310,13 +310,31 @@ class SQLiteStore:
                 (run_id,),
             )
             rows = cur.fetchall()
-        out = []
-        for r in rows:
-            d = dict(zip(GENERATION_COLUMNS, r, strict=True))
-            for k in _INTEGER_FIELDS:
-                d[k] = int(d[k])
-            out.append(d)
-        return out
+        return [_typed(dict(zip(GENERATION_COLUMNS, r, strict=True))) for r in rows]
+
+    def recorded_generations(
+        self, run_id: int, after: int = 0, limit: int = -1
+    ) -> list[dict[str, Any]]:
+        """Generation rows in the order they were recorded, skipping the first ``after``.
+
+        The position in this order (1-based) is the ``evolution`` channel's sequence number,
+        so it survives restarts of a server on the same store.
+        """
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {', '.join(GENERATION_COLUMNS)} FROM generations WHERE run_id = ? "
+                "ORDER BY rowid LIMIT ? OFFSET ?",
+                (run_id, limit, after),
+            ).fetchall()
+        return [_typed(dict(zip(GENERATION_COLUMNS, r, strict=True))) for r in rows]
+
+    def count_generations(self, run_id: int) -> int:
+        """How many generation rows the run has recorded (all branches)."""
+        with self._lock:
+            (count,) = self._db.execute(
+                "SELECT count(*) FROM generations WHERE run_id = ?", (run_id,)
+            ).fetchone()
+        return int(count)
 
     def event_rows(self, run_id: int) -> list[dict[str, Any]]:
         with self._lock:
@@ -345,6 +363,12 @@ class SQLiteStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _typed(row: dict[str, Any]) -> dict[str, Any]:
+    for k in _INTEGER_FIELDS:
+        row[k] = int(row[k])
+    return row
 
 
 class _Transaction:

@@ -1,0 +1,192 @@
+"""Gap-free recovery: resubscribing with the last sequence numbers replays what was missed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from tdevlab import Engine
+from tests.server.conftest import TIMEOUT, Client, client, make_server
+from tests.server.test_server import run
+
+
+def test_resubscribe_with_since_replays_missed_events_in_order() -> None:
+    """A client that reconnects with since/epochs gets every missed event once, then live."""
+
+    async def scenario() -> None:
+        # History deep enough for what happens while the client is away (5 logs a generation).
+        async with make_server(autostart=True, history=50_000) as server:
+            seen: dict[str, list[int]] = {"evolution": [], "logs": []}
+            async with client(server) as c:
+                ack = await c.request({"type": "subscribe", "channels": ["evolution", "logs"]})
+                epochs = ack["data"]["epochs"]
+                while len(seen["evolution"]) < 3:
+                    m = await c.wait_for(lambda m: m.get("channel") in seen)
+                    seen[m["channel"]].append(m["seq"])
+            gone_at = server.engine.generation
+            await asyncio.sleep(0.2)  # generations go on while the client is away
+            assert server.engine.generation > gone_at + 3
+            async with client(server) as c:
+                since = {ch: seqs[-1] for ch, seqs in seen.items() if seqs}
+                ack = await c.request(
+                    {
+                        "type": "subscribe",
+                        "channels": ["evolution", "logs"],
+                        "since": since,
+                        "epochs": epochs,
+                    }  # fmt: skip
+                )
+                assert ack["data"]["recovered"] == dict.fromkeys(since, True)
+                target = server.engine.generation + 2
+                while True:
+                    m = await c.wait_for(lambda m: m.get("channel") in seen)
+                    seen[m["channel"]].append(m["seq"])
+                    if m["channel"] == "evolution" and m["data"]["generation"] >= target:
+                        break
+            for channel, seqs in seen.items():
+                assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), channel
+
+    run(scenario())
+
+
+def test_history_beyond_memory_is_reported_unrecovered_or_served_from_the_store(
+    tmp_path: Path,
+) -> None:
+    """Past the in-memory history: logs say recovered=false; evolution comes from the store."""
+
+    async def scenario() -> None:
+        engine = Engine(seed=1, population_size=20, store=tmp_path / "runs.db")
+        async with make_server(engine=engine, history=5) as server, client(server) as c:
+            ack = await c.request({"type": "subscribe", "channels": ["evolution", "logs"]})
+            epochs = ack["data"]["epochs"]
+            assert epochs["evolution"].startswith("run-1-")
+            await asyncio.to_thread(lambda: list(server.engine.run(generations=20)))
+            await asyncio.sleep(0.1)
+            async with client(server) as late:
+                ack = await late.request(
+                    {
+                        "type": "subscribe",
+                        "channels": ["evolution", "logs"],
+                        "since": {"evolution": 2, "logs": 2},
+                        "epochs": epochs,
+                    }  # fmt: skip
+                )
+                assert ack["data"]["recovered"] == {"evolution": True, "logs": False}
+                updates = [await late.event("evolution_update") for _ in range(18)]
+                assert [u["seq"] for u in updates] == list(range(3, 21))
+                assert [u["data"]["generation"] for u in updates] == list(range(2, 20))
+                stale = await late.request(
+                    {
+                        "type": "subscribe",
+                        "channel": "logs",
+                        "since": {"logs": 1},
+                        "epochs": {"logs": "another-server"},
+                    }  # fmt: skip
+                )
+                assert stale["data"]["recovered"] == {"logs": False}
+
+    run(scenario())
+
+
+def _serve(db: Path, cwd: Path, *extra: str) -> tuple[subprocess.Popen[str], str, str]:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tdevlab.cli",
+            "serve",
+            "--port",
+            "0",
+            "--db",
+            str(db),
+            "--secret",
+            "recovery-test-secret-long-enough-for-hs256",
+            "--population-size",
+            "30",
+            "--metrics-interval",
+            "0",
+            *extra,
+        ],  # fmt: skip
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    while "serving" not in line:
+        assert line, "the server exited before serving"
+        line = proc.stdout.readline()
+    url = line.split("serving ")[1].strip()
+    from tdevlab.protocol.auth import issue_token
+
+    token = issue_token(
+        "recovery-test-secret-long-enough-for-hs256",
+        "ada",
+        "operator",
+        now=__import__("time").time(),
+    )
+    return proc, url, token
+
+
+def test_sigkill_and_restart_on_the_same_store_loses_no_generation(tmp_path: Path) -> None:
+    """Server killed mid-run, restarted on its database: the client ends with every
+    generation exactly once, in order."""
+    db = tmp_path / "runs.db"
+    generations: list[int] = []
+    seqs: list[int] = []
+
+    async def watch(url: str, token: str, since: dict[str, int] | None, until: int,
+                    start: bool) -> dict[str, Any]:  # fmt: skip
+        async with connect(url, additional_headers={"Authorization": f"Bearer {token}"}) as ws:
+            c = Client(ws)
+            request: dict[str, Any] = {"type": "subscribe", "channels": ["evolution"]}
+            if since:
+                request["since"] = since
+            ack = await c.request(request)
+            if start:
+                reply = await c.request({"type": "control", "action": "start"})
+                assert reply["data"]["state"] == "running", reply
+            while True:
+                try:
+                    m = await c.event("evolution_update")
+                except ConnectionClosed:
+                    return ack
+                generations.append(m["data"]["generation"])
+                seqs.append(m["seq"])
+                if m["data"]["generation"] >= until:
+                    return ack
+
+    proc, url, token = _serve(db, tmp_path, "--autostart")
+    try:
+        asyncio.run(asyncio.wait_for(watch(url, token, {"evolution": 0}, 8, False), 60))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    killed_at = generations[-1]
+
+    proc, url, token = _serve(db, tmp_path)  # resumes the store's run; not started yet
+    try:
+        ack = asyncio.run(
+            asyncio.wait_for(watch(url, token, {"evolution": seqs[-1]}, killed_at + 10, True), 60)
+        )
+        assert ack["data"]["recovered"] == {"evolution": True}
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert generations == list(range(generations[-1] + 1))
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert os.path.getsize(db) > 0
+    assert json.dumps(ack)
