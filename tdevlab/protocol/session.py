@@ -326,7 +326,8 @@ class Session:
             reply: dict[str, Any] = {
                 "id": self.encoder.next_id(),
                 "type": "pong",
-                "timestamp": message.timestamp,
+                # Without a client timestamp to echo, the envelope's own time.
+                "timestamp": iso_time(now) if message.timestamp is None else message.timestamp,
             }
             if message.id is not None:
                 reply["reply_to"] = message.id

@@ -1,0 +1,162 @@
+"""A hostile stream: 10 000 frames from a hypothesis strategy across several connections.
+
+Valid requests, malformed JSON, binary frames, huge and deeply nested messages, invalid
+UTF-8: the server answers each as specified or closes as specified, stays up, and the run
+keeps producing generations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from typing import Any
+
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from tdevlab.protocol.limits import Limits
+from tests.server.conftest import make_server
+
+FRAMES = 10_000
+CONNECTIONS = 8
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+_valid = st.sampled_from(
+    [
+        {"type": "ping", "timestamp": 1},
+        {"type": "subscribe", "channels": ["evolution", "logs"]},
+        {"type": "subscribe", "channel": "agents", "filters": {"fitness_min": 0.2}},
+        {"type": "unsubscribe", "channels": ["logs"]},
+        {"type": "get_agent", "agent_id": "agent-1"},
+        {"type": "get_agent", "agent_id": "agent-99999999"},
+        {"type": "command", "cmd": "rollback", "args": {"generation": -5}},
+        {"type": "control", "action": "pause"},
+        {"type": "control", "action": "resume"},
+        {"type": "control", "action": "start", "parameters": {"mutation_rate": 7}},
+    ]
+).map(json.dumps)
+_malformed = st.one_of(
+    st.text(max_size=200),
+    _json_values.map(json.dumps),
+    st.dictionaries(
+        st.sampled_from(["type", "id", "agent_id", "channels", "cmd", "args"]),
+        _json_values,
+        max_size=4,
+    ).map(json.dumps),  # fmt: skip
+    st.builds(
+        lambda n: '{"type": "ping", "x": ' + "[" * n + "]" * n + "}", st.integers(100, 20_000)
+    ),
+    st.builds(lambda n: '{"type": "ping", "n": 1' + "0" * n + "}", st.integers(20, 2000)),
+    st.just('{"type": "ping", "timestamp": NaN}'),
+)
+_binary = st.one_of(
+    st.binary(max_size=300),
+    st.builds(lambda b: b'{"type": "agent_code", "id": 1}\n' + b, st.binary(max_size=300)),
+    st.just(b'{"type": "agent_code"}\n\xff\xfe\xfd'),
+)
+HUGE = 1024 * 1024  # the default frame limit
+_huge = st.just("x" * (HUGE + 1))  # over the limit: the server closes with 1009
+# 200 drawn frames of every kind (even hypothesis's simplest draw has each kind).
+FRAMES_200 = st.tuples(
+    st.lists(_valid, min_size=60, max_size=60),
+    st.lists(_malformed, min_size=100, max_size=100),
+    st.lists(_binary, min_size=38, max_size=38),
+    st.lists(_huge, min_size=2, max_size=2),
+).map(lambda parts: [frame for part in parts for frame in part])
+
+
+@settings(
+    max_examples=1,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    database=None,
+    phases=[Phase.generate],  # one large stream; shrinking it would rerun 10 000 frames
+)
+@given(frames=FRAMES_200)
+def test_hostile_stream_keeps_the_server_up(frames: list[Any]) -> None:
+    """10 000 hostile frames over 8 connections: every reply well-formed, the run goes on."""
+    rng = random.Random(7)
+    # 50 shuffled copies of a drawn set of 200: 10 000 frames, the draw kept fast.
+    stream = [f for _ in range(50) for f in rng.sample(frames, len(frames))]
+    # Generous limits: this test is about input handling, not rate limiting.
+    limits = Limits(messages_per_second=1e6, bytes_per_minute=10**12)
+
+    async def one_connection(server: Any, chunk: list[Any], counts: dict[str, int]) -> None:
+        token = server.token(f"user{len(counts)}", "operator")
+        headers = {"Authorization": f"Bearer {token}"}
+        batch: list[Any] = []
+        for frame in [*chunk, None]:
+            if frame is not None and len(frame) <= HUGE:
+                batch.append(frame)
+                continue
+            # Send what came before on one connection, reading replies meanwhile.
+            async with connect(server.url, additional_headers=headers, max_size=None) as ws:
+                reader = asyncio.ensure_future(_read_replies(ws, counts))
+                for item in batch:
+                    await ws.send(item)
+                await ws.send(json.dumps({"type": "ping", "id": "last"}))
+                await asyncio.wait_for(reader, 30)  # ends at the reply to "last"
+            batch = []
+            if frame is None:
+                break
+            # A frame over the size limit: the server closes that connection with 1009.
+            async with connect(server.url, additional_headers=headers, max_size=None) as ws:
+                await ws.send(frame)
+                try:
+                    await asyncio.wait_for(ws.recv(), 30)
+                except ConnectionClosed as closed:
+                    code = closed.rcvd.code if closed.rcvd else 1006
+                    counts[f"closed {code}"] = counts.get(f"closed {code}", 0) + 1
+
+    async def scenario() -> dict[str, int]:
+        async with make_server(autostart=True, limits=limits) as server:
+            counts: dict[str, int] = {}
+            chunks = [stream[i::CONNECTIONS] for i in range(CONNECTIONS)]
+            before = server.engine.generation
+            await asyncio.gather(*(one_connection(server, c, counts) for c in chunks))
+            assert server.engine.generation > before
+            # The stream's pause/resume frames may have left it paused: resume, then it goes on.
+            if server.engine.state.value == "paused":
+                server.engine.resume()
+            assert server.engine.state.value == "running"
+            generation = server.engine.generation
+            await asyncio.sleep(0.2)
+            assert server.engine.generation > generation
+            return counts
+
+    counts = asyncio.run(asyncio.wait_for(scenario(), 240))
+    assert counts["error"] >= 50 * (100 + 38) // 2  # malformed and binary frames answered
+    assert counts["pong"] >= 50 * 60 // 10
+    assert counts["closed 1009"] == 50 * 2
+    assert set(counts) <= {"error", "pong", "ack", "agent_update", "evolution_update", "log",
+                           "control_update", "closed 1009", "other"}  # fmt: skip
+
+
+async def _read_replies(ws: Any, counts: dict[str, int]) -> None:
+    """Read and check every reply while the sender goes on, until the reply to "last"."""
+    async for frame in ws:
+        if isinstance(frame, bytes):
+            counts["other"] = counts.get("other", 0) + 1
+            continue
+        message = json.loads(frame)  # every text reply is valid JSON in the envelope
+        assert "type" in message
+        assert isinstance(message["timestamp"], str | int)
+        if message["type"] == "error":
+            assert set(message["error"]) == {"code", "message", "details"}
+            assert message["error"]["code"] in {"INVALID_COMMAND", "AGENT_NOT_FOUND",
+                                                "UNAUTHORIZED", "CONSTRAINT_VIOLATION"}  # fmt: skip
+        if message.get("reply_to") == "last":
+            return
+        kind = message["type"] if message["type"] in {
+            "error", "pong", "ack", "agent_update", "evolution_update", "log", "control_update"
+        } else "other"  # fmt: skip
+        counts[kind] = counts.get(kind, 0) + 1
