@@ -1,7 +1,7 @@
 """Channels and connections: each event encoded once, queued to its subscribers, never blocking.
 
-A :class:`Connection` owns an outbound queue drained by its own writer task, so a
-publisher (the engine's events, the metrics sampler) only appends bytes and returns.
+A publisher (the engine's events, the metrics sampler) only appends bytes to each
+subscriber's :class:`Connection` and returns; the bytes go out once per loop turn.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from typing import Any, NamedTuple
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
 
 from tdevlab.protocol.envelope import Encoder
 from tdevlab.protocol.messages import CHANNELS
@@ -35,9 +37,26 @@ class _Past(NamedTuple):
 log = logging.getLogger("tdevlab.server")
 
 
+def text_frame(payload: bytes) -> bytes:
+    """The bytes of one unmasked, unfragmented text frame (server to client)."""
+    return Frame(Opcode.TEXT, payload).serialize(mask=False)
+
+
 @dataclass(eq=False)
 class Connection:
-    """A client connection: its socket, protocol session and outbound queue."""
+    """A client connection: its socket, protocol session and outbound frames.
+
+    Without extensions (compression off, the default) frames are written to the transport
+    directly: a published event's frame is built once for every subscriber, and a
+    connection's pending frames go out in one write per loop turn. With compression each
+    frame must be compressed for its connection: then frames go through a queue and
+    websockets' ``send``.
+
+    A client that stops reading fills its socket buffer, then this connection's pending
+    frames. Past its budget it is cut off by aborting the transport: a polite close would
+    wait behind the unread data, holding the buffers (websockets keeps such a peer CLOSING
+    for tens of seconds).
+    """
 
     ws: ServerConnection
     session: Session
@@ -47,14 +66,17 @@ class Connection:
     queued_bytes: int = 0
     dropped: int = 0
     aborted: bool = False
+    raw: bool = field(init=False)
+    pending: list[bytes] = field(default_factory=list)
+    _flush_scheduled: bool = False
 
-    def enqueue(self, data: bytes, binary: bool = False) -> bool:
-        """Queue a frame (text unless ``binary``); False if the client is cut off instead.
+    def __post_init__(self) -> None:
+        self.raw = not self.ws.protocol.extensions
 
-        A client that stops reading fills its socket buffer, then this queue. Past its
-        budget it is cut off by aborting the transport: a polite close would wait behind
-        the unread data, holding the buffers (websockets keeps such a peer CLOSING for
-        tens of seconds).
+    def enqueue(self, data: bytes, binary: bool = False, frame: bytes | None = None) -> bool:
+        """Queue a message (text unless ``binary``); False if the client is cut off instead.
+
+        ``frame`` is the message's ready-made text frame, shared by all subscribers.
         """
         if self.aborted:
             self.dropped += 1
@@ -65,9 +87,31 @@ class Connection:
             self.abort()
             self.dropped += 1
             return False
+        if self.raw:
+            if frame is None:
+                frame = Frame(Opcode.BINARY if binary else Opcode.TEXT, data).serialize(mask=False)
+            self.pending.append(frame)
+            self.queued_bytes += len(frame)
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                asyncio.get_running_loop().call_soon(self.flush)
+            return True
         self.queued_bytes += len(data)
         self.queue.put_nowait((data, binary))
         return True
+
+    def flush(self) -> None:
+        """Write the pending frames in one go (raw mode)."""
+        self._flush_scheduled = False
+        if not self.pending:
+            return
+        frames, self.pending = self.pending, []
+        self.queued_bytes = 0
+        transport = self.ws.transport
+        if self.aborted or self.ws.state is not State.OPEN or transport is None:
+            return
+        transport.write(b"".join(frames))
+        self.sent += len(frames)
 
     def abort(self) -> None:
         """Cut the connection off at once (drop what is queued, free the buffers)."""
@@ -75,6 +119,7 @@ class Connection:
             return
         self.aborted = True
         log.warning("cutting off a client over its outbound budget of %d bytes", self.budget)
+        self.pending = []
         while not self.queue.empty():
             self.queue.get_nowait()
         self.queued_bytes = 0
@@ -84,10 +129,14 @@ class Connection:
 
     def close_after_pending(self, close: Close) -> None:
         """Close once everything queued before is sent."""
+        if self.raw:
+            self.flush()
         self.queue.put_nowait(close)
 
     def finish(self) -> None:
         """Let the writer end once everything queued before is sent."""
+        if self.raw:
+            self.flush()
         self.queue.put_nowait(None)
 
     async def writer(self) -> None:
@@ -150,9 +199,12 @@ class Hub:
         )
         payload = self.encoder.encode(message)
         self.history[channel].append(_Past(self.seq[channel], payload, generation, fitness))
+        frame = None  # built once, on the first subscriber that takes raw frames
         for connection in self.connections:
             if connection.session.wants(channel, generation, fitness):
-                connection.enqueue(payload)
+                if frame is None and connection.raw:
+                    frame = text_frame(payload)
+                connection.enqueue(payload, frame=frame if connection.raw else None)
         self.published += 1
         return payload
 
