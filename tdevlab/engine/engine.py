@@ -269,11 +269,6 @@ class Engine:
         return unsubscribe
 
     @property
-    def store_is_durable(self) -> bool:
-        """Whether the store keeps every generation (SQLite), not just recent ones (memory)."""
-        return not hasattr(self.store, "keep_snapshots")
-
-    @property
     def state(self) -> EngineState:
         """The engine's control state."""
         return self._state

@@ -32,13 +32,12 @@ from websockets.http11 import Request, Response
 
 from tdevlab.engine.engine import ControlEvent, Engine, EngineState
 from tdevlab.engine.events import AgentUpdate, Alert, EvolutionUpdate, LogEntry
-from tdevlab.exceptions import AuthFailed, InvalidParameters, TdevlabError
+from tdevlab.exceptions import AuthFailed, InvalidParameters
 from tdevlab.protocol.auth import Claims, TokenVerifier, issue_token
 from tdevlab.protocol.envelope import Encoder
 from tdevlab.protocol.limits import Limits, UserRegistry
 from tdevlab.protocol.session import GOING_AWAY, Close, Dispatch, Replay, Send, Session
-from tdevlab.server.hub import Connection, Hub
-from tdevlab.server.hub import _Past as _Replayed
+from tdevlab.server.hub import Connection, Hub, PastEvent
 from tdevlab.server.metrics import RequestStats
 from tdevlab.server.service import Service
 
@@ -143,7 +142,7 @@ class EvolutionServer:
         self._closed = asyncio.Event()
         self._unsubscribe = self.engine.subscribe(self._on_engine_event)
         self.hub.seq["evolution"] = self.engine.recorded_generations
-        if self.engine.store_is_durable:
+        if self.engine.store.durable:
             # Name the stored run from the start: the evolution epoch must not change later.
             await asyncio.to_thread(self.engine.ensure_run)
         self._evolution_epoch()
@@ -340,7 +339,7 @@ class EvolutionServer:
                 continue
             past, first = self.hub.missed(channel, since)
             complete = first <= since + 1
-            if not complete and channel == "evolution" and self.engine.store_is_durable:
+            if not complete and channel == "evolution" and self.engine.store.durable:
                 past = self._stored_evolution(since, first) + past
                 complete = True
             recovered[channel] = complete
@@ -367,7 +366,7 @@ class EvolutionServer:
             message = self.encoder.message(
                 "evolution_update", row, now=time.time(), channel="evolution", seq=seq
             )
-            out.append(_Replayed(seq, self.encoder.encode(message), row["generation"],
+            out.append(PastEvent(seq, self.encoder.encode(message), row["generation"],
                                  row["best_fitness"]))  # fmt: skip
         return out
 
@@ -399,7 +398,7 @@ class EvolutionServer:
         """With a durable store the evolution stream's numbering outlives restarts: its
         epoch names the stored run instead of this server."""
         engine = self.engine
-        if engine.run_id is not None and engine.store_is_durable:
+        if engine.run_id is not None and engine.store.durable:
             info = engine.store.run_info(engine.run_id)
             self.hub.epochs["evolution"] = f"run-{info.run_id}-{info.created_at:.6f}"
 
@@ -442,6 +441,3 @@ class EvolutionServer:
     def state(self) -> EngineState:
         """The engine's control state."""
         return self.engine.state
-
-    def _report(self, exc: TdevlabError) -> None:
-        self.hub.publish_error("evolution", exc.to_wire())

@@ -22,10 +22,10 @@ from tdevlab.protocol.envelope import Encoder
 from tdevlab.protocol.messages import CHANNELS
 from tdevlab.protocol.session import Close, Session
 
-__all__ = ["Connection", "Hub"]
+__all__ = ["Connection", "Hub", "PastEvent"]
 
 
-class _Past(NamedTuple):
+class PastEvent(NamedTuple):
     """A published event kept for replay."""
 
     seq: int
@@ -173,7 +173,7 @@ class Hub:
         # A new epoch per channel per server: sequence numbers restart with it. The server
         # replaces the evolution epoch with its run's when a store keeps the history.
         self.epochs: dict[str, str] = {c: f"{encoder.prefix}-{c}" for c in CHANNELS}
-        self.history: dict[str, deque[_Past]] = {c: deque(maxlen=history) for c in CHANNELS}
+        self.history: dict[str, deque[PastEvent]] = {c: deque(maxlen=history) for c in CHANNELS}
         self.published = 0
 
     def publish(
@@ -198,7 +198,7 @@ class Hub:
             type_, data, now=self.clock(), channel=channel, seq=self.seq[channel], **top
         )
         payload = self.encoder.encode(message)
-        self.history[channel].append(_Past(self.seq[channel], payload, generation, fitness))
+        self.history[channel].append(PastEvent(self.seq[channel], payload, generation, fitness))
         frame = None  # built once, on the first subscriber that takes raw frames
         for connection in self.connections:
             if connection.session.wants(channel, generation, fitness):
@@ -208,7 +208,7 @@ class Hub:
         self.published += 1
         return payload
 
-    def missed(self, channel: str, since: int) -> tuple[list[_Past], int]:
+    def missed(self, channel: str, since: int) -> tuple[list[PastEvent], int]:
         """Events of ``channel`` after ``since`` still in memory, and the first seq held."""
         history = self.history[channel]
         first = history[0].seq if history else self.seq[channel] + 1

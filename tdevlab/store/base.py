@@ -43,6 +43,9 @@ class RunInfo:
 class RunStoreBase(Protocol):
     """The operations the engine and the exporters need from a store."""
 
+    #: Whether every generation is kept (SQLite), rather than only recent ones (memory).
+    durable: bool
+
     def create_run(
         self, *, seed: int, problem: str, config: dict[str, Any], created_at: float
     ) -> int:

@@ -43,6 +43,8 @@ class MemoryStore:
             first); ``None`` keeps all. Rollback further back raises ``GenerationNotFound``.
     """
 
+    durable = False
+
     def __init__(self, keep_snapshots: int | None = 512) -> None:
         if keep_snapshots is not None and keep_snapshots < 1:
             raise InvalidParameters(f"keep_snapshots={keep_snapshots} must be >= 1 or None")

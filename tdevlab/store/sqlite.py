@@ -116,6 +116,8 @@ class SQLiteStore:
     write from a worker thread while a server reads.
     """
 
+    durable = True
+
     def __init__(self, path: str | Path, durability: Literal["normal", "full"] = "normal") -> None:
         if durability not in ("normal", "full"):
             raise InvalidParameters(f"durability={durability!r} must be 'normal' or 'full'")
