@@ -348,9 +348,13 @@ class EvolutionServer:
         if replay.since:
             data["recovered"] = recovered
         message = self.encoder.message("ack", data, now=time.time(), reply_to=replay.reply_to)
-        connection.enqueue(self.encoder.encode(message))
-        for payload in replays:
-            connection.enqueue(payload)
+        ack = self.encoder.encode(message)
+        if not replays:
+            connection.enqueue(ack)
+            return
+        # Live events published from now on wait behind the replay (Connection.held).
+        connection.held = []
+        self._spawn(connection.replay([ack, *replays]))
 
     def _stored_evolution(self, since: int, first_in_memory: int) -> list[Any]:
         """Evolution events ``since+1 .. first_in_memory-1`` rebuilt from the store."""

@@ -36,6 +36,8 @@ class PastEvent(NamedTuple):
 
 log = logging.getLogger("tdevlab.server")
 
+_REPLAY_PIECE = 256 * 1024  # bytes written per step of a replay, and the drain mark
+
 
 def text_frame(payload: bytes) -> bytes:
     """The bytes of one unmasked, unfragmented text frame (server to client)."""
@@ -69,6 +71,8 @@ class Connection:
     raw: bool = field(init=False)
     pending: list[bytes] = field(default_factory=list)
     _flush_scheduled: bool = False
+    #: While a replay streams, live frames wait here (they must come after it).
+    held: list[bytes] | None = None
 
     def __post_init__(self) -> None:
         self.raw = not self.ws.protocol.extensions
@@ -90,8 +94,11 @@ class Connection:
         if self.raw:
             if frame is None:
                 frame = Frame(Opcode.BINARY if binary else Opcode.TEXT, data).serialize(mask=False)
-            self.pending.append(frame)
             self.queued_bytes += len(frame)
+            if self.held is not None:
+                self.held.append(frame)
+                return True
+            self.pending.append(frame)
             if not self._flush_scheduled:
                 self._flush_scheduled = True
                 asyncio.get_running_loop().call_soon(self.flush)
@@ -113,6 +120,58 @@ class Connection:
         transport.write(b"".join(frames))
         self.sent += len(frames)
 
+    async def replay(self, payloads: list[bytes], *, stall_timeout: float = 30.0) -> None:
+        """Send ``payloads`` (an ack, then missed events) before any live frame.
+
+        A replay may be far larger than the outbound budget: it is written in pieces as the
+        client reads, while live frames wait behind it (still within the budget). A client
+        that reads nothing for ``stall_timeout`` seconds is cut off.
+        """
+        if not self.raw:
+            for payload in payloads:  # websockets' send applies backpressure
+                self.queue.put_nowait((payload, False))
+            return
+        self.flush()
+        if self.held is None:
+            self.held = []
+        try:
+            piece: list[bytes] = []
+            size = 0
+            for payload in payloads:
+                if self.aborted or self.ws.state is not State.OPEN:
+                    return  # the client left (or was cut off): stop replaying
+                frame = text_frame(payload)
+                piece.append(frame)
+                size += len(frame)
+                if size >= _REPLAY_PIECE:
+                    await self._write_when_drained(piece, stall_timeout)
+                    piece, size = [], 0
+            if piece:
+                await self._write_when_drained(piece, stall_timeout)
+        finally:
+            held, self.held = self.held, None
+            if held and not self.aborted:
+                self.pending.extend(held)
+                self.flush()
+
+    async def _write_when_drained(self, frames: list[bytes], stall_timeout: float) -> None:
+        transport = self.ws.transport
+        waited = 0.0
+        while (
+            not self.aborted
+            and transport is not None
+            and transport.get_write_buffer_size() > _REPLAY_PIECE
+        ):
+            if waited > stall_timeout:
+                self.abort()
+                return
+            await asyncio.sleep(0.005)
+            waited += 0.005
+        if self.aborted or self.ws.state is not State.OPEN or transport is None:
+            return
+        transport.write(b"".join(frames))
+        self.sent += len(frames)
+
     def abort(self) -> None:
         """Cut the connection off at once (drop what is queued, free the buffers)."""
         if self.aborted:
@@ -120,6 +179,8 @@ class Connection:
         self.aborted = True
         log.warning("cutting off a client over its outbound budget of %d bytes", self.budget)
         self.pending = []
+        if self.held is not None:
+            self.held = []
         while not self.queue.empty():
             self.queue.get_nowait()
         self.queued_bytes = 0

@@ -15,6 +15,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from tdevlab import Engine
+from tdevlab.protocol.limits import Limits
 from tests.server.conftest import TIMEOUT, Client, client, make_server
 from tests.server.test_server import run
 
@@ -23,8 +24,11 @@ def test_resubscribe_with_since_replays_missed_events_in_order() -> None:
     """A client that reconnects with since/epochs gets every missed event once, then live."""
 
     async def scenario() -> None:
-        # History deep enough for what happens while the client is away (5 logs a generation).
-        async with make_server(autostart=True, history=50_000) as server:
+        # History deep enough for what happens while the client is away (5 logs a
+        # generation), and an outbound budget far smaller than the replay: a replay is
+        # streamed as the client reads, not cut off.
+        limits = Limits(outbound_budget_bytes=64 * 1024)
+        async with make_server(autostart=True, history=50_000, limits=limits) as server:
             seen: dict[str, list[int]] = {"evolution": [], "logs": []}
             async with client(server) as c:
                 ack = await c.request({"type": "subscribe", "channels": ["evolution", "logs"]})
@@ -46,6 +50,8 @@ def test_resubscribe_with_since_replays_missed_events_in_order() -> None:
                     }  # fmt: skip
                 )
                 assert ack["data"]["recovered"] == dict.fromkeys(since, True)
+                missed = ack["data"]["seq"]["logs"] - since["logs"]
+                assert missed * 200 > limits.outbound_budget_bytes  # bytes to replay
                 target = server.engine.generation + 2
                 while True:
                     m = await c.wait_for(lambda m: m.get("channel") in seen)
