@@ -5,16 +5,16 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest bench sample-data clean
+.PHONY: demo test lint typecheck pytest js-deps bench sample-data clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,dask]'
 	touch $(STAMP)
 
 $(VENV)/.bench: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,dask,bench]'
 	touch $@
 
 demo: $(STAMP)
@@ -29,11 +29,18 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP)
+pytest: $(STAMP) js-deps
 	$(BIN)/python -m pytest
+
+# The API document's JavaScript client is tested in Node with the npm package ws.
+js-deps:
+	@if command -v npm >/dev/null 2>&1; then \
+		npm install --prefix tests/js --no-audit --no-fund --silent; \
+	else echo "npm not found: the JavaScript client test will be skipped"; fi
 
 bench: $(VENV)/.bench
 	$(BIN)/python benchmarks/engine_vs_peers.py --markdown
+	$(BIN)/python benchmarks/distributed.py --markdown
 
 # The shipped sample dataset; data/README.md documents it.
 sample-data: $(STAMP)

@@ -5,6 +5,7 @@
     tdevlab run --generations 50 --population-size 100 --mutation-rate 0.15 --seed 7 \\
         --db runs.db --export data/my-run
     tdevlab run --db runs.db --resume 1 --generations 20
+    tdevlab run --dask-scheduler tcp://scheduler:8786 --generations 50    # or --workers 2
     tdevlab rollback --db runs.db --run 1 --generation 30
     tdevlab runs --db runs.db
     tdevlab export --db runs.db --run 1 --out data/my-run [--format csv]
@@ -23,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from tdevlab.engine.distributed import executor_from_options
 from tdevlab.engine.engine import Engine
 from tdevlab.engine.events import GenerationResult
 from tdevlab.engine.problems import make_problem, problem_names
@@ -57,6 +59,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--export", type=Path, metavar="DIR", help="write the run dataset here")
     run.add_argument("--format", choices=["parquet", "csv"], default="parquet")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument(
+        "--dask-scheduler",
+        metavar="ADDRESS",
+        help="evaluate on a running Dask cluster (tcp://host:8786; needs tdevlab[dask])",
+    )
+    run.add_argument("--workers", type=int, metavar="N", help="evaluate in N local processes")
 
     runs = sub.add_parser("runs", help="list the runs of a store")
     runs.add_argument("--db", type=Path, required=True)
@@ -71,6 +79,29 @@ def _parser() -> argparse.ArgumentParser:
     rollback.add_argument("--db", type=Path, required=True)
     rollback.add_argument("--run", type=int, required=True, metavar="RUN_ID")
     rollback.add_argument("--generation", type=int, required=True)
+
+    serve = sub.add_parser("serve", help="serve the /v1/evolution WebSocket API")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8765, help="8765; 0 picks a free port")
+    serve.add_argument("--db", type=Path, help="SQLite run store (its latest run is resumed)")
+    serve.add_argument("--secret", help="HS256 secret (default $TDEVLAB_SECRET, else random)")
+    serve.add_argument(
+        "--problem", default="agent_design", choices=problem_names(), help="problem to optimize"
+    )
+    serve.add_argument("--dims", type=int, help="dimensions of sphere/rastrigin/ackley (10)")
+    serve.add_argument("--seed", type=int, help="random seed of a new run")
+    serve.add_argument("--population-size", type=int, help="agents per generation (100)")
+    serve.add_argument("--mutation-rate", type=float, help="per-gene mutation probability")
+    serve.add_argument("--autostart", action="store_true", help="start evolving at once")
+    serve.add_argument("--certfile", type=Path, help="TLS certificate (PEM): serve wss://")
+    serve.add_argument("--keyfile", type=Path, help="TLS private key (PEM)")
+    serve.add_argument("--metrics-interval", type=float, default=1.0, help="seconds (1.0)")
+
+    token = sub.add_parser("token", help="print a JWT for the server's secret")
+    token.add_argument("--secret", help="HS256 secret (default $TDEVLAB_SECRET)")
+    token.add_argument("--user", required=True)
+    token.add_argument("--role", required=True, choices=["viewer", "operator"])
+    token.add_argument("--ttl", type=float, default=3600.0, help="seconds (3600)")
 
     demo = sub.add_parser("demo", help="a short live run with progress, exported under data/")
     demo.add_argument("--generations", type=int, default=40)
@@ -103,6 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "export": _export,
             "rollback": _rollback,
             "demo": _demo,
+            "serve": _serve,
+            "token": _token,
         }[args.command]
         return handler(args)
     except TdevlabError as exc:
@@ -114,6 +147,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    executor, close_executor = executor_from_options(args.dask_scheduler, args.workers)
+    try:
+        return _run_engine(args, executor)
+    finally:
+        close_executor()
+
+
+def _run_engine(args: argparse.Namespace, executor: Any) -> int:
     parameters = {
         name: getattr(args, flag)
         for flag, name in _PARAMETER_FLAGS.items()
@@ -122,13 +163,17 @@ def _run(args: argparse.Namespace) -> int:
     if args.resume is not None:
         if args.db is None:
             raise _usage("--resume needs --db")
-        engine = Engine.open(args.db, args.resume)
+        engine = Engine.open(args.db, args.resume, executor=executor)
         if parameters:
             engine.set_parameters(**parameters)
     else:
         config: dict[str, Any] = {} if args.dims is None else {"dims": args.dims}
         engine = Engine(
-            make_problem(args.problem, **config), seed=args.seed, store=args.db, **parameters
+            make_problem(args.problem, **config),
+            seed=args.seed,
+            store=args.db,
+            executor=executor,
+            **parameters,
         )
     with engine:
         last = _progress(engine, args.generations, quiet=args.quiet)
@@ -210,23 +255,80 @@ def _rollback(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    out = args.out / f"demo-{stamp}"
-    engine = Engine(seed=args.seed, store=out / "run.db", population_size=120)
-    print(f"tdevlab demo: evolving agents (AgentDesign), store {out / 'run.db'}")
-    started = time.perf_counter()
-    with engine:
-        for result in engine.run(generations=args.generations):
-            e = result.evolution
-            line = (
-                f"gen {e.generation:3d}  best {e.best_fitness:.4f}  avg {e.average_fitness:.4f}  "
-                f"feasible {e.feasible_fraction:4.0%}  best agent {e.best_agent_name}"
-            )
-            print(line, flush=True)
-            for alert in result.alerts:
-                print(f"    [{alert.severity}] {alert.title}: {alert.message}", flush=True)
-        dataset = engine.export(out / "dataset")
-    print(f"done in {time.perf_counter() - started:.1f}s; dataset: {dataset}")
+    from tdevlab.demo import run_demo
+
+    run_demo(args.out, generations=args.generations, seed=args.seed)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import asyncio
+    import os
+    import secrets
+    import ssl
+
+    from tdevlab.server.app import EvolutionServer
+    from tdevlab.server.run import serve_until_signalled
+
+    secret = args.secret or os.environ.get("TDEVLAB_SECRET")
+    generated = secret is None
+    if secret is None:
+        secret = secrets.token_urlsafe(32)
+    context = None
+    if args.certfile is not None or args.keyfile is not None:
+        if args.certfile is None or args.keyfile is None:
+            raise _usage("TLS needs both --certfile and --keyfile")
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(args.certfile, args.keyfile)
+    parameters = {
+        name: value
+        for name, value in (
+            ("population_size", args.population_size),
+            ("mutation_rate", args.mutation_rate),
+        )
+        if value is not None
+    }
+    engine = _serving_engine(args, parameters)
+    server = EvolutionServer(
+        engine,
+        host=args.host,
+        port=args.port,
+        secret=secret,
+        ssl=context,
+        autostart=args.autostart,
+        metrics_interval=args.metrics_interval,
+    )
+    token = server.token("operator", "operator", ttl=24 * 3600) if generated else None
+    asyncio.run(serve_until_signalled(server, token=token))
+    return 0
+
+
+def _serving_engine(args: argparse.Namespace, parameters: dict[str, Any]) -> Engine:
+    """A new engine, or the latest run of --db (its history is served, start continues it)."""
+    if args.db is not None and args.db.is_file():
+        from tdevlab.store.sqlite import SQLiteStore
+
+        with SQLiteStore(args.db) as store:
+            runs = store.runs()
+        if runs:
+            engine = Engine.open(args.db, runs[-1].run_id)
+            if parameters:
+                engine.set_parameters(**parameters)
+            print(f"tdevlab: resuming run {engine.run_id} at generation {engine.generation}")
+            return engine
+    config: dict[str, Any] = {} if args.dims is None else {"dims": args.dims}
+    return Engine(make_problem(args.problem, **config), seed=args.seed, store=args.db, **parameters)
+
+
+def _token(args: argparse.Namespace) -> int:
+    import os
+
+    from tdevlab.protocol.auth import issue_token
+
+    secret = args.secret or os.environ.get("TDEVLAB_SECRET")
+    if not secret:
+        raise _usage("no secret: pass --secret or set TDEVLAB_SECRET")
+    print(issue_token(secret, args.user, args.role, now=time.time(), ttl=args.ttl))
     return 0
 
 

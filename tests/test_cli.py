@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -112,10 +113,87 @@ def test_errors_are_one_clear_line(tmp_path: Path) -> None:
 
 
 def test_demo_runs_and_exports(tmp_path: Path) -> None:
-    """`tdevlab demo` streams progress and exports its run under data/runs."""
+    """`tdevlab demo`: server + client stream progress; dataset and PNG saved under data/runs."""
     out = tdevlab("demo", "--generations", "6", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
+    assert "server at ws://127.0.0.1:" in out.stdout
     assert "gen   5  best" in out.stdout
     datasets = list((tmp_path / "data" / "runs").glob("demo-*/dataset"))
     assert len(datasets) == 1
-    assert len(load_run(datasets[0]).generations) == 6
+    assert len(load_run(datasets[0]).generations) >= 6
+    png = datasets[0].parent / "fitness.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"plot: data/runs/{png.parent.name}/fitness.png" in out.stdout
+
+
+def test_token_prints_a_verifiable_jwt(tmp_path: Path) -> None:
+    """`tdevlab token` prints the JWT alone; it verifies with the same secret."""
+    import time
+
+    from tdevlab.protocol.auth import TokenVerifier
+
+    secret = "cli-secret-long-enough-for-the-hs256-check"
+    out = tdevlab("token", "--secret", secret, "--user", "ada", "--role", "viewer", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    token = out.stdout.strip()
+    assert out.stdout == token + "\n"
+    claims = TokenVerifier(secret).verify(token, time.time())
+    assert (claims.user, claims.role) == ("ada", "viewer")
+    out = tdevlab("token", "--secret", "short", "--user", "a", "--role", "viewer", cwd=tmp_path)
+    assert out.returncode == 2
+    assert "at least 32" in out.stderr
+
+
+def test_serve_prints_url_and_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
+    """`tdevlab serve --port 0` prints the real URL and a token; SIGTERM shuts it down."""
+    import asyncio
+    import json
+    import signal
+
+    from websockets.asyncio.client import connect
+
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tdevlab.cli",
+            "serve",
+            "--port",
+            "0",
+            "--db",
+            "runs.db",
+            "--population-size",
+            "20",
+            "--autostart",
+        ],  # fmt: skip
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k != "TDEVLAB_SECRET"},
+    )
+    try:
+        assert proc.stdout is not None
+        token = proc.stdout.readline().split("operator token: ")[1].strip()
+        url = proc.stdout.readline().split("serving ")[1].strip()
+        assert url.startswith("ws://127.0.0.1:")
+        assert not url.startswith("ws://127.0.0.1:0/")
+
+        async def watch() -> int:
+            async with connect(url, additional_headers={"Authorization": f"Bearer {token}"}) as ws:
+                await ws.send(json.dumps({"type": "subscribe", "channels": ["evolution"]}))
+                while True:
+                    message = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                    if message["type"] == "evolution_update" and message["data"]["generation"] >= 2:
+                        return int(message["data"]["generation"])
+
+        assert asyncio.run(watch()) >= 2
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        assert "shutting down" in proc.stdout.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    from tdevlab import SQLiteStore
+
+    with SQLiteStore(tmp_path / "runs.db") as store:
+        assert store.run_info(1).status == "stopped"

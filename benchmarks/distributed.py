@@ -1,0 +1,528 @@
+"""Benchmark: one expensive problem evaluated serially, on a process pool and on Dask.
+
+What is measured
+----------------
+The problem trains a small model per agent, a real computation: logistic regression by
+full-batch gradient descent with momentum on a fixed synthetic dataset (2000 x 32 training
+rows, 1000 validation rows, about 0.8 MB that each contestant ships to its workers once).
+An agent's genes are the learning rate (log), the L2 penalty (log), the momentum and
+whether to standardize the features; its fitness is the validation accuracy. The number of
+gradient steps is calibrated at start so that one agent costs about 20 ms (measured and
+printed); every agent costs the same.
+
+Contestants, each a :class:`tdevlab.Engine` with the same seed and population 64 (62 new
+agents to evaluate per generation, plus 2 elites):
+
+1. ``serial``: no executor, the engine calls ``problem.evaluate`` itself;
+2. ``process pool``: ``concurrent.futures.ProcessPoolExecutor(2)``;
+3. ``dask``: a ``dask.distributed.LocalCluster`` of 2 worker processes with 1 thread each
+   (loopback only), through ``client.get_executor()``.
+
+Every computation is single-threaded (BLAS threads pinned to 1, for all contestants), so
+the 2 workers are 2 cores' worth of agents. Each contestant runs in its own Python process
+(started by this script, driven over a pipe), so none slows another: a Dask scheduler and
+client in the same process as the serial engine would compete with it for the GIL. They
+start side by side and make generation 0 untimed (worker start-up, shipping the problem);
+then the timed generations are interleaved (one generation of each contestant in turn) so
+machine noise hits all alike, and only one contestant computes at a time. A generation's
+time is the wall-clock time of ``engine.step()`` (selection, variation, evaluation,
+statistics, events), measured in the contestant's process.
+
+The machine's own parallel efficiency is measured before and after (one pure-Python loop
+alone, against 2 of them at once): on a 2-core machine where another program is busy it
+drops toward 0.5, and no executor can then reach 2x; the script warns when it is under 0.9.
+
+Reported, per contestant: median, min and max ms per generation; the speedup (serial
+median / contestant median); and the executor overhead per generation::
+
+    overhead = (T_executor - T_serial / workers) / T_executor
+
+``T_serial / workers`` is the time a perfect split of the serial work over the workers
+would take, so the overhead is the share of the executor's generation time spent on
+anything else: sending chunks and results, scheduling, waiting on the slowest chunk, and
+the engine's own (serial) work per generation. The final best fitness of every contestant
+is printed too: it must be the same (the same generations, whatever the executor).
+
+Targets: speedup >= 1.7 and overhead < 5% for both executors, on 2 cores.
+
+Run it (``pip install -e '.[dask]'`` first)::
+
+    python benchmarks/distributed.py                 # 8 timed generations each
+    python benchmarks/distributed.py --markdown      # also a Markdown table for the README
+    python benchmarks/distributed.py --generations 12 --json out.json
+"""
+
+# ruff: noqa: E402  (the thread settings below must come before numpy is imported)
+
+from __future__ import annotations
+
+import os
+import sys
+
+# This file is named like Dask's `distributed` package: keep its folder off the import path.
+_here = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _here]
+
+# One thread per computation, in this process and in every worker (they inherit it): the
+# speedup must come from the workers, not from BLAS threads.
+for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_variable] = "1"
+
+import argparse
+import concurrent.futures as cf
+import json
+import platform
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tdevlab import Categorical, Engine, Evaluation, Float, GeneSpace
+from tdevlab.engine.genes import FloatArray
+
+POPULATION = 64
+WORKERS = 2
+TARGET_AGENT_MS = 20.0
+TARGET_SPEEDUP = 1.7
+TARGET_OVERHEAD = 0.05
+
+
+class TrainClassifier:
+    """Tune logistic regression trained by gradient descent; fitness = validation accuracy.
+
+    Args:
+        steps: Gradient steps per agent (sets the cost per agent).
+        seed: Seed of the synthetic dataset.
+    """
+
+    name = "train_classifier"
+    role_names = ("Classifier",)
+
+    def __init__(self, steps: int = 200, seed: int = 0) -> None:
+        rng = np.random.default_rng(seed)
+        n, d = 3000, 32
+        x = rng.standard_normal((n, d)) * rng.uniform(0.2, 5.0, d) + rng.uniform(-2, 2, d)
+        w_true = rng.standard_normal(d)
+        logits = (x - x.mean(axis=0)) / x.std(axis=0) @ w_true
+        y = (logits + rng.standard_normal(n) > 0).astype(np.float64)
+        self.x_train, self.y_train = x[:2000], y[:2000]
+        self.x_valid, self.y_valid = x[2000:], y[2000:]
+        self.mean, self.std = self.x_train.mean(axis=0), self.x_train.std(axis=0)
+        self.steps = int(steps)
+        self.gene_space = GeneSpace(
+            [
+                Float("learning_rate", 1e-3, 2.0, log=True),
+                Float("l2", 1e-6, 1e-1, log=True),
+                Float("momentum", 0.0, 0.95),
+                Categorical("standardize", (False, True)),
+            ]
+        )
+        self.config: dict[str, Any] = {"steps": self.steps}
+
+    def roles(self, genes: FloatArray) -> np.ndarray:
+        """Every agent has the one role."""
+        return np.zeros(genes.shape[0], dtype=np.int64)
+
+    def train(self, learning_rate: float, l2: float, momentum: float, standardize: bool) -> float:
+        """Train one model; return its validation accuracy."""
+        x, xv = self.x_train, self.x_valid
+        if standardize:
+            x, xv = (x - self.mean) / self.std, (xv - self.mean) / self.std
+        n, d = x.shape
+        w = np.zeros(d)
+        velocity = np.zeros(d)
+        for _ in range(self.steps):
+            p = 0.5 * (1.0 + np.tanh(0.5 * (x @ w)))  # a sigmoid that cannot overflow
+            gradient = x.T @ (p - self.y_train) / n + l2 * w
+            velocity = momentum * velocity - learning_rate * gradient
+            w = np.clip(w + velocity, -1e3, 1e3)
+        return float(np.mean((xv @ w > 0) == (self.y_valid > 0.5)))
+
+    def evaluate(self, genes: FloatArray) -> Evaluation:
+        """Train one model per agent (no memory or speed cost)."""
+        fitness = np.empty(genes.shape[0])
+        for row in range(genes.shape[0]):
+            agent = self.gene_space.decode(genes[row])
+            fitness[row] = self.train(
+                float(agent["learning_rate"]),
+                float(agent["l2"]),
+                float(agent["momentum"]),
+                bool(agent["standardize"]),
+            )
+        zeros = np.zeros(genes.shape[0])
+        return Evaluation(fitness, zeros, zeros.copy())
+
+
+def _spin(n: int) -> float:
+    """Seconds to run a pure-Python loop of ``n`` steps."""
+    started = time.perf_counter()
+    total = 0
+    for i in range(n):
+        total += i * i
+    return time.perf_counter() - started
+
+
+def parallel_efficiency(n: int = 2_000_000) -> float:
+    """One loop's time over the slowest of ``WORKERS`` identical loops run at once.
+
+    1.0 means every core is free; about 0.5 with 2 workers means another program keeps a
+    core busy, and no executor can then reach a 2x speedup.
+    """
+    alone = min(_spin(n) for _ in range(3))
+    with cf.ProcessPoolExecutor(max_workers=WORKERS) as pool:
+        list(pool.map(_spin, [1000] * WORKERS))  # start the processes
+        together = min(max(pool.map(_spin, [n] * WORKERS)) for _ in range(3))
+    return alone / together
+
+
+def calibrate(target_ms: float) -> tuple[int, float]:
+    """Choose the steps per agent that cost about ``target_ms``; return (steps, ms per agent)."""
+    probe = TrainClassifier(steps=200)
+    genes = probe.gene_space.random(np.random.default_rng(123), 16)
+    probe.evaluate(genes[:2])  # warm caches
+    started = time.perf_counter()
+    probe.evaluate(genes)
+    per_step = (time.perf_counter() - started) / 16 / probe.steps
+    steps = max(int(round(target_ms / 1000.0 / per_step)), 1)
+    problem = TrainClassifier(steps=steps)
+    timings = []
+    for row in range(16):
+        started = time.perf_counter()
+        problem.evaluate(genes[row : row + 1])
+        timings.append((time.perf_counter() - started) * 1000.0)
+    return steps, statistics.median(timings)
+
+
+@dataclass
+class Result:
+    """One contestant's measurements."""
+
+    name: str
+    workers: int
+    ms_per_generation: list[float] = field(default_factory=list)
+    first_generation_ms: float = 0.0
+    final_best_fitness: float = float("nan")
+
+    @property
+    def median_ms(self) -> float:
+        """Median ms per timed generation."""
+        return statistics.median(self.ms_per_generation)
+
+
+CONTESTANTS = ("serial", "process pool", "dask LocalCluster")
+
+
+def run_contestant(kind: str, steps: int, seed: int) -> None:
+    """Serve one contestant in this process: read commands on stdin, answer JSON lines.
+
+    Answers ``ready`` once the executor is up; then ``step`` makes one generation and
+    answers its milliseconds (the first is generation 0: it ships the problem), and
+    ``done`` answers the final best fitness and exits.
+    """
+    problem = TrainClassifier(steps=steps)
+    executor: Any = None
+    closers: list[Callable[[], object]] = []
+    if kind == "process pool":
+        executor = cf.ProcessPoolExecutor(max_workers=WORKERS)
+        closers.append(executor.shutdown)
+    elif kind == "dask LocalCluster":
+        from dask.distributed import Client, LocalCluster
+
+        cluster = LocalCluster(
+            n_workers=WORKERS,
+            processes=True,
+            threads_per_worker=1,
+            dashboard_address=None,
+            host="127.0.0.1",
+        )
+        client = Client(cluster)
+        client.wait_for_workers(WORKERS, timeout=60)
+        executor = client.get_executor()
+        closers += [client.close, cluster.close]
+
+    engine = Engine(problem, seed=seed, population_size=POPULATION, executor=executor)
+
+    def answer(payload: dict[str, Any]) -> None:
+        print(json.dumps(payload), flush=True)
+
+    answer({"ready": True})
+    for line in sys.stdin:
+        if line.strip() == "step":
+            started = time.perf_counter()
+            engine.step()
+            answer({"ms": (time.perf_counter() - started) * 1000.0})
+        else:
+            assert engine.population is not None
+            answer({"final_best_fitness": float(engine.population.fitness.max())})
+            break
+    engine.close()
+    for close in closers:
+        close()
+
+
+class Contestant:
+    """A contestant running in its own Python process (see :func:`run_contestant`)."""
+
+    def __init__(self, kind: str, steps: int, seed: int, log: Any) -> None:
+        self.result = Result(kind, 1 if kind == "serial" else WORKERS)
+        command = [sys.executable, os.path.abspath(__file__), "--contestant", kind]
+        command += ["--steps", str(steps), "--seed", str(seed)]
+        self.process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True
+        )
+
+    def ask(self, command: str | None = None) -> dict[str, Any]:
+        """Send a command (or none) and return the answer."""
+        assert self.process.stdin is not None
+        assert self.process.stdout is not None
+        if command is not None:
+            self.process.stdin.write(command + "\n")
+            self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"contestant {self.result.name!r} died; see its log")
+        answer: dict[str, Any] = json.loads(line)
+        return answer
+
+
+def benchmark(steps: int, generations: int, seed: int, kinds: Sequence[str]) -> list[Result]:
+    """Run every contestant in its own process, one generation of each in turn."""
+    with tempfile.TemporaryFile("w+") as log:
+        contestants = [Contestant(kind, steps, seed, log) for kind in kinds]
+        try:
+            for contestant in contestants:  # they start side by side
+                contestant.ask()
+            for contestant in contestants:
+                contestant.result.first_generation_ms = contestant.ask("step")["ms"]
+            for _ in range(generations):
+                for contestant in contestants:
+                    contestant.result.ms_per_generation.append(contestant.ask("step")["ms"])
+            for contestant in contestants:
+                contestant.result.final_best_fitness = contestant.ask("done")["final_best_fitness"]
+                contestant.process.wait(timeout=60)
+        except BaseException:
+            log.seek(0)
+            sys.stderr.write(log.read()[-5000:])
+            raise
+        finally:
+            for contestant in contestants:
+                if contestant.process.poll() is None:
+                    contestant.process.kill()
+    return [contestant.result for contestant in contestants]
+
+
+def speedup(results: list[Result], result: Result) -> float:
+    """Serial median over this contestant's median."""
+    return results[0].median_ms / result.median_ms
+
+
+def overhead(results: list[Result], result: Result) -> float:
+    """(T_executor - T_serial / workers) / T_executor, with medians."""
+    ideal = results[0].median_ms / result.workers
+    return (result.median_ms - ideal) / result.median_ms
+
+
+def table_rows(results: list[Result]) -> list[list[str]]:
+    """Header and one row per contestant, as strings."""
+    rows = [
+        [
+            "contestant",
+            "median ms/gen",
+            "min",
+            "max",
+            "speedup vs serial",
+            "overhead/gen",
+            "final best fitness",
+        ]
+    ]
+    for result in results:
+        serial = result is results[0]
+        rows.append(
+            [
+                result.name if serial else f"{result.name} ({result.workers} workers)",
+                f"{result.median_ms:.1f}",
+                f"{min(result.ms_per_generation):.1f}",
+                f"{max(result.ms_per_generation):.1f}",
+                "1.00x" if serial else f"{speedup(results, result):.2f}x",
+                "-" if serial else f"{overhead(results, result):.1%}",
+                f"{result.final_best_fitness:.4f}",
+            ]
+        )
+    return rows
+
+
+def target_checks(results: list[Result]) -> list[dict[str, Any]]:
+    """Speedup >= 1.7 and overhead < 5% for each executor; the same final result for all."""
+    checks: list[dict[str, Any]] = []
+    for result in results[1:]:
+        value = speedup(results, result)
+        checks.append(
+            {
+                "name": f"{result.name} speedup",
+                "value": round(value, 3),
+                "target": f">= {TARGET_SPEEDUP}",
+                "status": "PASS" if value >= TARGET_SPEEDUP else "FAIL",
+            }
+        )
+        value = overhead(results, result)
+        checks.append(
+            {
+                "name": f"{result.name} overhead per generation",
+                "value": round(value, 4),
+                "target": f"< {TARGET_OVERHEAD:.0%}",
+                "status": "PASS" if value < TARGET_OVERHEAD else "FAIL",
+            }
+        )
+    same = len({r.final_best_fitness for r in results}) == 1
+    checks.append(
+        {
+            "name": "same final best fitness for all",
+            "value": same,
+            "target": "True",
+            "status": "PASS" if same else "FAIL",
+        }
+    )
+    return checks
+
+
+def format_plain(rows: list[list[str]]) -> str:
+    """Align the table in columns (text left, numbers right)."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for n, row in enumerate(rows):
+        cells = [
+            cell.ljust(w) if i == 0 else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(cells))
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def format_markdown(rows: list[list[str]]) -> str:
+    """Render the table as GitHub Markdown."""
+    header, *body = rows
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join([":---", *["---:"] * (len(header) - 1)]) + "|",
+    ]
+    lines.extend("| " + " | ".join(row) + " |" for row in body)
+    return "\n".join(lines)
+
+
+def versions() -> dict[str, Any]:
+    """Versions of the interpreter and libraries, and the CPUs available."""
+    out: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "numpy": np.__version__,
+    }
+    for package in ("tdevlab", "dask", "distributed"):
+        try:
+            out[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            out[package] = "not installed"
+    try:
+        out["nproc"] = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        out["nproc"] = os.cpu_count()
+    return out
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse the command line."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--generations", type=int, default=8, help="timed generations each")
+    parser.add_argument("--seed", type=int, default=1, help="the engines' seed")
+    parser.add_argument(
+        "--agent-ms", type=float, default=TARGET_AGENT_MS, help="target cost of one agent (20)"
+    )
+    parser.add_argument("--markdown", action="store_true", help="also print a Markdown table")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="write the raw numbers here")
+    parser.add_argument(
+        "--only",
+        choices=["pool", "dask"],
+        help="serial and only this executor (the other's idle workers cost a little CPU)",
+    )
+    parser.add_argument("--contestant", choices=CONTESTANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--steps", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.generations < 1 or args.seed < 0 or args.agent_ms <= 0:
+        parser.error("--generations must be >= 1, --seed >= 0, --agent-ms > 0")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark and print the tables; return the exit status."""
+    args = parse_args(argv)
+    if args.contestant is not None:
+        run_contestant(args.contestant, args.steps, args.seed)
+        return 0
+    info = versions()
+    steps, agent_ms = calibrate(args.agent_ms)
+    print(
+        f"TrainClassifier: {steps} gradient steps per agent = {agent_ms:.1f} ms per agent "
+        f"(target {args.agent_ms:.0f}); population {POPULATION}, {args.generations} timed "
+        f"generations per contestant (interleaved), seed {args.seed}"
+    )
+    print("  ".join(f"{k}={v}" for k, v in info.items()))
+    efficiency = [parallel_efficiency()]
+    print(f"parallel efficiency of this machine before the run: {efficiency[0]:.2f}")
+    print()
+
+    kinds = {None: CONTESTANTS, "pool": CONTESTANTS[:2], "dask": CONTESTANTS[::2]}[args.only]
+    results = benchmark(steps, args.generations, args.seed, kinds)
+    efficiency.append(parallel_efficiency())
+    rows = table_rows(results)
+    checks = target_checks(results)
+    print(f"parallel efficiency after the run: {efficiency[1]:.2f}")
+    if min(efficiency) < 0.9:
+        print(
+            "WARNING: another program was using the CPUs (parallel efficiency under 0.9): "
+            "the executors' numbers are low; run again on an idle machine"
+        )
+    print()
+
+    print(format_plain(rows))
+    print()
+    for check in checks:
+        print(f"{check['status']:4}  {check['name']} = {check['value']} (target {check['target']})")
+    if args.markdown:
+        print()
+        print(format_markdown(rows))
+        print()
+        for check in checks:
+            print(
+                f"- {check['name']} = {check['value']} (target {check['target']}): "
+                f"**{check['status']}**"
+            )
+    if args.json is not None:
+        payload = {
+            "settings": {
+                "population": POPULATION,
+                "workers": WORKERS,
+                "generations": args.generations,
+                "seed": args.seed,
+                "steps_per_agent": steps,
+                "ms_per_agent": agent_ms,
+            },
+            "versions": info,
+            "parallel_efficiency_before_after": efficiency,
+            "results": [asdict(r) | {"median_ms": r.median_ms} for r in results],
+            "checks": checks,
+        }
+        args.json.write_text(json.dumps(payload, indent=2) + "\n")
+        print(f"\nraw numbers written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

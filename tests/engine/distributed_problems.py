@@ -1,0 +1,89 @@
+"""Problems for the distributed-evaluation tests, importable by worker processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from tdevlab import Evaluation, Sphere
+from tdevlab.engine.genes import FloatArray, GeneValue
+
+
+class CountingSphere(Sphere):
+    """A Sphere that appends its process id to ``log_path`` each time it is unpickled.
+
+    ``pause`` seconds per evaluation keep a worker busy, so the scheduler spreads chunks.
+    """
+
+    def __init__(self, dims: int, log_path: Path, pause: float = 0.0) -> None:
+        super().__init__(dims)
+        self.log_path = str(log_path)
+        self.pause = pause
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore the attributes and record the unpickling."""
+        self.__dict__.update(state)
+        with open(self.log_path, "a") as log:
+            log.write(f"{os.getpid()}\n")
+
+    def evaluate(self, genes: FloatArray) -> Evaluation:
+        """Evaluate as Sphere, after the pause."""
+        time.sleep(self.pause)
+        return super().evaluate(genes)
+
+
+class KillingSphere(Sphere):
+    """A Sphere whose evaluation SIGKILLs its own process.
+
+    With ``once=True`` only the first evaluation anywhere dies (it creates ``marker``
+    atomically); otherwise every evaluation dies while ``marker`` exists.
+    """
+
+    def __init__(self, dims: int, marker: Path, *, once: bool) -> None:
+        super().__init__(dims)
+        self.marker = str(marker)
+        self.once = once
+
+    def evaluate(self, genes: FloatArray) -> Evaluation:
+        """Die as configured, else evaluate as Sphere."""
+        if self.once:
+            try:
+                os.close(os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                pass
+            else:
+                os.kill(os.getpid(), signal.SIGKILL)
+        elif os.path.exists(self.marker):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().evaluate(genes)
+
+
+class RaisingSphere(Sphere):
+    """A batch problem that raises RuntimeError when its batch holds the row ``poison``."""
+
+    def __init__(self, dims: int, poison: list[float]) -> None:
+        super().__init__(dims)
+        self.poison = list(poison)
+
+    def evaluate(self, genes: FloatArray) -> Evaluation:
+        """Raise on the poisoned row, else evaluate as Sphere."""
+        if (genes == self.poison).all(axis=1).any():
+            raise RuntimeError("simulator diverged")
+        return super().evaluate(genes)
+
+
+class FailOn:
+    """A per-agent fitness function that raises ValueError for the agent with ``x == value``."""
+
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    def __call__(self, genome: dict[str, GeneValue]) -> float:
+        """Return -x**2, or raise for the chosen agent."""
+        x = float(genome["x"])  # type: ignore[arg-type]
+        if x == self.value:
+            raise ValueError(f"cannot simulate x={x:.3f}")
+        return -(x**2)

@@ -1,0 +1,106 @@
+"""The notebooks in notebooks/, executed end to end by a real Jupyter kernel (nbclient)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+NOTEBOOK_DIR = Path(__file__).parents[2] / "notebooks"
+NOTEBOOKS = sorted(path.name for path in NOTEBOOK_DIR.glob("*.ipynb"))
+
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Any]:
+    """Execute a notebook once for the module, in a fresh python3 kernel and a temp dir."""
+    cache: dict[str, Any] = {}
+
+    def execute(name: str) -> Any:
+        if name not in cache:
+            notebook = nbformat.read(NOTEBOOK_DIR / name, as_version=4)
+            workdir = tmp_path_factory.mktemp(Path(name).stem)
+            NotebookClient(
+                notebook,
+                timeout=300,
+                kernel_name="python3",
+                resources={"metadata": {"path": str(workdir)}},
+            ).execute()
+            cache[name] = notebook
+        return cache[name]
+
+    return execute
+
+
+def _text(cell: Any) -> str:
+    """Everything a code cell printed or displayed as text."""
+    parts = []
+    for output in cell.get("outputs", []):
+        if output.output_type == "stream":
+            parts.append(output.text)
+        elif "text/plain" in output.get("data", {}):
+            parts.append(output.data["text/plain"])
+    return "".join(parts)
+
+
+def _cell(notebook: Any, source_fragment: str) -> Any:
+    """The one code cell whose source contains ``source_fragment``."""
+    cells = [c for c in notebook.cells if c.cell_type == "code" and source_fragment in c.source]
+    assert len(cells) == 1, source_fragment
+    return cells[0]
+
+
+def _search(pattern: str, text: str) -> re.Match[str]:
+    """The first match of ``pattern`` in ``text`` (failing the test if there is none)."""
+    match = re.search(pattern, text, re.MULTILINE)
+    assert match is not None, f"{pattern!r} not in {text!r}"
+    return match
+
+
+def test_there_are_notebooks() -> None:
+    """notebooks/ holds the notebooks the tests below execute."""
+    assert "03-your-own-problem.ipynb" in NOTEBOOKS
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_runs_without_errors(name: str, executed: Callable[[str], Any]) -> None:
+    """Every code cell of the notebook runs, in order, and none outputs an error."""
+    notebook = executed(name)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert [cell.execution_count for cell in code] == list(range(1, len(code) + 1))
+    for cell in code:
+        errors = [o for o in cell.outputs if o.output_type == "error"]
+        assert not errors, f"{cell.source[:80]!r}: {errors}"
+        stderr = "".join(o.text for o in cell.outputs if o.get("name") == "stderr")
+        assert "Traceback" not in stderr, stderr
+
+
+@pytest.mark.slow
+def test_your_own_problem_notebook_evolves_plots_and_matches_dask(
+    executed: Callable[[str], Any],
+) -> None:
+    """The custom-problem notebook fits within its limits, plots, and Dask gives the same run."""
+    notebook = executed("03-your-own-problem.ipynb")
+
+    summary = _text(_cell(notebook, "engine.run(generations=30)"))
+    assert "generation 29: best fitness" in summary
+    assert 0.9 < float(_search(r"best fitness \(R²\) ([0-9.]+)", summary).group(1)) <= 1.0
+    memory, speed = _search(r"costs: ([0-9.]+) KB, ([0-9.]+) µs", summary).groups()
+    assert float(memory) <= 0.08  # the notebook's memory_limit_kb
+    assert float(speed) <= 2.0  # and speed_limit_us
+    assert "status elite" in summary
+
+    table = _text(_cell(notebook, "load_run(engine.export"))
+    assert "30 generations" in table
+    assert _search(r"^25\s+0\.9", table)  # every 5th generation shown, up to 25
+
+    plot = _cell(notebook, "plt.subplots")
+    assert any("image/png" in output.get("data", {}) for output in plot.outputs)
+
+    assert "2 workers" in _text(_cell(notebook, "LocalCluster("))
+    assert _text(_cell(notebook, "executor=client.get_executor()")).strip() == "identical: True"
