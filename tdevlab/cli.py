@@ -96,6 +96,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--certfile", type=Path, help="TLS certificate (PEM): serve wss://")
     serve.add_argument("--keyfile", type=Path, help="TLS private key (PEM)")
     serve.add_argument("--metrics-interval", type=float, default=1.0, help="seconds (1.0)")
+    serve.add_argument(
+        "--dask-scheduler",
+        metavar="ADDRESS",
+        help="evaluate on a running Dask cluster (tcp://host:8786; needs tdevlab[dask])",
+    )
+    serve.add_argument("--workers", type=int, metavar="N", help="evaluate in N local processes")
 
     token = sub.add_parser("token", help="print a JWT for the server's secret")
     token.add_argument("--secret", help="HS256 secret (default $TDEVLAB_SECRET)")
@@ -288,7 +294,12 @@ def _serve(args: argparse.Namespace) -> int:
         )
         if value is not None
     }
-    engine = _serving_engine(args, parameters)
+    executor, close_executor = executor_from_options(args.dask_scheduler, args.workers)
+    try:
+        engine = _serving_engine(args, parameters, executor)
+    except BaseException:
+        close_executor()
+        raise
     server = EvolutionServer(
         engine,
         host=args.host,
@@ -299,11 +310,16 @@ def _serve(args: argparse.Namespace) -> int:
         metrics_interval=args.metrics_interval,
     )
     token = server.token("operator", "operator", ttl=24 * 3600) if generated else None
-    asyncio.run(serve_until_signalled(server, token=token))
+    try:
+        asyncio.run(serve_until_signalled(server, token=token))
+    finally:
+        close_executor()
     return 0
 
 
-def _serving_engine(args: argparse.Namespace, parameters: dict[str, Any]) -> Engine:
+def _serving_engine(
+    args: argparse.Namespace, parameters: dict[str, Any], executor: Any = None
+) -> Engine:
     """A new engine, or the latest run of --db (its history is served, start continues it)."""
     if args.db is not None and args.db.is_file():
         from tdevlab.store.sqlite import SQLiteStore
@@ -311,13 +327,19 @@ def _serving_engine(args: argparse.Namespace, parameters: dict[str, Any]) -> Eng
         with SQLiteStore(args.db) as store:
             runs = store.runs()
         if runs:
-            engine = Engine.open(args.db, runs[-1].run_id)
+            engine = Engine.open(args.db, runs[-1].run_id, executor=executor)
             if parameters:
                 engine.set_parameters(**parameters)
             print(f"tdevlab: resuming run {engine.run_id} at generation {engine.generation}")
             return engine
     config: dict[str, Any] = {} if args.dims is None else {"dims": args.dims}
-    return Engine(make_problem(args.problem, **config), seed=args.seed, store=args.db, **parameters)
+    return Engine(
+        make_problem(args.problem, **config),
+        seed=args.seed,
+        store=args.db,
+        executor=executor,
+        **parameters,
+    )
 
 
 def _token(args: argparse.Namespace) -> int:

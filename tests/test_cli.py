@@ -197,3 +197,56 @@ def test_serve_prints_url_and_stops_gracefully_on_sigterm(tmp_path: Path) -> Non
 
     with SQLiteStore(tmp_path / "runs.db") as store:
         assert store.run_info(1).status == "stopped"
+
+
+def test_serve_evaluates_on_worker_processes(tmp_path: Path) -> None:
+    """`tdevlab serve --workers 2` evaluates in a process pool and streams generations."""
+    import asyncio
+    import json
+    import signal
+
+    from websockets.asyncio.client import connect
+
+    secret = "serve-workers-secret-long-enough-for-hs256"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tdevlab.cli",
+            "serve",
+            "--port",
+            "0",
+            "--secret",
+            secret,
+            "--workers",
+            "2",
+            "--population-size",
+            "20",
+            "--autostart",
+        ],  # fmt: skip
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().split("serving ")[1].strip()
+        from tdevlab.protocol.auth import issue_token
+
+        token = issue_token(secret, "ada", "viewer", now=__import__("time").time())
+
+        async def watch() -> int:
+            async with connect(url, additional_headers={"Authorization": f"Bearer {token}"}) as ws:
+                await ws.send(json.dumps({"type": "subscribe", "channel": "evolution",
+                                          "since": {"evolution": 0}}))  # fmt: skip
+                while True:
+                    message = json.loads(await asyncio.wait_for(ws.recv(), 30))
+                    if message["type"] == "evolution_update" and message["data"]["generation"] >= 3:
+                        return int(message["data"]["generation"])
+
+        assert asyncio.run(watch()) >= 3
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
