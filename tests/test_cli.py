@@ -250,3 +250,62 @@ def test_serve_evaluates_on_worker_processes(tmp_path: Path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_serve_with_certfile_and_keyfile_speaks_wss(tmp_path: Path) -> None:
+    """`tdevlab serve --certfile --keyfile` serves wss:// with the given certificate."""
+    import asyncio
+    import json
+    import signal
+    import ssl
+
+    import trustme
+    from websockets.asyncio.client import connect
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "cert.pem"))
+    cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    secret = "serve-tls-secret-long-enough-for-the-hs256"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tdevlab.cli",
+            "serve",
+            "--port",
+            "0",
+            "--secret",
+            secret,
+            "--certfile",
+            "cert.pem",
+            "--keyfile",
+            "key.pem",
+        ],  # fmt: skip
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().split("serving ")[1].strip()
+        assert url.startswith("wss://127.0.0.1:")
+        from tdevlab.protocol.auth import issue_token
+
+        token = issue_token(secret, "ada", "viewer", now=__import__("time").time())
+
+        async def ping() -> str:
+            async with connect(
+                url, ssl=context, additional_headers={"Authorization": f"Bearer {token}"}
+            ) as ws:
+                await ws.send(json.dumps({"type": "ping", "timestamp": 5}))
+                return str(json.loads(await asyncio.wait_for(ws.recv(), 10))["type"])
+
+        assert asyncio.run(ping()) == "pong"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
