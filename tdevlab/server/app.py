@@ -280,7 +280,7 @@ class EvolutionServer:
             registry=self.registry,
         )
         connection = Connection(ws, session, budget=self.limits.outbound_budget_bytes)
-        self.hub.connections.add(connection)
+        self.hub.add(connection)
         writer = asyncio.ensure_future(connection.writer())
         watchdog = asyncio.ensure_future(self._watch(connection))
         try:

@@ -71,6 +71,8 @@ class Connection:
     raw: bool = field(init=False)
     pending: list[bytes] = field(default_factory=list)
     _flush_scheduled: bool = False
+    #: Called once when the first frame of a loop turn is pending (the hub batches flushes).
+    flusher: Callable[[Connection], None] = field(default=lambda c: _schedule_alone(c))
     #: While a replay streams, live frames wait here (they must come after it).
     held: list[bytes] | None = None
 
@@ -85,39 +87,49 @@ class Connection:
         if self.aborted:
             self.dropped += 1
             return False
+        if self.raw:
+            # The budget is checked when the frames are written (flush): a publish to many
+            # subscribers only appends here.
+            if frame is None:
+                frame = Frame(Opcode.BINARY if binary else Opcode.TEXT, data).serialize(mask=False)
+            self.queued_bytes += len(frame)
+            if self.held is not None:
+                self.held.append(frame)
+                if self.queued_bytes > self.budget:
+                    self.abort()
+                    self.dropped += 1
+                    return False
+                return True
+            self.pending.append(frame)
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                self.flusher(self)
+            return True
         transport = self.ws.transport
         buffered = transport.get_write_buffer_size() if transport is not None else 0
         if self.queued_bytes + buffered + len(data) > self.budget:
             self.abort()
             self.dropped += 1
             return False
-        if self.raw:
-            if frame is None:
-                frame = Frame(Opcode.BINARY if binary else Opcode.TEXT, data).serialize(mask=False)
-            self.queued_bytes += len(frame)
-            if self.held is not None:
-                self.held.append(frame)
-                return True
-            self.pending.append(frame)
-            if not self._flush_scheduled:
-                self._flush_scheduled = True
-                asyncio.get_running_loop().call_soon(self.flush)
-            return True
         self.queued_bytes += len(data)
         self.queue.put_nowait((data, binary))
         return True
 
     def flush(self) -> None:
-        """Write the pending frames in one go (raw mode)."""
+        """Write the pending frames in one go (raw mode), or cut off a client over budget."""
         self._flush_scheduled = False
         if not self.pending:
             return
         frames, self.pending = self.pending, []
-        self.queued_bytes = 0
+        size, self.queued_bytes = self.queued_bytes, 0
         transport = self.ws.transport
         if self.aborted or self.ws.state is not State.OPEN or transport is None:
             return
-        transport.write(b"".join(frames))
+        if transport.get_write_buffer_size() + size > self.budget:
+            self.dropped += len(frames)
+            self.abort()
+            return
+        transport.write(b"".join(frames) if len(frames) > 1 else frames[0])
         self.sent += len(frames)
 
     async def replay(self, payloads: list[bytes], *, stall_timeout: float = 30.0) -> None:
@@ -218,6 +230,10 @@ class Connection:
             return
 
 
+def _schedule_alone(connection: Connection) -> None:
+    asyncio.get_running_loop().call_soon(connection.flush)
+
+
 class Hub:
     """Publishes events to the connections subscribed to their channel.
 
@@ -236,6 +252,23 @@ class Hub:
         self.epochs: dict[str, str] = {c: f"{encoder.prefix}-{c}" for c in CHANNELS}
         self.history: dict[str, deque[PastEvent]] = {c: deque(maxlen=history) for c in CHANNELS}
         self.published = 0
+        # Connections with frames pending this loop turn: one callback flushes them all.
+        self._dirty: list[Connection] = []
+
+    def add(self, connection: Connection) -> None:
+        """Start delivering to ``connection``."""
+        connection.flusher = self._mark_dirty
+        self.connections.add(connection)
+
+    def _mark_dirty(self, connection: Connection) -> None:
+        if not self._dirty:
+            asyncio.get_running_loop().call_soon(self._flush_dirty)
+        self._dirty.append(connection)
+
+    def _flush_dirty(self) -> None:
+        dirty, self._dirty = self._dirty, []
+        for connection in dirty:
+            connection.flush()
 
     def publish(
         self,

@@ -1,15 +1,18 @@
 """A run store in memory: what an engine uses when no database is given.
 
-It keeps every generation row and event (small), but only the newest ``keep_snapshots``
-snapshots (a snapshot holds the whole population), so rollback reaches that far back.
-Recording is just appending references: a population's arrays are never modified after
-they are built, so nothing is copied.
+Memory stays bounded on long runs: it keeps the newest ``keep_generations`` generation rows
+(with their agent updates, logs and alerts) and the newest ``keep_snapshots`` snapshots (a
+snapshot holds the whole population), so rollback reaches that far back and an export
+covers that window. Recording is just appending references: a population's arrays are
+never modified after they are built, so nothing is copied. Use the SQLite store to keep a
+whole run.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -28,11 +31,12 @@ __all__ = ["MemoryStore"]
 class _Run:
     info: RunInfo
     branches: dict[int, BranchInfo]
-    results: list[tuple[int, GenerationResult]] = field(default_factory=list)
-    events: list[tuple[int, int, str, Any, float]] = field(default_factory=list)
+    results: deque[tuple[int, GenerationResult]]
+    events: deque[tuple[int, int, str, Any, float]]
+    dropped: int = 0  # generation rows no longer kept (the oldest)
     snapshots: OrderedDict[tuple[int, int], Snapshot] = field(default_factory=OrderedDict)
     # (first id, last id, branch, generation) per generation, in creation order.
-    new_ids: list[tuple[int, int, int, int]] = field(default_factory=list)
+    new_ids: deque[tuple[int, int, int, int]] = field(default_factory=deque)
 
 
 class MemoryStore:
@@ -45,10 +49,13 @@ class MemoryStore:
 
     durable = False
 
-    def __init__(self, keep_snapshots: int | None = 512) -> None:
+    def __init__(self, keep_snapshots: int | None = 512, keep_generations: int = 20_000) -> None:
         if keep_snapshots is not None and keep_snapshots < 1:
             raise InvalidParameters(f"keep_snapshots={keep_snapshots} must be >= 1 or None")
+        if keep_generations < 1:
+            raise InvalidParameters(f"keep_generations={keep_generations} must be >= 1")
         self.keep_snapshots = keep_snapshots
+        self.keep_generations = keep_generations
         self._runs: dict[int, _Run] = {}
 
     def _run(self, run_id: int) -> _Run:
@@ -62,13 +69,22 @@ class MemoryStore:
     ) -> int:
         run_id = len(self._runs) + 1
         info = RunInfo(run_id, created_at, seed, problem, config, 0, None, "idle")
-        self._runs[run_id] = _Run(info, {0: BranchInfo(0, None, -1)})
+        # About 8 events a generation (elite changes, mutation logs, alerts).
+        self._runs[run_id] = _Run(
+            info,
+            {0: BranchInfo(0, None, -1)},
+            results=deque(maxlen=self.keep_generations),
+            events=deque(maxlen=8 * self.keep_generations),
+        )
         return run_id
 
     def record_generation(
         self, run_id: int, snapshot: Snapshot, result: GenerationResult, new_ids: tuple[int, int]
     ) -> None:
         run = self._run(run_id)
+        if len(run.results) == self.keep_generations:
+            run.dropped += 1
+            run.new_ids.popleft()
         run.results.append((snapshot.branch, result))
         run.snapshots[(snapshot.branch, snapshot.generation)] = snapshot
         if self.keep_snapshots is not None and len(run.snapshots) > self.keep_snapshots:
@@ -125,14 +141,16 @@ class MemoryStore:
         self, run_id: int, after: int = 0, limit: int = -1
     ) -> list[dict[str, Any]]:
         """Generation rows in recording order, skipping the first ``after``."""
-        results = self._run(run_id).results[after:]
-        if limit >= 0:
-            results = results[:limit]
-        return [generation_row(result.evolution, branch) for branch, result in results]
+        run = self._run(run_id)
+        start = max(after - run.dropped, 0)
+        stop = len(run.results) if limit < 0 else min(start + limit, len(run.results))
+        kept = itertools.islice(run.results, start, stop)
+        return [generation_row(result.evolution, branch) for branch, result in kept]
 
     def count_generations(self, run_id: int) -> int:
         """How many generation rows the run has recorded (all branches)."""
-        return len(self._run(run_id).results)
+        run = self._run(run_id)
+        return run.dropped + len(run.results)
 
     def event_rows(self, run_id: int) -> list[dict[str, Any]]:
         run = self._run(run_id)
