@@ -7,7 +7,10 @@ subscriber's :class:`Connection` and returns; the bytes go out once per loop tur
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
+import struct
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -197,8 +200,15 @@ class Connection:
             self.queue.get_nowait()
         self.queued_bytes = 0
         self.queue.put_nowait(None)
-        if self.ws.transport is not None:
-            self.ws.transport.abort()
+        transport = self.ws.transport
+        if transport is not None:
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                # Linger 0: the kernel resets the connection and frees its send buffer at
+                # once, instead of holding megabytes for a peer that does not read.
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            transport.abort()
 
     def close_after_pending(self, close: Close) -> None:
         """Close once everything queued before is sent."""
