@@ -484,7 +484,11 @@ def test_graceful_shutdown_closes_1001_and_keeps_the_store(tmp_path: Any) -> Non
             url, additional_headers={"Authorization": f"Bearer {server.token()}"}
         ) as ws:
             c = Client(ws)
-            await c.request({"type": "subscribe", "channels": ["evolution"]})
+            # The run started with the server: replay from its start (since 0), so that
+            # generation 2 arrives even if it was produced before this subscription.
+            await c.request(
+                {"type": "subscribe", "channels": ["evolution"], "since": {"evolution": 0}}
+            )
             await c.event("evolution_update", generation=2)
             await asyncio.get_running_loop().run_in_executor(None, server.stop)
             with pytest.raises(ConnectionClosed) as info:
