@@ -144,6 +144,17 @@ def test_token_prints_a_verifiable_jwt(tmp_path: Path) -> None:
     assert "at least 32" in out.stderr
 
 
+def _serve(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """Start `tdevlab serve ARGS` in a subprocess that prints to a pipe."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "tdevlab.cli", "serve", *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
 def test_serve_prints_url_and_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
     """`tdevlab serve --port 0` prints the real URL and a token; SIGTERM shuts it down."""
     import asyncio
@@ -152,23 +163,15 @@ def test_serve_prints_url_and_stops_gracefully_on_sigterm(tmp_path: Path) -> Non
 
     from websockets.asyncio.client import connect
 
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tdevlab.cli",
-            "serve",
-            "--port",
-            "0",
-            "--db",
-            "runs.db",
-            "--population-size",
-            "20",
-            "--autostart",
-        ],  # fmt: skip
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        text=True,
+    proc = _serve(
+        tmp_path,
+        "--port",
+        "0",
+        "--db",
+        "runs.db",
+        "--population-size",
+        "20",
+        "--autostart",
         env={k: v for k, v in os.environ.items() if k != "TDEVLAB_SECRET"},
     )
     try:
@@ -208,25 +211,17 @@ def test_serve_evaluates_on_worker_processes(tmp_path: Path) -> None:
     from websockets.asyncio.client import connect
 
     secret = "serve-workers-secret-long-enough-for-hs256"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tdevlab.cli",
-            "serve",
-            "--port",
-            "0",
-            "--secret",
-            secret,
-            "--workers",
-            "2",
-            "--population-size",
-            "20",
-            "--autostart",
-        ],  # fmt: skip
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        text=True,
+    proc = _serve(
+        tmp_path,
+        "--port",
+        "0",
+        "--secret",
+        secret,
+        "--workers",
+        "2",
+        "--population-size",
+        "20",
+        "--autostart",
     )
     try:
         assert proc.stdout is not None
@@ -269,24 +264,16 @@ def test_serve_with_certfile_and_keyfile_speaks_wss(tmp_path: Path) -> None:
     context = ssl.create_default_context()
     ca.configure_trust(context)
     secret = "serve-tls-secret-long-enough-for-the-hs256"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tdevlab.cli",
-            "serve",
-            "--port",
-            "0",
-            "--secret",
-            secret,
-            "--certfile",
-            "cert.pem",
-            "--keyfile",
-            "key.pem",
-        ],  # fmt: skip
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        text=True,
+    proc = _serve(
+        tmp_path,
+        "--port",
+        "0",
+        "--secret",
+        secret,
+        "--certfile",
+        "cert.pem",
+        "--keyfile",
+        "key.pem",
     )
     try:
         assert proc.stdout is not None
