@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
@@ -13,26 +12,17 @@ from tdevlab.engine.genes import FloatArray, GeneValue
 
 
 class CountingSphere(Sphere):
-    """A Sphere that appends its process id to ``log_path`` each time it is unpickled.
+    """A Sphere that appends its process id to ``log_path`` each time it is unpickled."""
 
-    ``pause`` seconds per evaluation keep a worker busy, so the scheduler spreads chunks.
-    """
-
-    def __init__(self, dims: int, log_path: Path, pause: float = 0.0) -> None:
+    def __init__(self, dims: int, log_path: Path) -> None:
         super().__init__(dims)
         self.log_path = str(log_path)
-        self.pause = pause
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Restore the attributes and record the unpickling."""
         self.__dict__.update(state)
         with open(self.log_path, "a") as log:
             log.write(f"{os.getpid()}\n")
-
-    def evaluate(self, genes: FloatArray) -> Evaluation:
-        """Evaluate as Sphere, after the pause."""
-        time.sleep(self.pause)
-        return super().evaluate(genes)
 
 
 class KillingSphere(Sphere):

@@ -482,22 +482,36 @@ def test_dask_ships_the_problem_once_per_problem(two_workers: Client, tmp_path: 
     assert sum(_unpickled_by(log).values()) == 4
 
 
+class PinnableClientExecutor(ClientExecutor):
+    """Dask's executor whose tasks can be pinned to chosen workers."""
+
+    def pin(self, workers: list[str] | None) -> None:
+        """Run the next tasks only on ``workers`` (``None``: anywhere)."""
+        self._kwargs = {} if workers is None else {"workers": workers, "allow_other_workers": False}
+
+
 def test_dask_worker_joining_later_fetches_the_problem_once(
     two_workers: Client, tmp_path: Path
 ) -> None:
     """A worker added after the problem was shipped gets it from a peer with its first chunk."""
     log = tmp_path / "unpickled.log"
     log.touch()
-    problem = CountingSphere(4, log, pause=0.05)  # busy workers: chunks go to the new one too
-    engine = Engine(problem, seed=11, population_size=30, executor=two_workers)
+    executor = PinnableClientExecutor(two_workers)
+    engine = Engine(CountingSphere(4, log), seed=11, population_size=30, executor=executor)
     engine.step()
     assert sum(_unpickled_by(log).values()) == 2
     cluster = two_workers.cluster
     assert cluster is not None
+    before = set(two_workers.nthreads())
     cluster.scale(3)
     try:
         two_workers.wait_for_workers(3, timeout=TIMEOUT)
-        list(engine.run(generations=4))  # 6 chunks a generation over 3 workers
+        (joined,) = set(two_workers.nthreads()) - before
+        # Pinned, so the new worker surely runs chunks (the scheduler alone might not use it).
+        executor.pin([joined])
+        list(engine.run(generations=2))
+        executor.pin(None)
+        list(engine.run(generations=2))
     finally:
         cluster.scale(2)
         _wait_until(lambda: len(two_workers.nthreads()) == 2)
