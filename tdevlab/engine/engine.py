@@ -249,6 +249,11 @@ class Engine:
         self.recorded_generations = self.store.count_generations(run_id)
         if info.last_generation is not None:
             self._restore(self.store.load_snapshot(run_id, self.branch, info.last_generation))
+        # The active branch's snapshot may predate agents and alerts of an abandoned branch
+        # (a rollback made by another process): number new ones above everything recorded.
+        agents, alerts = self.store.id_high_water(run_id)
+        self._next_agent_id = max(self._next_agent_id, agents + 1)
+        self._next_alert_id = max(self._next_alert_id, alerts + 1)
 
     # -- listeners and state ---------------------------------------------------------------
 
@@ -348,6 +353,7 @@ class Engine:
         Raises:
             InvalidParameters: naming the unknown or invalid parameter; nothing changes.
         """
+        event: ControlEvent | None
         with self._lock:
             new = self.params.replace(changes)
             if new != self.params:
@@ -360,7 +366,17 @@ class Engine:
                     generation=self.generation,
                 )
                 self._record_side_events([entry], [])
-            return self.params
+                state = self._state
+                event = ControlEvent(
+                    "set_parameters", state, state, self.generation, self.params.to_dict()
+                )
+            else:
+                event = None
+            params = self.params
+        if event is not None:
+            # Listeners (the server's control channel) learn the new parameters too.
+            self._publish(event)
+        return params
 
     # -- generations -----------------------------------------------------------------------
 

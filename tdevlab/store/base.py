@@ -101,6 +101,14 @@ class RunStoreBase(Protocol):
         """Return every stored event (agent updates, logs, alerts) in order."""
         ...
 
+    def id_high_water(self, run_id: int) -> tuple[int, int]:
+        """The highest agent number and alert number the run ever recorded, in any branch.
+
+        A reopened engine numbers new agents and alerts above them: ids are never reused,
+        even after a rollback made in another process.
+        """
+        ...
+
     def find_agent_generation(self, run_id: int, agent_id: int) -> tuple[int, int] | None:
         """Return (branch, generation) of the generation that created ``agent_id``."""
         ...

@@ -159,6 +159,19 @@ class MemoryStore:
             for seq, (branch, generation, kind, event, timestamp) in enumerate(run.events, 1)
         ]
 
+    def id_high_water(self, run_id: int) -> tuple[int, int]:
+        run = self._run(run_id)
+        agents = max((r[1] for r in run.new_ids), default=0)
+        alerts = max(
+            (
+                int(e.alert_id.rsplit("-", 1)[1])
+                for _, _, kind, e, _ in run.events
+                if kind == "alert"
+            ),
+            default=0,
+        )
+        return agents, alerts
+
     def find_agent_generation(self, run_id: int, agent_id: int) -> tuple[int, int] | None:
         run = self._run(run_id)
         lows = np.fromiter((r[0] for r in run.new_ids), dtype=np.int64, count=len(run.new_ids))

@@ -346,6 +346,20 @@ class SQLiteStore:
             ).fetchall()
         return [dict(zip(EVENT_COLUMNS, r, strict=True)) for r in rows]
 
+    def id_high_water(self, run_id: int) -> tuple[int, int]:
+        with self._lock:
+            (agents,) = self._db.execute(
+                "SELECT coalesce(max(last_new_id), 0) FROM generations WHERE run_id = ?",
+                (run_id,),
+            ).fetchone()
+            (alerts,) = self._db.execute(
+                # alert ids are "alert-<number>"
+                "SELECT coalesce(max(CAST(substr(alert_id, 7) AS INTEGER)), 0) FROM events "
+                "WHERE run_id = ? AND alert_id IS NOT NULL",
+                (run_id,),
+            ).fetchone()
+        return int(agents), int(alerts)
+
     def find_agent_generation(self, run_id: int, agent_id: int) -> tuple[int, int] | None:
         with self._lock:
             row = self._db.execute(

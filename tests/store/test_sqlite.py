@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from tdevlab import AgentDesign, Engine, GenerationNotFound, RunNotFound, SQLiteStore, StoreError
+from tdevlab.store.export import build_dataset
 from tests.conftest import MS
 
 VOLATILE = ("timestamp", "evaluation_ms", "best_agent_id", "best_agent_name", "branch")
@@ -74,6 +75,28 @@ def test_rollback_survives_reopen(tmp_path: Path) -> None:
         assert (engine.generation, engine.branch) == (12, 1)
         again = [r.best_fitness for r in engine.run(generations=8)]
     assert again == expected[13:21]
+
+
+def test_reopened_rollback_never_reuses_agent_or_alert_ids(tmp_path: Path) -> None:
+    """After a rollback and a reopen, new agents and alerts get ids above every branch's."""
+    db = tmp_path / "runs.db"
+    with Engine(seed=3, population_size=40, store=db) as engine:
+        list(engine.run(generations=16))
+        engine.rollback(12)  # announces a "Rollback Performed" alert
+    with Engine.open(db, 1) as engine:
+        engine.set_parameters(mutation_rate=0.4)  # so the new branch's agents differ
+        list(engine.run(generations=8))
+        data = build_dataset(engine.store, 1)
+    # One id, one agent: its metrics are the same on every row it appears in.
+    metrics = data.population.groupby("agent_id")[["fitness", "memory_kb", "speed_us"]].nunique()
+    assert (metrics == 1).all().all()
+    reborn = data.population[
+        (data.population["branch"] == 1) & (data.population["generation"] > 12)
+    ]
+    assert reborn["agent_id"].str[6:].astype(int).max() > 40 * 16
+    alerts = data.alerts["alert_id"]
+    assert alerts.is_unique
+    assert len(alerts) >= 1
 
 
 def test_store_refuses_foreign_and_newer_files(tmp_path: Path) -> None:
