@@ -48,8 +48,8 @@ sample-data: $(STAMP)
 	$(BIN)/tdevlab run --problem agent_design --generations 40 --population-size 60 \
 		--mutation-rate 0.15 --seed 7 --db build/sample.db --quiet
 	$(BIN)/tdevlab rollback --db build/sample.db --run 1 --generation 25
-	$(BIN)/tdevlab run --db build/sample.db --resume 1 --generations 20 --quiet \
-		--export data/sample-run
+	$(BIN)/tdevlab run --db build/sample.db --resume 1 --generations 20 --mutation-rate 0.05 \
+		--quiet --export data/sample-run
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
