@@ -37,6 +37,7 @@ from tdevlab.engine.code import parse_agent_code, render_agent_code
 from tdevlab.exceptions import (
     AgentNotFound,
     AuthFailed,
+    ConnectionClosed,
     ConstraintViolation,
     DatasetError,
     EvaluationError,
@@ -47,6 +48,7 @@ from tdevlab.exceptions import (
     InvalidParameters,
     InvalidState,
     RateLimited,
+    RequestTimeout,
     RunNotFound,
     StoreError,
     TdevlabError,
@@ -89,8 +91,14 @@ __all__ = [
     "parse_agent_code",
     "problem_names",
     "render_agent_code",
+    "Client",
+    "Dashboard",
+    "SyncClient",
+    "connect",
+    "connect_sync",
     "AgentNotFound",
     "AuthFailed",
+    "ConnectionClosed",
     "ConstraintViolation",
     "DatasetError",
     "EvaluationError",
@@ -101,6 +109,7 @@ __all__ = [
     "InvalidParameters",
     "InvalidState",
     "RateLimited",
+    "RequestTimeout",
     "RunNotFound",
     "StoreError",
     "TdevlabError",
@@ -111,9 +120,17 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # pandas/pyarrow only when a dataset is touched.
+    # pandas/pyarrow only when a dataset is touched; websockets/pandas only with a client.
     if name in ("export_run", "load_run", "RunDataset"):
         from tdevlab.store import export
 
         return getattr(export, name)
+    if name in ("Client", "SyncClient", "connect", "connect_sync"):
+        from tdevlab import client
+
+        return getattr(client, name)
+    if name == "Dashboard":  # ipywidgets and matplotlib only for the dashboard
+        from tdevlab.notebook import Dashboard
+
+        return Dashboard
     raise AttributeError(f"module 'tdevlab' has no attribute {name!r}")

@@ -97,6 +97,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--keyfile", type=Path, help="TLS private key (PEM)")
     serve.add_argument("--metrics-interval", type=float, default=1.0, help="seconds (1.0)")
     serve.add_argument(
+        "--interval",
+        type=float,
+        default=0.0,
+        help="least seconds between generations, to watch a fast problem live (0)",
+    )
+    serve.add_argument(
         "--dask-scheduler",
         metavar="ADDRESS",
         help="evaluate on a running Dask cluster (tcp://host:8786; needs tdevlab[dask])",
@@ -308,6 +314,7 @@ def _serve(args: argparse.Namespace) -> int:
         ssl=context,
         autostart=args.autostart,
         metrics_interval=args.metrics_interval,
+        generation_interval=args.interval,
     )
     token = server.token("operator", "operator", ttl=24 * 3600) if generated else None
     try:

@@ -20,6 +20,8 @@ in one place, and a client maps a code back to the class with :func:`error_for_c
     ├── ConstraintViolation                CONSTRAINT_VIOLATION (agent code over the memory limit)
     ├── EvolutionFailed                    EVOLUTION_FAILED
     │   └── EvaluationError                a problem raised or returned bad values
+    ├── ConnectionClosed (ConnectionError) a client lost its server and could not get it back
+    ├── RequestTimeout (TimeoutError)      no reply to a client's request in time
     ├── StoreError                         the run store is missing, corrupt or of another schema
     │   └── RunNotFound (KeyError)
     └── DatasetError (ValueError)          a run dataset that cannot be read back
@@ -34,6 +36,7 @@ from typing import Any
 __all__ = [
     "AgentNotFound",
     "AuthFailed",
+    "ConnectionClosed",
     "ConstraintViolation",
     "DatasetError",
     "EvaluationError",
@@ -44,6 +47,7 @@ __all__ = [
     "InvalidParameters",
     "InvalidState",
     "RateLimited",
+    "RequestTimeout",
     "RunNotFound",
     "StoreError",
     "TdevlabError",
@@ -142,6 +146,18 @@ class EvolutionFailed(TdevlabError):
 
 class EvaluationError(EvolutionFailed):
     """A problem's evaluation raised or returned invalid values (wrong shape, NaN, ...)."""
+
+
+class ConnectionClosed(TdevlabError, ConnectionError):
+    """The client's connection is gone: closed, refused, or not restored after retries.
+
+    A request that was in flight when its connection dropped fails with this error unless it
+    is safe to send again (reads and pings are re-sent after reconnecting).
+    """
+
+
+class RequestTimeout(TdevlabError, TimeoutError):
+    """No reply to a client's request within its timeout."""
 
 
 class StoreError(TdevlabError):

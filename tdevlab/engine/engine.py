@@ -16,6 +16,7 @@ generation written to the store in one transaction, and only then announced.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import math
@@ -1069,6 +1070,7 @@ class Engine:
         *,
         offload: bool = True,
         on_result: Callable[[GenerationResult], Any] | None = None,
+        interval: float = 0.0,
     ) -> GenerationResult | None:
         """Run generations inside an event loop (a Jupyter kernel, a server).
 
@@ -1079,14 +1081,22 @@ class Engine:
             generations: As for :meth:`run`.
             offload: Evaluate each generation in a worker thread so the loop stays responsive.
             on_result: Called with each generation's result (on the loop's thread).
+            interval: The least seconds from one generation's start to the next's (0: as
+                fast as possible). A fast problem watched live stays readable; pause and
+                stop still act at once.
+
+        Raises:
+            InvalidParameters: for a negative or non-finite ``interval``.
 
         Returns:
             The last generation's result (``None`` if none was produced).
         """
         remaining = _check_generations(generations)
+        if not (isinstance(interval, int | float) and 0 <= interval < math.inf):
+            raise InvalidParameters(f"interval={interval!r} must be a number of seconds >= 0")
         self._transition("start")
         self._async_loop = asyncio.get_running_loop()
-        self._async_wake = asyncio.Event()
+        wake = self._async_wake = asyncio.Event()
         last = None
         try:
             while remaining is None or remaining > 0:
@@ -1095,12 +1105,18 @@ class Engine:
                     self._async_wake.clear()
                 if self._state is not EngineState.RUNNING:
                     break
+                started = time.monotonic()
                 last = await asyncio.to_thread(self._step) if offload else self._step()
                 if remaining is not None:
                     remaining -= 1
                 if on_result is not None:
                     on_result(last)
                 await asyncio.sleep(0)
+                wait = interval - (time.monotonic() - started)
+                if wait > 0:
+                    # Woken early by pause/resume/stop, which the loop above then handles.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(wake.wait(), wait)
         except BaseException as exc:
             self._end(exc)
             raise

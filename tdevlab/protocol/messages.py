@@ -20,6 +20,7 @@ import msgspec
 from tdevlab.exceptions import InvalidCommand
 
 __all__ = [
+    "COMMANDS",
     "CHANNELS",
     "FILTERS",
     "AgentCodeUpload",
@@ -42,6 +43,9 @@ CHANNELS: tuple[str, ...] = ("evolution", "agents", "metrics", "alerts", "logs",
 #: spec: subscribe filters; they apply to evolution updates (best_fitness) and agent updates.
 FILTERS: tuple[str, ...] = ("generation_min", "fitness_min")
 CONTROL_ACTIONS: tuple[str, ...] = ("start", "stop", "pause", "resume")
+#: Commands of ``{"type": "command", "cmd": ...}``: the document's ``rollback``, and
+#: ``set_parameters`` (change parameters while running, which no control action can do).
+COMMANDS: tuple[str, ...] = ("rollback", "set_parameters")
 
 RequestId: TypeAlias = str | int | None
 

@@ -34,6 +34,7 @@ from tdevlab.protocol.auth import Claims, TokenVerifier
 from tdevlab.protocol.envelope import Encoder, iso_time
 from tdevlab.protocol.limits import FloodGuard, Limits, TokenBucket, UserRegistry
 from tdevlab.protocol.messages import (
+    COMMANDS,
     AgentCodeUpload,
     Auth,
     ClientMessage,
@@ -353,11 +354,11 @@ class Session:
             for name in names:
                 self.subscriptions.pop(name, None)
             return [self._ack("unsubscribe", message.id, now, channels=sorted(self.subscriptions))]
-        if isinstance(message, Command) and message.cmd != "rollback":
+        if isinstance(message, Command) and message.cmd not in COMMANDS:
             return [
                 self._error(
                     InvalidCommand(
-                        f"unknown command {message.cmd!r}; commands are ['rollback']",
+                        f"unknown command {message.cmd!r}; commands are {list(COMMANDS)}",
                         details={"cmd": message.cmd},
                     ),
                     now,

@@ -68,6 +68,8 @@ class EvolutionServer:
         limits: Rate limits and budgets (spec: "Rate Limiting"), see :class:`Limits`.
         history: Events kept per channel for replay to clients that resubscribe with
             ``since`` (with a SQLite store the evolution channel replays from the store).
+        generation_interval: The least seconds between the starts of two generations (0: as
+            fast as the engine goes); keeps a fast problem watchable live.
 
     Raises:
         InvalidParameters: for a short secret or conflicting options.
@@ -90,6 +92,7 @@ class EvolutionServer:
         autostart: bool = False,
         limits: Limits | None = None,
         history: int = 1000,
+        generation_interval: float = 0.0,
     ) -> None:
         if secret is not None and verifier is not None:
             raise InvalidParameters("give either secret or verifier, not both")
@@ -100,6 +103,11 @@ class EvolutionServer:
         self.ssl = ssl
         self.auth_timeout = auth_timeout
         self.metrics_interval = metrics_interval
+        if not (isinstance(generation_interval, int | float) and 0 <= generation_interval < 1e9):
+            raise InvalidParameters(
+                f"generation_interval={generation_interval!r} must be a number of seconds >= 0"
+            )
+        self.generation_interval = float(generation_interval)
         self.compression = compression
         self.limits = limits or Limits()
         self.registry = UserRegistry(self.limits)
@@ -345,6 +353,12 @@ class EvolutionServer:
             recovered[channel] = complete
             replays.extend(p.payload for p in past if filters.accepts(p.generation, p.fitness))
         data = {**replay.ack, "epochs": dict(self.hub.epochs), "seq": dict(self.hub.seq)}
+        # Where the run is, so a client that just (re)connected knows which controls apply.
+        data["run"] = {
+            "state": self.engine.state.value,
+            "generation": self.engine.generation,
+            "parameters": self.engine.params.to_dict(),
+        }
         if replay.since:
             data["recovered"] = recovered
         message = self.encoder.message("ack", data, now=time.time(), reply_to=replay.reply_to)

@@ -71,6 +71,10 @@ class Service:
                 if request.id is not None:
                     meta["reply_to"] = request.id
                 connection.enqueue(encoder.binary(meta, code, now=time.time()), binary=True)
+            elif isinstance(request, Command) and request.cmd == "set_parameters":
+                params = await asyncio.to_thread(self.engine.set_parameters, **request.args)
+                data = {"cmd": "set_parameters", "parameters": params.to_dict()}
+                self._ack(connection, "command", request.id, data)
             elif isinstance(request, Command):
                 data = await self.rollback(request.args)
                 self._ack(connection, "command", request.id, {"cmd": "rollback", **data})
@@ -145,7 +149,7 @@ class Service:
 
     async def _run(self) -> None:
         try:
-            await self.engine.run_async(None)
+            await self.engine.run_async(None, interval=self.server.generation_interval)
         except EvolutionFailed as exc:
             log.error("evolution failed: %s", exc)
             self.server.hub.publish_error("evolution", exc.to_wire())

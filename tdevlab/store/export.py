@@ -31,7 +31,7 @@ from tdevlab.exceptions import DatasetError, GenerationNotFound, InvalidParamete
 from tdevlab.store.base import RunStoreBase, lineage_of
 from tdevlab.store.rows import EVENT_COLUMNS, GENERATION_COLUMNS
 
-__all__ = ["DATASET_FORMAT", "RunDataset", "export_run", "load_run"]
+__all__ = ["DATASET_FORMAT", "RunDataset", "export_run", "load_run", "write_dataset"]
 
 DATASET_FORMAT = "tdevlab-run"
 DATASET_VERSION = 1
@@ -376,7 +376,28 @@ def export_run(
         with SQLiteStore(store) as opened:
             return export_run(opened, run_id, path, format=format, problem=problem)
     space = problem.gene_space if problem is not None else None
-    dataset = build_dataset(store, run_id, space)
+    return write_dataset(build_dataset(store, run_id, space), path, format=format)
+
+
+def write_dataset(dataset: RunDataset, path: str | Path, *, format: str = "parquet") -> Path:
+    """Write a :class:`RunDataset` as a dataset directory that :func:`load_run` reads back.
+
+    ``metadata.json`` gets the dataset's metadata plus each table's file, row count and
+    schema (dtypes and categories) and the export time.
+
+    Args:
+        dataset: The tables and metadata (from :func:`build_dataset` or a client's frames).
+        path: The directory to write (created; existing table files are replaced).
+        format: ``"parquet"`` (default) or ``"csv"``.
+
+    Returns:
+        The dataset directory.
+
+    Raises:
+        InvalidParameters: for an unknown format.
+    """
+    if format not in ("parquet", "csv"):
+        raise InvalidParameters(f"format={format!r} must be 'parquet' or 'csv'")
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
     tables: dict[str, Any] = {}

@@ -263,6 +263,38 @@ def test_sync_run_pauses_and_resumes_from_another_thread() -> None:
     assert engine.generation == 9
 
 
+def test_run_async_interval_paces_generations_and_stop_cuts_the_wait() -> None:
+    """With an interval, a stop during the wait ends the run at once, after one generation."""
+
+    async def scenario() -> tuple[list[int], EngineState]:
+        engine = Engine(seed=1, population_size=10)
+        seen: list[int] = []
+        first = asyncio.Event()
+
+        def on_result(result: GenerationResult) -> None:
+            seen.append(result.generation)
+            first.set()
+
+        task = asyncio.create_task(engine.run_async(on_result=on_result, interval=3600))
+        await asyncio.wait_for(first.wait(), 5)
+        engine.stop()
+        await asyncio.wait_for(task, 5)  # an hour-long wait would time this out
+        return seen, engine.state
+
+    seen, state = asyncio.run(scenario())
+    assert seen == [0]
+    assert state is EngineState.STOPPED
+
+
+@pytest.mark.parametrize("interval", [-1, float("nan"), float("inf"), "1"])
+def test_run_async_refuses_a_bad_interval(interval: object) -> None:
+    """A negative, non-finite or non-numeric interval is refused before anything runs."""
+    engine = Engine(seed=1, population_size=10)
+    with pytest.raises(InvalidParameters, match="interval"):
+        asyncio.run(engine.run_async(1, interval=interval))  # type: ignore[arg-type]
+    assert engine.generation == -1
+
+
 def test_run_async_honours_pause_resume_stop() -> None:
     """run_async yields to the loop; pause holds it, resume continues, stop ends it."""
 

@@ -621,6 +621,15 @@ def test_unknown_command_is_invalid() -> None:
     assert message["reply_to"] == "x1"
 
 
+def test_set_parameters_command_is_dispatched_to_operators_only() -> None:
+    """``set_parameters`` goes to the driver for an operator; a viewer is UNAUTHORIZED."""
+    request = frame(type="command", cmd="set_parameters", args={"mutation_rate": 0.2}, id="p1")
+    out = dispatch_of(authed().receive_text(request, T0))
+    assert out.request == Command(id="p1", cmd="set_parameters", args={"mutation_rate": 0.2})
+    viewer = authed(role="viewer")
+    error_of(viewer.receive_text(request, T0), "UNAUTHORIZED")
+
+
 # -- malformed input after auth ----------------------------------------------------------------
 
 

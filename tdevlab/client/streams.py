@@ -1,0 +1,273 @@
+"""The client's sans-I/O core: stream positions, reconnect delays, replies to exceptions.
+
+Nothing here touches a socket, a clock or an event loop; the asyncio driver in
+:mod:`tdevlab.client.connection` feeds it decoded messages and asks it what to do.
+
+Recovery (README, "Protocol choices"): every published event carries ``channel`` and ``seq``
+(numbers count up by one within an epoch). The client remembers, per channel, the epoch and
+the last number it accepted; on reconnecting it subscribes with ``since`` and ``epochs`` so
+the server replays what was missed. Replayed events that the client already holds are
+dropped here, so each event reaches the frames and callbacks exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from tdevlab.exceptions import (
+    InvalidParameters,
+    TdevlabError,
+    error_for_code,
+)
+
+__all__ = [
+    "CHANNEL_OF_TYPE",
+    "CHANNELS",
+    "TYPE_OF_CHANNEL",
+    "AgentCode",
+    "Backoff",
+    "StreamTracker",
+    "error_from_message",
+    "parse_agent_code",
+    "resolve_event_name",
+]
+
+#: Channel -> the message type it carries (README, "Protocol choices").
+TYPE_OF_CHANNEL: dict[str, str] = {
+    "evolution": "evolution_update",
+    "agents": "agent_update",
+    "metrics": "metrics",
+    "alerts": "alert",
+    "logs": "log",
+    "control": "control_update",
+}
+CHANNEL_OF_TYPE: dict[str, str] = {kind: channel for channel, kind in TYPE_OF_CHANNEL.items()}
+CHANNELS: tuple[str, ...] = tuple(TYPE_OF_CHANNEL)
+#: Names ``Client.on`` accepts besides message types: connection state changes, every message.
+_EXTRA_EVENTS = ("state", "message", "error")
+
+
+def resolve_event_name(name: str) -> str:
+    """Return the message type for a channel name or message type (``"alerts"`` -> ``"alert"``).
+
+    Raises:
+        InvalidParameters: for a name that is neither.
+    """
+    if name in TYPE_OF_CHANNEL:
+        return TYPE_OF_CHANNEL[name]
+    if name in CHANNEL_OF_TYPE or name in _EXTRA_EVENTS:
+        return name
+    known = sorted({*TYPE_OF_CHANNEL, *CHANNEL_OF_TYPE, *_EXTRA_EVENTS})
+    raise InvalidParameters(f"unknown event {name!r}; use one of {known}")
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Reconnect delays: exponential with jitter, capped, for a bounded number of attempts.
+
+    With the defaults the delays are about 1, 2, 4, 8, 16, 16, ... seconds (the API
+    document's example), each moved by up to ``jitter`` (a fraction) either way so that
+    many clients do not reconnect in lockstep.
+
+    Args:
+        initial: The first delay, in seconds.
+        factor: Growth per attempt.
+        cap: The longest delay.
+        max_attempts: Attempts before giving up (``None``: never give up).
+        jitter: Relative spread of each delay, in ``[0, 1)``.
+
+    Raises:
+        InvalidParameters: for a negative delay, a factor below 1, a jitter outside
+            ``[0, 1)`` or a non-positive number of attempts.
+    """
+
+    initial: float = 1.0
+    factor: float = 2.0
+    cap: float = 16.0
+    max_attempts: int | None = 10
+    jitter: float = 0.25
+
+    def __post_init__(self) -> None:
+        if not (self.initial >= 0 and self.cap >= 0):
+            raise InvalidParameters(
+                f"backoff delays must be >= 0, got initial={self.initial}, cap={self.cap}"
+            )
+        if not self.factor >= 1:
+            raise InvalidParameters(f"backoff factor must be >= 1, got {self.factor}")
+        if not 0 <= self.jitter < 1:
+            raise InvalidParameters(f"backoff jitter must be in [0, 1), got {self.jitter}")
+        if self.max_attempts is not None and (
+            isinstance(self.max_attempts, bool)
+            or not isinstance(self.max_attempts, int)
+            or self.max_attempts < 1
+        ):
+            raise InvalidParameters(
+                f"max_attempts must be a positive integer or None, got {self.max_attempts!r}"
+            )
+
+    def delay(self, attempt: int, rng: random.Random) -> float | None:
+        """Seconds to wait before reconnect ``attempt`` (0-based), or ``None`` to give up."""
+        if self.max_attempts is not None and attempt >= self.max_attempts:
+            return None
+        try:
+            base = min(self.cap, self.initial * self.factor**attempt)
+        except OverflowError:  # attempts are unbounded with max_attempts=None
+            base = self.cap
+        return base * (1 + self.jitter * (2 * rng.random() - 1))
+
+
+@dataclass
+class _Position:
+    epoch: str | None = None
+    seq: int = 0
+
+
+@dataclass
+class StreamTracker:
+    """Per-channel stream positions: which events are new, what to ask for after a drop.
+
+    The driver calls :meth:`accept` for every event, :meth:`acknowledged` for every
+    subscribe acknowledgement, and :meth:`since` / :meth:`epochs` to build the subscribe
+    that resumes the streams.
+    """
+
+    positions: dict[str, _Position] = field(default_factory=dict)
+    #: Channels whose epoch changed: live events are ignored until the replay from 0 arrives.
+    resyncing: set[str] = field(default_factory=set)
+    duplicates: int = 0
+    epoch_changes: int = 0
+    #: Channels for which the server said history was lost (``recovered: false``).
+    unrecovered: dict[str, int] = field(default_factory=dict)
+
+    def accept(self, message: dict[str, Any]) -> bool:
+        """Whether a published event is new; records its position if so.
+
+        Events without ``seq`` (errors on a channel, replies) are always new.
+        """
+        channel = message.get("channel")
+        seq = message.get("seq")
+        if not isinstance(channel, str) or not isinstance(seq, int):
+            return True
+        if channel in self.resyncing:
+            return False  # the replay that follows the resync acknowledgement carries it
+        position = self.positions.setdefault(channel, _Position())
+        if seq <= position.seq:
+            self.duplicates += 1
+            return False
+        position.seq = seq
+        return True
+
+    def acknowledged(self, data: dict[str, Any], asked_since: dict[str, int]) -> list[str]:
+        """Take in a subscribe acknowledgement; return channels to resync from the start.
+
+        Args:
+            data: The ``ack``'s data (``epochs``, ``seq``, maybe ``recovered``).
+            asked_since: The ``since`` the subscribe carried (empty for a fresh subscribe).
+
+        Returns:
+            Channels whose stream restarted under a new epoch (a server restarted without
+            its history): the driver subscribes them again with ``since: 0`` in the new
+            epoch, and their live events are ignored until that replay arrives.
+        """
+        epochs: dict[str, str] = data.get("epochs") or {}
+        latest: dict[str, int] = data.get("seq") or {}
+        recovered: dict[str, bool] = data.get("recovered") or {}
+        resync = []
+        for channel in data.get("channels") or []:
+            position = self.positions.setdefault(channel, _Position())
+            epoch = epochs.get(channel)
+            if channel in self.resyncing and channel in asked_since:
+                # The replay from 0 in the new epoch follows this acknowledgement.
+                self.resyncing.discard(channel)
+                position.epoch, position.seq = epoch, asked_since[channel]
+                continue
+            if position.epoch is not None and epoch is not None and epoch != position.epoch:
+                self.epoch_changes += 1
+                self.resyncing.add(channel)
+                resync.append(channel)
+                continue
+            position.epoch = epoch if epoch is not None else position.epoch
+            if channel not in asked_since:
+                # A fresh subscribe: the stream starts after the server's current position.
+                position.seq = max(position.seq, int(latest.get(channel, 0)))
+            elif recovered.get(channel) is False:
+                self.unrecovered[channel] = self.unrecovered.get(channel, 0) + 1
+        return resync
+
+    def since(self, channels: list[str]) -> dict[str, int]:
+        """The last accepted sequence number of each channel (0 when none yet)."""
+        return {c: self.positions[c].seq if c in self.positions else 0 for c in channels}
+
+    def epochs(self, channels: list[str]) -> dict[str, str]:
+        """The epoch each channel's numbers belong to, for those known."""
+        return {
+            c: epoch
+            for c in channels
+            if c in self.positions and (epoch := self.positions[c].epoch) is not None
+        }
+
+
+def error_from_message(message: dict[str, Any]) -> TdevlabError:
+    """Turn an ``error`` message into the exception of its code, with message and details."""
+    error = message.get("error")
+    if not isinstance(error, dict):
+        return TdevlabError(f"malformed error message from the server: {message!r}")
+    code = str(error.get("code", ""))
+    text = str(error.get("message") or code or "error")
+    details = error.get("details") if isinstance(error.get("details"), dict) else {}
+    exc = error_for_code(code)(text, details=details)
+    if exc.code is None:
+        exc.code = code or None  # keep an unknown code visible on the instance
+    return exc
+
+
+@dataclass(frozen=True)
+class AgentCode:
+    """An agent's source as received in a binary ``agent_code`` frame.
+
+    Attributes:
+        agent_id: The agent's id.
+        name: Its readable name.
+        generation: The generation it was born in.
+        text: The source, decoded.
+        metadata: The frame's whole JSON metadata.
+    """
+
+    agent_id: str
+    name: str
+    generation: int
+    text: str
+    metadata: dict[str, Any]
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def parse_agent_code(frame: bytes) -> AgentCode:
+    """Parse a binary frame: JSON metadata, a newline, then the code.
+
+    Raises:
+        TdevlabError: if the frame lacks the metadata line or it is not a JSON object.
+    """
+    head, sep, body = frame.partition(b"\n")
+    try:
+        metadata = json.loads(head)
+    except ValueError as exc:
+        raise TdevlabError(f"binary frame without JSON metadata: {head[:80]!r}") from exc
+    if not sep or not isinstance(metadata, dict):
+        raise TdevlabError(f"binary frame without a metadata line: {frame[:80]!r}")
+    encoding = str(metadata.get("encoding") or "utf-8")
+    try:
+        text = body.decode(encoding)
+    except (LookupError, UnicodeDecodeError) as exc:
+        raise TdevlabError(f"agent code is not valid {encoding}: {exc}") from exc
+    return AgentCode(
+        agent_id=str(metadata.get("agent_id", "")),
+        name=str(metadata.get("name", "")),
+        generation=int(metadata.get("generation", -1)),
+        text=text,
+        metadata=metadata,
+    )

@@ -1,0 +1,61 @@
+"""A live ipywidgets dashboard for a tdevlab client, and the plots it draws.
+
+.. code-block:: python
+
+    client = await tdevlab.connect(url, token=token)   # or tdevlab.connect_sync(...)
+    dashboard = tdevlab.Dashboard(client)
+    dashboard                                          # last in the cell: displays it
+
+Layout (one ``VBox``, :attr:`Dashboard.widget`)::
+
+    Run running   Generation 42   Best Agent_x (agent-7) fitness 0.8123   Connection open
+    ✓ start: run running                                           <- replies and errors
+    [Start] [Pause] [Resume] [Stop]
+    population_size [100]  mutation_rate [0.15]  [Apply]
+    generation [27] [Rollback]  suggested by "Fitness Regression Detected" (generation 31)
+    | fitness per generation (branches) | feasible share                 |
+    | known live agents: memory vs speed| alerts feed / log feed         |
+    | cpu | memory | requests/s | latency                                |
+
+Modules: ``state`` (pure logic: enabled controls, redraw throttle, commands, alert prefill),
+``plots`` (matplotlib ``Figure`` objects, PNG rendering), ``feeds`` (alert and log HTML),
+``layout`` (the widgets), ``dashboard`` (commands, client events and the redraw task).
+"""
+
+from __future__ import annotations
+
+from tdevlab.notebook.dashboard import Dashboard, DashboardClient, FramesLike
+from tdevlab.notebook.plots import (
+    ViewData,
+    render_feasible,
+    render_fitness,
+    render_metrics,
+    render_population,
+    render_snapshot,
+)
+from tdevlab.notebook.state import (
+    CONTROLS,
+    Command,
+    RedrawThrottle,
+    command_for,
+    enabled_controls,
+    rollback_recommendation,
+)
+
+__all__ = [
+    "CONTROLS",
+    "Command",
+    "Dashboard",
+    "DashboardClient",
+    "FramesLike",
+    "RedrawThrottle",
+    "ViewData",
+    "command_for",
+    "enabled_controls",
+    "render_feasible",
+    "render_fitness",
+    "render_metrics",
+    "render_population",
+    "render_snapshot",
+    "rollback_recommendation",
+]

@@ -1,0 +1,147 @@
+"""The client against a `tdevlab serve` process that is killed, restarted and frozen."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import tdevlab
+from tdevlab.client import Backoff, SyncClient
+from tdevlab.protocol.auth import issue_token
+from tests.server.conftest import TIMEOUT
+
+SECRET = "client-fault-test-secret-long-enough-for-hs256"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def _serve(db: Path, port: int, *extra: str) -> Iterator[subprocess.Popen[str]]:
+    """`tdevlab serve` on 127.0.0.1:port with a store; killed at the end if still alive."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tdevlab.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--db",
+            str(db),
+            "--secret",
+            SECRET,
+            "--population-size",
+            "30",
+            "--metrics-interval",
+            "0",
+            *extra,
+        ],  # fmt: skip
+        cwd=db.parent,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + TIMEOUT
+        while "serving" not in proc.stdout.readline():
+            assert proc.poll() is None, "the server exited before serving"
+            assert time.monotonic() < deadline, "the server did not start"
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(TIMEOUT)
+
+
+def _until(condition: Callable[[], bool]) -> None:
+    """Wait (bounded) until ``condition()`` holds."""
+    deadline = time.monotonic() + TIMEOUT
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def _token() -> str:
+    return issue_token(SECRET, "ada", "operator", now=time.time())
+
+
+def test_server_killed_and_restarted_mid_run_loses_no_generation(tmp_path: Path) -> None:
+    """SIGKILL mid-run, restart on the same store: the client reconnects by itself and its
+    frame holds every generation exactly once, in order."""
+    db, port = tmp_path / "runs.db", _free_port()
+    url = f"ws://127.0.0.1:{port}/v1/evolution"
+    backoff = Backoff(initial=0.05, cap=0.5, max_attempts=100)
+    with _serve(db, port, "--autostart") as server:
+        client = SyncClient(url, _token(), backoff=backoff)
+        client.subscribe("evolution", "control")
+        client.wait_for("evolution", lambda m: m["data"]["generation"] >= 15, timeout=TIMEOUT)
+        server.send_signal(signal.SIGKILL)
+        server.wait(TIMEOUT)
+    try:
+        _until(lambda: client.connection_state == "reconnecting")
+        killed_at = client.generation
+        assert killed_at is not None
+        with _serve(db, port):  # resumes the stored run, not started
+            _until(lambda: client.connection_state == "open")
+            assert client.start()["state"] == "running"  # continues from the last stored one
+            client.wait_for(
+                "evolution",
+                lambda m: m["data"]["generation"] >= killed_at + 20,
+                timeout=TIMEOUT,
+            )
+            client.stop()
+            evolution = client.frames.evolution
+        assert client.reconnects == 1
+        assert evolution.index.tolist() == list(range(len(evolution)))
+        assert evolution["seq"].tolist() == list(range(1, len(evolution) + 1))
+        assert set(evolution["branch"]) == {0}
+        # The store agrees: what the client holds is what was recorded.
+        run = tdevlab.export_run(db, 1, tmp_path / "dataset")
+        stored = tdevlab.load_run(run).active_generations
+        assert stored.index.tolist()[: len(evolution)] == evolution.index.tolist()
+        assert stored["best_fitness"].tolist()[: len(evolution)] == (
+            evolution["best_fitness"].tolist()
+        )
+    finally:
+        client.close()
+
+
+def test_a_frozen_server_is_treated_as_gone_and_rejoined(tmp_path: Path) -> None:
+    """A server that stops answering (SIGSTOP) misses its pongs: the client drops the
+    connection, and reconnects once the server answers again (SIGCONT)."""
+    db, port = tmp_path / "runs.db", _free_port()
+    url = f"ws://127.0.0.1:{port}/v1/evolution"
+    with _serve(db, port) as server:
+        client = SyncClient(
+            url,
+            _token(),
+            ping_interval=0.2,
+            ping_timeout=0.5,
+            request_timeout=1.0,
+            backoff=Backoff(initial=0.1, cap=0.3, max_attempts=None),
+        )
+        try:
+            states: list[str] = []
+            client.on("state", states.append)
+            client.subscribe("control")
+            server.send_signal(signal.SIGSTOP)
+            try:
+                _until(lambda: client.connection_state == "reconnecting")
+            finally:
+                server.send_signal(signal.SIGCONT)
+            _until(lambda: client.connection_state == "open")
+            assert states[:2] == ["reconnecting", "open"]
+            assert client.ping() > 0
+            assert client.reconnects >= 1
+        finally:
+            client.close()
