@@ -14,8 +14,9 @@ import trustme
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tdevlab import Engine, SQLiteStore
+from tdevlab import Engine, InvalidParameters, SQLiteStore
 from tdevlab.protocol.auth import TokenVerifier
+from tdevlab.server import EvolutionServer
 from tests.server.conftest import SECRET, Client, client, make_server
 
 
@@ -524,3 +525,10 @@ def test_event_sequence_numbers_are_per_channel_and_gapless() -> None:
             assert seqs == list(range(seqs[0], seqs[0] + 5))
 
     run(scenario())
+
+
+@pytest.mark.parametrize("interval", [-0.5, float("nan"), "fast"])
+def test_generation_interval_must_be_seconds(interval: object) -> None:
+    """A negative, NaN or non-numeric generation_interval is refused, naming it."""
+    with pytest.raises(InvalidParameters, match="generation_interval"):
+        EvolutionServer(Engine(), generation_interval=interval)  # type: ignore[arg-type]
