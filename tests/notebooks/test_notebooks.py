@@ -104,3 +104,9 @@ def test_your_own_problem_notebook_evolves_plots_and_matches_dask(
 
     assert "2 workers" in _text(_cell(notebook, "LocalCluster("))
     assert _text(_cell(notebook, "executor=client.get_executor()")).strip() == "identical: True"
+
+    shown = _cell(notebook, "live.dashboard()").outputs
+    assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in shown)
+    live = _text(_cell(notebook, "await live.start()"))
+    assert int(_search(r"live run paused at generation (\d+)", live).group(1)) >= 20
+    assert 0.5 < float(_search(r"best R² ([0-9.]+)", live).group(1)) <= 1.0
