@@ -83,7 +83,7 @@ class ConnectionState(enum.StrEnum):
 
 
 class _Request:
-    __slots__ = ("control_events", "future", "kind", "payload")
+    __slots__ = ("connection", "control_events", "future", "kind", "payload")
 
     def __init__(
         self, kind: str, payload: str, future: asyncio.Future[Any], control_events: int
@@ -92,6 +92,7 @@ class _Request:
         self.payload = payload
         self.future = future
         self.control_events = control_events  # how many control_update had arrived
+        self.connection = 0  # the connection it was written on (0: queued)
 
 
 class Client:
@@ -181,6 +182,8 @@ class Client:
         self._opened: asyncio.Event | None = None
         self._closing = False
         self._control_events = 0  # control_update events received (orders acks and events)
+        self._connection = 0  # counts connections opened
+        self._draining = False
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -206,8 +209,10 @@ class Client:
             RateLimited: the user has too many connections (HTTP 429).
             ConnectionClosed: the server could not be reached.
         """
-        if self._runner is not None:
+        if self._runner is not None and not self._runner.done():
             raise InvalidParameters("the client is already connected")
+        self._runner = None
+        self.error = None
         self._loop = asyncio.get_running_loop()
         self._opened = asyncio.Event()
         self._closing = False
@@ -305,8 +310,6 @@ class Client:
             filters["generation_min"] = generation_min
         if fitness_min is not None:
             filters["fitness_min"] = fitness_min
-        for name in names:
-            self._subscriptions[name] = filters
         message: dict[str, Any] = {"type": "subscribe", "channels": names}
         if filters:
             message["filters"] = filters
@@ -314,6 +317,8 @@ class Client:
             message["since"] = self.streams.since(names)
             message["epochs"] = self.streams.epochs(names)
         request = self._submit(message)
+        for name in names:
+            self._subscriptions[name] = filters
         return self.loop.create_task(self._reply_to(request))
 
     async def unsubscribe(self, *channels: str) -> dict[str, Any]:
@@ -473,9 +478,18 @@ class Client:
         """
         name = resolve_event_name(event)
         future: asyncio.Future[dict[str, Any]] = self.loop.create_future()
+        if self.connection_state in (ConnectionState.CLOSED, ConnectionState.FAILED):
+            raise self.error or ConnectionClosed("the client is closed")
 
         def check(message: dict[str, Any]) -> None:
-            if not future.done() and (predicate is None or predicate(message)):
+            if future.done():
+                return
+            try:
+                matched = predicate is None or predicate(message)
+            except Exception as exc:
+                future.set_exception(exc)
+                return
+            if matched:
                 future.set_result(message)
 
         def ended(state: str) -> None:
@@ -489,18 +503,27 @@ class Client:
             for remove in removers:
                 remove()
 
-    async def events(self, *kinds: str) -> AsyncIterator[dict[str, Any]]:
+    def events(self, *kinds: str) -> AsyncIterator[dict[str, Any]]:
         """Iterate over events of the given types or channels (none named: every event).
 
-        ``async for event in client.events("alerts"): ...`` The iterator buffers up to
+        ``async for event in client.events("alerts"): ...`` Events are collected from this
+        call on (not only from the first ``anext``). The iterator buffers up to
         ``event_queue_size`` events; when its consumer falls behind, the oldest are dropped
         (counted in :attr:`events_dropped`; :attr:`frames` still has everything). It ends
         when the client closes or fails.
         """
         names = [resolve_event_name(k) for k in kinds] or ["message"]
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        for name in names:
-            self._iterators.setdefault(name, []).append(queue)
+        if self.connection_state in (ConnectionState.CLOSED, ConnectionState.FAILED):
+            queue.put_nowait(_END)
+        else:
+            for name in names:
+                self._iterators.setdefault(name, []).append(queue)
+        return self._drain_events(names, queue)
+
+    async def _drain_events(
+        self, names: list[str], queue: asyncio.Queue[dict[str, Any]]
+    ) -> AsyncIterator[dict[str, Any]]:
         try:
             while True:
                 item = await queue.get()
@@ -538,7 +561,10 @@ class Client:
         Raises:
             AuthFailed, RateLimited, ConnectionClosed.
         """
-        token = self._current_token()
+        try:
+            token = self._current_token()
+        except Exception as exc:
+            raise ConnectionClosed(f"the token function raised {exc!r}") from exc
         headers = {"Authorization": f"Bearer {token}"} if self.auth == "header" else None
         try:
             ws = await ws_connect(
@@ -547,7 +573,7 @@ class Client:
                 compression=None,  # the server sends small JSON; deflate costs more than it saves
                 open_timeout=self.request_timeout,
                 max_size=16 * 2**20,
-                ssl=self.ssl,
+                **({"ssl": self.ssl} if self.ssl is not None else {}),
                 proxy=None,
             )
         except InvalidStatus as exc:
@@ -567,6 +593,7 @@ class Client:
             await ws.close()
             raise
         self._ws = ws
+        self._connection += 1
         return ws
 
     async def _authenticate(self, ws: ClientConnection, token: str) -> None:
@@ -583,6 +610,8 @@ class Client:
                         continue
                     if message.get("type") == "error":
                         error = error_from_message(message)
+                        if isinstance(error, RateLimited):
+                            raise error
                         raise AuthFailed(str(error), details=error.details)
                     return
         except WsConnectionClosed as exc:
@@ -601,8 +630,16 @@ class Client:
                 if ws_or_none is None:
                     return
                 ws = ws_or_none
+        except Exception as exc:
+            log.exception("tdevlab client: the connection task failed")
+            self._give_up(TdevlabError(f"the client failed: {exc!r}"))
         finally:
-            self._ws = None
+            ws_now, self._ws = self._ws, None
+            if ws_now is not None and self._closing:
+                # close() may have raced a reconnect: never leave a connection open behind us.
+                transport = ws_now.transport
+                if transport is not None:
+                    transport.abort()
 
     async def _serve(self, ws: ClientConnection) -> None:
         """Bring one connection up to date, then read until it closes."""
@@ -628,6 +665,7 @@ class Client:
             rcvd is not None
             and rcvd.code == 1008
             and any(word in rcvd.reason.lower() for word in _AUTH_CLOSE_WORDS)
+            and not callable(self._token)
         ):
             self._give_up(AuthFailed(f"the server closed the connection: {rcvd.reason}"))
             self._closing = True
@@ -667,14 +705,23 @@ class Client:
             return ws
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _track(self, request: _Request) -> None:
+    def _track(self, request: _Request, retry: dict[str, Any] | None = None) -> None:
         """Wait for a request nobody awaits (a resubscribe); log its failure."""
 
         def done(task: asyncio.Task[Any]) -> None:
             if not task.cancelled() and task.exception() is not None:
                 log.warning("tdevlab client: resubscribe failed: %s", task.exception())
+                if retry is not None and not isinstance(task.exception(), ConnectionClosed):
+                    self.loop.call_later(1.0, self._retry, retry)
 
         self.loop.create_task(self._reply_to(request)).add_done_callback(done)
+
+    def _retry(self, message: dict[str, Any]) -> None:
+        if self.connection_state is ConnectionState.OPEN and set(message["channels"]) & (
+            self.streams.resyncing
+        ):
+            message = {k: v for k, v in message.items() if k != "id"}
+            self._track(self._submit(message), retry=message)
 
     def _give_up(self, error: TdevlabError) -> None:
         self.error = error
@@ -690,6 +737,8 @@ class Client:
             await asyncio.sleep(self.ping_interval)
             try:
                 await asyncio.wait_for(self.ping(), self.ping_timeout)
+            except RateLimited:
+                continue
             except (TimeoutError, RequestTimeout):
                 log.warning("tdevlab client: no pong within %s s; reconnecting", self.ping_timeout)
                 transport = ws.transport
@@ -740,7 +789,8 @@ class Client:
             payload += "\n" + binary  # spec: JSON metadata, then the code
         kind = "agent_code" if binary is not None else str(message.get("cmd") or message["type"])
         request = _Request(kind, payload, self.loop.create_future(), self._control_events)
-        self._send(payload, binary=binary is not None)
+        if self._send(payload, binary=binary is not None):
+            request.connection = self._connection
         self._pending[request_id] = request
         return request
 
@@ -752,43 +802,68 @@ class Client:
                 f"no reply to {request.kind!r} within {self.request_timeout} s"
             ) from exc
         finally:
+            if not request.future.done():
+                request.future.cancel()
+                with contextlib.suppress(ValueError):
+                    self._outbox.remove(self._marker(request))  # never sent: never send it
             for key, pending in list(self._pending.items()):
                 if pending is request:
                     del self._pending[key]
 
-    def _send(self, payload: str, *, binary: bool = False) -> None:
+    def _send(self, payload: str, *, binary: bool = False) -> bool:
         state = self.connection_state
         if state in (ConnectionState.CLOSED, ConnectionState.FAILED):
             raise self.error or ConnectionClosed("the client is closed")
-        if state is not ConnectionState.OPEN or self._ws is None:
+        if state is not ConnectionState.OPEN or self._ws is None or self._draining:
             if len(self._outbox) >= self.queue_size:
                 raise ConnectionClosed(
                     f"not connected, and {self.queue_size} messages are already waiting"
                 )
             self._outbox.append(("b" if binary else "t") + payload)
-            return
+            return False
         data: str | bytes = payload.encode() if binary else payload
         self.loop.create_task(self._write(self._ws, data), name="tdevlab client send")
+        return True
 
     async def _write(self, ws: ClientConnection, data: str | bytes) -> None:
         with contextlib.suppress(WsConnectionClosed):
             await ws.send(data)  # a failure here surfaces as the reader's close
 
     def _flush_outbox(self) -> None:
-        """Send what was queued while disconnected, in order."""
+        """Send what was queued while disconnected, in order, within the server's rate."""
         ws = self._ws
-        while self._outbox and ws is not None:
-            item = self._outbox.popleft()
-            data: str | bytes = item[1:].encode() if item[0] == "b" else item[1:]
-            self.loop.create_task(self._write(ws, data))
+        if self._outbox and ws is not None and not self._draining:
+            self._draining = True
+            self.loop.create_task(self._drain(ws))
+
+    async def _drain(self, ws: ClientConnection) -> None:
+        burst, interval = 50, 1 / 50  # half the server's default 100 messages/s
+        sent = 0
+        try:
+            while self._outbox and self._ws is ws:
+                item = self._outbox.popleft()
+                data: str | bytes = item[1:].encode() if item[0] == "b" else item[1:]
+                await self._write(ws, data)
+                sent += 1
+                if sent >= burst:
+                    await asyncio.sleep(interval)
+        finally:
+            self._draining = False
 
     def _resend_pending(self) -> None:
         """Send again the idempotent requests whose replies were lost with the connection."""
         queued = set(self._outbox)
+        again = []
         for request in list(self._pending.values()):
             marker = self._marker(request)
-            if request.kind in _IDEMPOTENT and marker not in queued and not request.future.done():
-                self._outbox.appendleft(marker)
+            if (
+                request.kind in _IDEMPOTENT
+                and request.connection != self._connection
+                and marker not in queued
+                and not request.future.done()
+            ):
+                again.append(marker)
+        self._outbox.extendleft(reversed(again))
 
     @staticmethod
     def _marker(request: _Request) -> str:
@@ -855,7 +930,7 @@ class Client:
 
     def _subscribed(self, request: _Request, data: dict[str, Any]) -> None:
         asked = msgspec.json.decode(request.payload)
-        resync = self.streams.acknowledged(data, asked.get("since") or {})
+        resync = self.streams.acknowledged(data, asked.get("since") or {}, asked.get("channels"))
         run = data.get("run")
         if isinstance(run, dict) and request.control_events == self._control_events:
             self._note_run(run)
@@ -877,7 +952,7 @@ class Client:
                 filters = msgspec.json.decode(key)
                 if filters:
                     message["filters"] = filters
-                self._track(self._submit(message))
+                self._track(self._submit(message), retry=message)
 
     def _note_run(self, data: dict[str, Any]) -> None:
         state = data.get("state")
@@ -906,7 +981,7 @@ class Client:
         self._emit("message", message)
 
     def _emit(self, name: str, payload: Any) -> None:
-        for callback in self._callbacks.get(name, ()):
+        for callback in tuple(self._callbacks.get(name, ())):
             try:
                 callback(payload)
             except Exception:

@@ -13,6 +13,7 @@ dropped here, so each event reaches the frames and callbacks exactly once.
 from __future__ import annotations
 
 import json
+import logging
 import random
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,8 @@ from tdevlab.exceptions import (
     TdevlabError,
     error_for_code,
 )
+
+log = logging.getLogger("tdevlab.client")
 
 __all__ = [
     "CHANNEL_OF_TYPE",
@@ -47,7 +50,7 @@ TYPE_OF_CHANNEL: dict[str, str] = {
 CHANNEL_OF_TYPE: dict[str, str] = {kind: channel for channel, kind in TYPE_OF_CHANNEL.items()}
 CHANNELS: tuple[str, ...] = tuple(TYPE_OF_CHANNEL)
 #: Names ``Client.on`` accepts besides message types: connection state changes, every message.
-_EXTRA_EVENTS = ("state", "message", "error")
+_EXTRA_EVENTS = ("state", "message", "error", "agent_code")
 
 
 def resolve_event_name(name: str) -> str:
@@ -160,7 +163,12 @@ class StreamTracker:
         position.seq = seq
         return True
 
-    def acknowledged(self, data: dict[str, Any], asked_since: dict[str, int]) -> list[str]:
+    def acknowledged(
+        self,
+        data: dict[str, Any],
+        asked_since: dict[str, int],
+        asked_channels: list[str] | None = None,
+    ) -> list[str]:
         """Take in a subscribe acknowledgement; return channels to resync from the start.
 
         Args:
@@ -179,22 +187,28 @@ class StreamTracker:
         for channel in data.get("channels") or []:
             position = self.positions.setdefault(channel, _Position())
             epoch = epochs.get(channel)
-            if channel in self.resyncing and channel in asked_since:
-                # The replay from 0 in the new epoch follows this acknowledgement.
-                self.resyncing.discard(channel)
-                position.epoch, position.seq = epoch, asked_since[channel]
+            if channel in self.resyncing:
+                if asked_since.get(channel) == 0:
+                    # The replay from 0 in the new epoch follows this acknowledgement.
+                    self.resyncing.discard(channel)
                 continue
             if position.epoch is not None and epoch is not None and epoch != position.epoch:
                 self.epoch_changes += 1
+                position.epoch, position.seq = epoch, 0  # any later subscribe asks from 0
                 self.resyncing.add(channel)
                 resync.append(channel)
                 continue
+            fresh = position.epoch is None
             position.epoch = epoch if epoch is not None else position.epoch
-            if channel not in asked_since:
+            if channel not in asked_since and fresh:
                 # A fresh subscribe: the stream starts after the server's current position.
                 position.seq = max(position.seq, int(latest.get(channel, 0)))
             elif recovered.get(channel) is False:
+                # The server no longer holds everything missed (its history is bounded).
                 self.unrecovered[channel] = self.unrecovered.get(channel, 0) + 1
+                log.warning(
+                    "tdevlab client: the server could not replay every missed %r event", channel
+                )
         return resync
 
     def since(self, channels: list[str]) -> dict[str, int]:
@@ -264,10 +278,14 @@ def parse_agent_code(frame: bytes) -> AgentCode:
         text = body.decode(encoding)
     except (LookupError, UnicodeDecodeError) as exc:
         raise TdevlabError(f"agent code is not valid {encoding}: {exc}") from exc
+    try:
+        generation = int(metadata.get("generation", -1))
+    except (TypeError, ValueError) as exc:
+        raise TdevlabError(f"agent code metadata has a bad generation: {exc}") from exc
     return AgentCode(
         agent_id=str(metadata.get("agent_id", "")),
         name=str(metadata.get("name", "")),
-        generation=int(metadata.get("generation", -1)),
+        generation=generation,
         text=text,
         metadata=metadata,
     )

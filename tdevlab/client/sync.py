@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from tdevlab.client.connection import Client, ConnectionState
 from tdevlab.client.streams import AgentCode, resolve_event_name
-from tdevlab.exceptions import InvalidState, RequestTimeout
+from tdevlab.exceptions import ConnectionClosed, InvalidState, RequestTimeout
 
 __all__ = ["SyncClient", "connect_sync"]
 
@@ -64,6 +64,9 @@ class SyncClient:
                 "a blocking client method was called from one of its own callbacks; "
                 "use client.call(...) there, which does not wait"
             )
+        if self._loop.is_closed():
+            coro.close()
+            raise ConnectionClosed("the client is closed")
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)
         try:
             return future.result(timeout)
@@ -214,6 +217,8 @@ class SyncClient:
         Ends when the client closes, or when no event came within ``timeout`` seconds.
         """
         names = [resolve_event_name(k) for k in kinds] or ["message"]
+        if self.connection_state in (ConnectionState.CLOSED, ConnectionState.FAILED):
+            return
         inbox: queue.Queue[dict[str, Any] | None] = queue.Queue()
         removers = [self.client.on(name, inbox.put) for name in names]
         removers.append(self.client.on("state", functools.partial(_end_on_close, inbox)))

@@ -189,7 +189,7 @@ class Session:
         expired = self.tick(now)
         if expired:
             return expired
-        refused = self._limit(len(data), now, None)
+        refused = self._limit(len(data), now, data.split(b"\n", 1)[0])
         if refused:
             return refused
         if self.state is SessionState.AWAITING_AUTH:

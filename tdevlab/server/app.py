@@ -366,9 +366,11 @@ class EvolutionServer:
         if not replays:
             connection.enqueue(ack)
             return
-        # Live events published from now on wait behind the replay (Connection.held).
-        connection.held = []
-        self._spawn(connection.replay([ack, *replays]))
+        # Live events published from now on wait behind the replay (Connection.held); a
+        # replay already streaming goes first.
+        coroutine = connection.start_replay([ack, *replays])
+        if coroutine is not None:
+            self._spawn(coroutine)
 
     def _stored_evolution(self, since: int, first_in_memory: int) -> list[Any]:
         """Evolution events ``since+1 .. first_in_memory-1`` rebuilt from the store."""

@@ -78,6 +78,8 @@ class Connection:
     flusher: Callable[[Connection], None] = field(default=lambda c: _schedule_alone(c))
     #: While a replay streams, live frames wait here (they must come after it).
     held: list[bytes] | None = None
+    #: Replays waiting behind the one streaming (acks and events of later subscribes).
+    replays: deque[list[bytes]] | None = None
 
     def __post_init__(self) -> None:
         self.raw = not self.ws.protocol.extensions
@@ -135,7 +137,30 @@ class Connection:
         transport.write(b"".join(frames) if len(frames) > 1 else frames[0])
         self.sent += len(frames)
 
-    async def replay(self, payloads: list[bytes], *, stall_timeout: float = 30.0) -> None:
+    def start_replay(self, payloads: list[bytes]) -> Any:
+        """Queue a replay behind any streaming one; return the coroutine to run, if new."""
+        if self.replays is not None:
+            self.replays.append(payloads)
+            return None
+        self.replays = deque([payloads])
+        if self.held is None:
+            self.held = []
+        return self._replay_all()
+
+    async def _replay_all(self) -> None:
+        try:
+            while self.replays:
+                await self.replay(self.replays.popleft(), release=False)
+        finally:
+            self.replays = None
+            held, self.held = self.held, None
+            if held and not self.aborted:
+                self.pending.extend(held)
+                self.flush()
+
+    async def replay(
+        self, payloads: list[bytes], *, stall_timeout: float = 30.0, release: bool = True
+    ) -> None:
         """Send ``payloads`` (an ack, then missed events) before any live frame.
 
         A replay may be far larger than the outbound budget: it is written in pieces as the
@@ -164,10 +189,11 @@ class Connection:
             if piece:
                 await self._write_when_drained(piece, stall_timeout)
         finally:
-            held, self.held = self.held, None
-            if held and not self.aborted:
-                self.pending.extend(held)
-                self.flush()
+            if release:
+                held, self.held = self.held, None
+                if held and not self.aborted:
+                    self.pending.extend(held)
+                    self.flush()
 
     async def _write_when_drained(self, frames: list[bytes], stall_timeout: float) -> None:
         transport = self.ws.transport
