@@ -1,4 +1,4 @@
-"""Review of the notebook client: races and recovery paths, against a real server."""
+"""The client's resilience: races and recovery paths, against a real server on 127.0.0.1."""
 
 from __future__ import annotations
 
