@@ -130,7 +130,10 @@ class DashboardWidgets:
                 self.message_label,
                 controls,
                 w.HBox([self.images["fitness"], self.images["feasible"]]),
-                w.HBox([self.images["population"], feeds]),
+                # Top-aligned: a stretched row would distort the plot to the feeds' height.
+                w.HBox(
+                    [self.images["population"], feeds], layout=w.Layout(align_items="flex-start")
+                ),
                 self.images["metrics"],
             ],
             layout=w.Layout(width="100%"),
