@@ -123,19 +123,24 @@ class Connection:
     def flush(self) -> None:
         """Write the pending frames in one go (raw mode), or cut off a client over budget."""
         self._flush_scheduled = False
-        if not self.pending:
+        frames = self.pending
+        count = len(frames)
+        if not count:
             return
-        frames, self.pending = self.pending, []
+        # One event per loop turn is the common case: no join, and the list is reused
+        # (this runs once per subscriber per event).
+        data = frames[0] if count == 1 else b"".join(frames)
+        frames.clear()
         size, self.queued_bytes = self.queued_bytes, 0
         transport = self.ws.transport
-        if self.aborted or self.ws.state is not State.OPEN or transport is None:
+        if self.aborted or self.ws.protocol.state is not State.OPEN or transport is None:
             return
         if transport.get_write_buffer_size() + size > self.budget:
-            self.dropped += len(frames)
+            self.dropped += count
             self.abort()
             return
-        transport.write(b"".join(frames) if len(frames) > 1 else frames[0])
-        self.sent += len(frames)
+        transport.write(data)
+        self.sent += count
 
     def start_replay(self, payloads: list[bytes]) -> Any:
         """Queue a replay behind any streaming one; return the coroutine to run, if new."""
