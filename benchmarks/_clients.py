@@ -136,32 +136,6 @@ def evolution_data(generation: int, now: float, padding: int = 0) -> dict[str, A
     return data
 
 
-def format_plain(rows: list[list[str]]) -> str:
-    """Align a table in columns (first column left, the others right)."""
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = []
-    for n, row in enumerate(rows):
-        cells = [
-            cell.ljust(w) if i == 0 else cell.rjust(w)
-            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
-        ]
-        lines.append("  ".join(cells))
-        if n == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def format_markdown(rows: list[list[str]]) -> str:
-    """Render a table as GitHub Markdown."""
-    header, *body = rows
-    lines = [
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join([":---", *["---:"] * (len(header) - 1)]) + "|",
-    ]
-    lines.extend("| " + " | ".join(row) + " |" for row in body)
-    return "\n".join(lines)
-
-
 def quiet_logs() -> None:
     """Keep library warnings (expected disconnects) off the output."""
     for name in ("websockets", "tdevlab", "asyncio"):

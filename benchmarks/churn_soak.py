@@ -68,12 +68,11 @@ from typing import Any
 import psutil
 from _clients import (
     SECRET_ENV,
-    format_markdown,
-    format_plain,
     quiet_logs,
     raise_fd_limit,
     token_for,
 )
+from _tables import format_markdown, format_plain
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 

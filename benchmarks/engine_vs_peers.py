@@ -65,6 +65,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
+from _tables import format_markdown, format_plain
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -442,32 +443,6 @@ def table_rows(results: dict[str, Result]) -> list[list[str]]:
             ]
         )
     return rows
-
-
-def format_plain(rows: list[list[str]]) -> str:
-    """Align the table in columns (text left, numbers right)."""
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = []
-    for n, row in enumerate(rows):
-        cells = [
-            cell.ljust(w) if i == 0 else cell.rjust(w)
-            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
-        ]
-        lines.append("  ".join(cells))
-        if n == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def format_markdown(rows: list[list[str]]) -> str:
-    """Render the table as GitHub Markdown."""
-    header, *body = rows
-    lines = [
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join([":---", *["---:"] * (len(header) - 1)]) + "|",
-    ]
-    lines.extend("| " + " | ".join(row) + " |" for row in body)
-    return "\n".join(lines)
 
 
 def target_checks(results: dict[str, Result]) -> list[dict[str, Any]]:

@@ -79,12 +79,11 @@ import psutil
 from _clients import (
     FleetProcess,
     evolution_data,
-    format_markdown,
-    format_plain,
     median,
     quiet_logs,
     raise_fd_limit,
 )
+from _tables import format_markdown, format_plain
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 
 from tdevlab import Engine

@@ -58,12 +58,11 @@ import psutil
 from _clients import (
     FleetProcess,
     evolution_data,
-    format_markdown,
-    format_plain,
     median,
     quiet_logs,
     raise_fd_limit,
 )
+from _tables import format_markdown, format_plain
 
 from tdevlab import Engine
 from tdevlab.server import EvolutionServer
