@@ -78,6 +78,10 @@ class TokenBucket:
             return True
         return False
 
+    def full_at(self, now: float) -> bool:
+        """Whether the bucket has refilled to capacity by ``now`` (a new one is the same)."""
+        return self.tokens + max(now - self._last, 0.0) * self.rate >= self.capacity
+
 
 @dataclass
 class FloodGuard:
@@ -120,10 +124,23 @@ class UserRegistry:
         else:
             self.connections.pop(user, None)
 
+    #: Buckets kept beyond the connected users before the refilled ones are dropped.
+    spare_buckets: int = 100
+
     def data_bucket(self, user: str, now: float) -> TokenBucket:
         """The user's inbound data bucket (shared by all of their connections)."""
         bucket = self.buckets.get(user)
         if bucket is None:
+            if len(self.buckets) >= len(self.connections) + self.spare_buckets:
+                self.prune(now)
             capacity = float(self.limits.bytes_per_minute)
             bucket = self.buckets[user] = TokenBucket(capacity / 60.0, capacity, now)
         return bucket
+
+    def prune(self, now: float) -> None:
+        """Forget the buckets of users without connections that have refilled: a new bucket
+        would be identical, so no budget is reset, and the registry stays bounded when
+        many different users come and go over days."""
+        for user in [u for u, b in self.buckets.items() if u not in self.connections]:
+            if self.buckets[user].full_at(now):
+                del self.buckets[user]
