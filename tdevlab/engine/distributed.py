@@ -282,8 +282,11 @@ class ExecutorEvaluator:
     Args:
         executor: Any ``concurrent.futures.Executor``: a ``ThreadPoolExecutor``, a
             ``ProcessPoolExecutor``, Dask's ``client.get_executor()``, ...
-        chunk_size: Most rows per task; ``None`` gives two chunks per worker
-            (``ceil(n / (2 * workers))``).
+        chunk_size: Most rows per task; ``None`` gives two chunks per worker of a pool
+            (``ceil(n / (2 * workers))``, so a worker that finishes early takes more) and one
+            per Dask worker thread (``ceil(n / threads)``: Dask's scheduler holds back tasks
+            beyond a worker's threads, so every further chunk per worker costs a scheduler
+            round trip — measured 12% of a generation against 4% with one chunk each).
 
     Raises:
         InvalidParameters: if ``chunk_size`` is not a positive integer.
@@ -313,10 +316,11 @@ class ExecutorEvaluator:
         return os.cpu_count() or 1
 
     def chunk_size_for(self, n: int) -> int:
-        """The most rows per chunk for ``n`` rows: ``chunk_size``, or two chunks per worker."""
+        """The most rows per chunk for ``n`` rows: ``chunk_size``, or the default above."""
         if self.chunk_size is not None:
             return self.chunk_size
-        return max(math.ceil(n / (2 * self.workers())), 1)
+        per_worker = 1 if self.is_dask else 2
+        return max(math.ceil(n / (per_worker * self.workers())), 1)
 
     def evaluate(self, problem: Problem, genes: FloatArray, first_id: int) -> Evaluation:
         """Evaluate ``genes`` chunk by chunk; the results come back in row order.

@@ -691,3 +691,12 @@ def test_missing_dask_says_how_to_install_it() -> None:
     assert out.returncode == 2
     assert "tdevlab: error: --dask-scheduler needs Dask" in out.stderr
     assert "pip install 'tdevlab[dask]'" in out.stderr
+
+
+def test_dask_default_is_one_chunk_per_worker_thread(two_workers: Client) -> None:
+    """With Dask, the default chunking gives each worker thread one chunk per generation."""
+    evaluator = ExecutorEvaluator(two_workers.get_executor())
+    assert evaluator.workers() == 2
+    assert evaluator.chunk_size_for(64) == 32
+    assert evaluator.chunk_size_for(63) == 32
+    assert ExecutorEvaluator(two_workers.get_executor(), chunk_size=5).chunk_size_for(64) == 5
