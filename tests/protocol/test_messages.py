@@ -33,7 +33,7 @@ FAST = settings(max_examples=200, deadline=None, database=None)
 ACTIONS = ("start", "stop", "pause", "resume")
 CODE = "def evolve(agent):\n    return agent  # é ✓\n\nprint('done')\n"
 
-# The spec's example bodies, copied verbatim from /work/shared/spec/websocket-api.md.
+# The spec's example bodies, copied verbatim from the API document (websocket-api.md).
 SPEC_AUTH = """{
   "type": "auth",
   "token": "<jwt_token>"
