@@ -493,23 +493,7 @@ class Frames:
         stamp = _seconds(message["timestamp"])
         objects = (message["level"], data["message"], data["details"])
         _check_strings(objects[:2], "level and message")
-        details = objects[2]
-        if type(details) is not dict:
-            raise TypeError("details must be an object")
-        seq = message.get("seq")
-        rollback = _rollback(details)
-        branch = self._row_branch(rollback)
-        order = self._events + 1
-        row = _pack_event(data["generation"], branch, _NA if seq is None else seq, stamp, order)
-        table = self._logs
-        table.numbers += row
-        for column, value in zip(table.columns, objects, strict=True):
-            column.append(value)
-        self._events = order
-        if rollback is not None:
-            self._enter_rollback(rollback)
-        if len(table.numbers) > table.limit:
-            table.trim()
+        self._append_event(self._logs, message, stamp, objects, objects[2])
 
     def _on_alert(self, message: dict[str, Any]) -> None:
         data = message["data"]
@@ -527,15 +511,25 @@ class Frames:
         _check_strings(objects[:5], "severity, alert_id, kind, title and message")
         if action is not None and type(action) is not str:
             raise TypeError("recommended_action must be a string or null")
-        details = objects[6]
+        self._append_event(self._alerts, message, stamp, objects, objects[6])
+
+    def _append_event(
+        self,
+        table: _Table,
+        message: dict[str, Any],
+        stamp: float,
+        objects: tuple[Any, ...],
+        details: Any,
+    ) -> None:
+        """Append a checked log or alert row (numbers packed, objects as columns)."""
         if type(details) is not dict:
             raise TypeError("details must be an object")
         seq = message.get("seq")
         rollback = _rollback(details)
         branch = self._row_branch(rollback)
         order = self._events + 1
-        row = _pack_event(data["generation"], branch, _NA if seq is None else seq, stamp, order)
-        table = self._alerts
+        generation = message["data"]["generation"]
+        row = _pack_event(generation, branch, _NA if seq is None else seq, stamp, order)
         table.numbers += row
         for column, value in zip(table.columns, objects, strict=True):
             column.append(value)
