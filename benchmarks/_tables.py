@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["format_markdown", "format_plain"]
+from typing import Any
+
+__all__ = ["check_lines", "check_markdown", "format_markdown", "format_plain"]
 
 
 def format_plain(rows: list[list[str]]) -> str:
@@ -29,3 +31,18 @@ def format_markdown(rows: list[list[str]]) -> str:
     ]
     lines.extend("| " + " | ".join(row) + " |" for row in body)
     return "\n".join(lines)
+
+
+def check_lines(results: list[dict[str, Any]]) -> str:
+    """One plain line per target check: status, name, value and target."""
+    return "\n".join(
+        f"{c['status']:4}  {c['name']} = {c['value']:.2f} ({c['target']})" for c in results
+    )
+
+
+def check_markdown(results: list[dict[str, Any]]) -> str:
+    """The target checks as a Markdown list."""
+    return "\n".join(
+        f"- {c['name']} = {c['value']:.2f} (target {c['target']}): **{c['status']}**"
+        for c in results
+    )

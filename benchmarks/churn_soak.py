@@ -72,7 +72,7 @@ from _clients import (
     raise_fd_limit,
     token_for,
 )
-from _tables import format_markdown, format_plain
+from _tables import check_lines, check_markdown, format_markdown, format_plain
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
@@ -551,18 +551,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"server bookkeeping before: {result.leftovers_before}")
     print(f"server bookkeeping after:  {result.leftovers}")
     print()
-    for check in results:
-        print(f"{check['status']:4}  {check['name']} = {check['value']:.2f} ({check['target']})")
+    print(check_lines(results))
     print(f"\n{elapsed:.0f} s; load average at the end {os.getloadavg()}")
     if args.markdown:
         print()
         print(format_markdown(rows))
         print()
-        for check in results:
-            print(
-                f"- {check['name']} = {check['value']:.2f} "
-                f"(target {check['target']}): **{check['status']}**"
-            )
+        print(check_markdown(results))
     if args.json is not None:
         payload = {
             "settings": {k: v for k, v in vars(args).items() if k not in ("json", "url")},

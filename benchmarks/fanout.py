@@ -83,7 +83,7 @@ from _clients import (
     quiet_logs,
     raise_fd_limit,
 )
-from _tables import format_markdown, format_plain
+from _tables import check_lines, check_markdown, format_markdown, format_plain
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 
 from tdevlab import Engine
@@ -527,18 +527,13 @@ async def amain(args: argparse.Namespace) -> int:
     print()
     print(format_plain(diagnostic_rows(summary, settings)))
     print()
-    for check in results:
-        print(f"{check['status']:4}  {check['name']} = {check['value']:.2f} ({check['target']})")
+    print(check_lines(results))
     print(f"\n{elapsed:.0f} s; load average at the end {os.getloadavg()}")
     if args.markdown:
         print()
         print(format_markdown(rows))
         print()
-        for check in results:
-            print(
-                f"- {check['name']} = {check['value']:.2f} "
-                f"(target {check['target']}): **{check['status']}**"
-            )
+        print(check_markdown(results))
     if profiler is not None:
         profiler.dump_stats(args.profile)
         print(f"\nprofile of tdevlab's flood phases written to {args.profile}; top functions:")

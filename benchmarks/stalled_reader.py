@@ -62,7 +62,7 @@ from _clients import (
     quiet_logs,
     raise_fd_limit,
 )
-from _tables import format_markdown, format_plain
+from _tables import check_lines, check_markdown, format_markdown, format_plain
 
 from tdevlab import Engine
 from tdevlab.server import EvolutionServer
@@ -396,18 +396,13 @@ async def amain(args: argparse.Namespace) -> int:
         f"{s['rss_max_mb']:.1f} MB, {s['rss_final_mb']:.1f} MB after the last run"
     )
     print()
-    for check in results:
-        print(f"{check['status']:4}  {check['name']} = {check['value']:.2f} ({check['target']})")
+    print(check_lines(results))
     print(f"\n{elapsed:.0f} s; load average at the end {os.getloadavg()}")
     if args.markdown:
         print()
         print(format_markdown(rows))
         print()
-        for check in results:
-            print(
-                f"- {check['name']} = {check['value']:.2f} "
-                f"(target {check['target']}): **{check['status']}**"
-            )
+        print(check_markdown(results))
     if args.json is not None:
         payload = {
             "settings": asdict(settings),
