@@ -478,6 +478,7 @@ def target_checks(results: list[Result]) -> list[dict[str, Any]]:
     return checks
 
 
+# Its own copy of _tables.py's formatters: this file keeps its folder off sys.path (above).
 def format_plain(rows: list[list[str]]) -> str:
     """Align the table in columns (text left, numbers right)."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
