@@ -7,7 +7,10 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from tdevlab import Evaluation, Sphere
+from tdevlab.engine.distributed import BUFFER_ALIGNMENT
 from tdevlab.engine.genes import FloatArray, GeneValue
 
 
@@ -77,3 +80,38 @@ class FailOn:
         if x == self.value:
             raise ValueError(f"cannot simulate x={x:.3f}")
         return -(x**2)
+
+
+class AlignmentProbe(Sphere):
+    """A Sphere holding NumPy data whose fitness says whether that data arrived intact.
+
+    Every agent scores 1.0 when each array starts on a ``BUFFER_ALIGNMENT`` boundary, is
+    writable and holds the values it was made with, else 0.0.
+    """
+
+    def __init__(self, dims: int) -> None:
+        super().__init__(dims)
+        rng = np.random.default_rng(5)
+        self.arrays = {
+            "matrix": rng.standard_normal((301, 7)),
+            "fortran": np.asfortranarray(rng.standard_normal((13, 5))),
+            "odd_view": np.arange(1001, dtype=np.float64)[3:],  # pickled as its own copy
+            "ints": np.arange(77, dtype=np.int32),
+            "empty": np.zeros(0),
+        }
+        self.sums = {name: float(a.sum()) for name, a in self.arrays.items()}
+
+    def intact(self) -> bool:
+        """Whether every array is aligned, writable and unchanged."""
+        return all(
+            (a.size == 0 or a.ctypes.data % BUFFER_ALIGNMENT == 0)
+            and a.flags.writeable
+            and float(a.sum()) == self.sums[name]
+            for name, a in self.arrays.items()
+        )
+
+    def evaluate(self, genes: FloatArray) -> Evaluation:
+        """Sphere's memory and speed, with fitness 1.0 if :meth:`intact` else 0.0."""
+        evaluation = super().evaluate(genes)
+        fitness = np.full(genes.shape[0], 1.0 if self.intact() else 0.0)
+        return Evaluation(fitness, evaluation.memory_kb, evaluation.speed_us)

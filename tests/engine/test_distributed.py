@@ -32,15 +32,25 @@ from tdevlab import (
     Sphere,
 )
 from tdevlab.engine.distributed import (
+    BUFFER_ALIGNMENT,
     ExecutorEvaluator,
+    PickledProblem,
     ProblemToken,
     RemoteTraceback,
+    _pickle_problem,
     chunk_bounds,
     evaluate_chunk,
     executor_from_options,
+    load_problem,
 )
 from tests.conftest import MS
-from tests.engine.distributed_problems import CountingSphere, FailOn, KillingSphere, RaisingSphere
+from tests.engine.distributed_problems import (
+    AlignmentProbe,
+    CountingSphere,
+    FailOn,
+    KillingSphere,
+    RaisingSphere,
+)
 
 #: Longest a test of this module may wait for anything (a hung cluster ends the run).
 TIMEOUT = 60_000 * MS
@@ -230,7 +240,7 @@ class RecordingProcessPool(cf.ProcessPoolExecutor):
 
     def __init__(self, max_workers: int) -> None:
         super().__init__(max_workers=max_workers, mp_context=SPAWN)
-        self.carried: list[tuple[Any, bytes | None]] = []
+        self.carried: list[tuple[Any, PickledProblem | None]] = []
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> cf.Future[Any]:
         """Record the problem and payload arguments, then submit the call."""
@@ -413,6 +423,38 @@ def test_killed_process_pool_worker_is_one_clean_error(tmp_path: Path) -> None:
     resumed.close()
 
 
+@pytest.mark.parametrize("cloud", [False, True])
+def test_shipped_arrays_get_aligned_writable_memory(cloud: bool) -> None:
+    """Each array of a pickled problem travels out of band and loads aligned and writable."""
+    probe = AlignmentProbe(3)
+    pickled = _pickle_problem(probe, cloud=cloud)
+    # The arrays' bytes are buffers of their own, not inside the pickle stream.
+    assert len(pickled.buffers) >= 4
+    assert len(pickled.body) < 2000
+    for _ in range(5):  # whatever offsets the allocator gives the copies
+        loaded = load_problem(pickled)
+        assert loaded.intact()
+        for name, array in loaded.arrays.items():
+            np.testing.assert_array_equal(array, probe.arrays[name])
+            assert array.dtype == probe.arrays[name].dtype
+        assert loaded.arrays["fortran"].flags.f_contiguous
+    loaded.arrays["matrix"][0, 0] = 99.0  # writable, and not shared with the original
+    assert probe.arrays["matrix"][0, 0] != 99.0
+    assert BUFFER_ALIGNMENT == 64
+
+
+def test_process_pool_workers_see_aligned_problem_data(
+    process_pool: cf.ProcessPoolExecutor,
+) -> None:
+    """Fitness code on a process pool's workers runs on aligned, intact copies of the data."""
+    evaluator = ExecutorEvaluator(process_pool, chunk_size=5)
+    probe = AlignmentProbe(3)
+    genes = _first_gene_values(probe, 4, 20)
+    for _ in range(2):  # first tasks come back for the problem; then it is cached
+        evaluation = evaluator.evaluate(probe, genes, 1)
+        np.testing.assert_array_equal(evaluation.fitness, np.ones(20))
+
+
 # -- Dask ------------------------------------------------------------------------------------
 
 
@@ -440,6 +482,16 @@ def test_dask_user_exception_names_the_agent(two_workers: Client) -> None:
     assert isinstance(error.__cause__, ValueError)
     assert "in __call__" in _trace(error.__cause__)  # Dask keeps the worker's traceback
     assert engine.generation == -1
+
+
+def test_dask_workers_see_aligned_problem_data(two_workers: Client) -> None:
+    """On Dask workers too (Dask's own deserialization can leave arrays misaligned)."""
+    evaluator = ExecutorEvaluator(two_workers.get_executor(), chunk_size=5)
+    probe = AlignmentProbe(3)
+    genes = _first_gene_values(probe, 4, 20)
+    for _ in range(2):
+        evaluation = evaluator.evaluate(probe, genes, 1)
+        np.testing.assert_array_equal(evaluation.fitness, np.ones(20))
 
 
 def _unpickled_by(log: Path) -> Counter[str]:
