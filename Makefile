@@ -10,12 +10,8 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,dask]'
-	touch $(STAMP)
-
-$(VENV)/.bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,dask,bench]'
-	touch $@
+	touch $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/tdevlab demo
@@ -38,7 +34,7 @@ js-deps:
 		npm install --prefix tests/js --no-audit --no-fund --silent; \
 	else echo "npm not found: the JavaScript client test will be skipped"; fi
 
-bench: $(VENV)/.bench
+bench: $(STAMP)
 	$(BIN)/python benchmarks/engine_vs_peers.py --markdown
 	$(BIN)/python benchmarks/distributed.py --markdown
 

@@ -27,32 +27,38 @@ generation's rows to each of 2 pre-started bare processes over a pipe (no execut
 chunking, no scheduler): what 2 cores of this machine give the same generations.
 
 Every computation is single-threaded (BLAS threads pinned to 1, for all contestants), so
-the 2 workers are 2 cores' worth of agents. Each contestant runs in its own Python process
-(started by this script, driven over a pipe), so none slows another: a Dask scheduler and
-client in the same process as the serial engine would compete with it for the GIL. They
-start side by side and make generation 0 untimed (worker start-up, shipping the problem);
-then the timed generations are interleaved (one generation of each contestant in turn) so
-machine noise hits all alike, and only one contestant computes at a time. A generation's
-time is the wall-clock time of ``engine.step()`` (selection, variation, evaluation,
-statistics, events), measured in the contestant's process.
+the 2 workers are 2 cores' worth of agents, and every array of the problem starts on a
+cache line in every process (as tdevlab gives them to workers; 8 bytes off, the same
+fitness code ran 17% slower). Each contestant runs in its own Python process (started by
+this script, driven over a pipe), so none slows another: a Dask scheduler and client in
+the same process as the serial engine would compete with it for the GIL. They start side
+by side and make generation 0 untimed (worker start-up, shipping the problem); then the
+timed generations are interleaved (one generation of each contestant in turn) so machine
+noise hits all alike. Only the contestant making a generation runs: the others' process
+groups are paused (SIGSTOP), so idle pool workers and Dask's periodic work (heartbeats,
+monitors) take no CPU from it (``--no-freeze`` keeps them running). A generation's time is
+the wall-clock time of ``engine.step()`` (selection, variation, evaluation, statistics,
+events), measured in the contestant's process.
 
 The machine's own parallel efficiency is measured before and after (one pure-Python loop
 alone, against 2 of them at once): on a 2-core machine where another program is busy it
 drops toward 0.5, and no executor can then reach 2x; the script warns when it is under 0.9.
 
 Reported, per contestant: median, min and max ms per generation; the speedup (serial
-median / contestant median); and the executor overhead per generation::
+median / contestant median); and the executor overhead per generation, measured directly:
+the problem's ``evaluate`` logs when it starts and ends in whichever process runs it, and
+per generation::
 
-    overhead = (T_executor - T_serial / workers) / T_executor
+    overhead = 1 - (time in evaluate, summed over the workers) / (workers * T_generation)
 
-``T_serial / workers`` is the time a perfect split of the serial work over the workers
-would take, so the overhead is the share of the executor's generation time spent on
-anything else: sending chunks and results, scheduling, waiting on the slowest chunk, the
-engine's own (serial) work per generation, and whatever the machine loses when both cores
-compute at once. The last one is not the executor's: the "overhead vs floor" column
-replaces ``T_serial / workers`` by the floor's time to leave it out. The final best
-fitness of every engine is printed too: it must be the same (the same generations,
-whatever the executor).
+the share of the workers' time in a generation not spent in fitness code: sending chunks
+and results, scheduling, waiting for the slowest chunk, and the engine's own serial work
+(selection, statistics, events; for ``serial`` that is all its overhead is). Two more
+columns compare times: "time over a perfect split" is
+``(T_executor - T_serial / workers) / T_executor``, which also counts fitness code running
+slower in the workers than in the serial engine (two busy cores, a worker's own threads);
+"time vs floor" compares with the floor's time. The final best fitness of every engine is
+printed too: it must be the same (the same generations, whatever the executor).
 
 Targets: speedup >= 1.7 and overhead < 5% for both executors, on 2 cores.
 

@@ -133,7 +133,9 @@ class AlertDetector:
         else:
             previous = None
         if previous is not None and previous > 0:
-            drop = (previous - average_fitness) / previous
+            # Rounded so a drop of exactly a threshold reaches it: (1.0 - 0.92) / 1.0 is
+            # 0.07999999999999996 in floating point, and an 8% drop must raise the warning.
+            drop = round((previous - average_fitness) / previous, 12)
             severity: Severity | None = (
                 "critical"
                 if drop >= t.regression_critical

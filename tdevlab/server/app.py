@@ -64,6 +64,8 @@ class EvolutionServer:
         max_size: Largest accepted frame, in bytes (larger ones close with 1009); default
             ``limits.max_frame_bytes``.
         ping_interval: Seconds between protocol keepalive pings (``None`` disables them).
+        ping_timeout: Seconds to wait for a keepalive ping's pong before closing the
+            connection (1011); ``None`` never gives up.
         autostart: Start evolving as soon as the server is up.
         limits: Rate limits and budgets (spec: "Rate Limiting"), see :class:`Limits`.
         history: Events kept per channel for replay to clients that resubscribe with
@@ -89,6 +91,7 @@ class EvolutionServer:
         compression: str | None = None,
         max_size: int | None = None,
         ping_interval: float | None = 20.0,
+        ping_timeout: float | None = 20.0,
         autostart: bool = False,
         limits: Limits | None = None,
         history: int = 1000,
@@ -113,6 +116,9 @@ class EvolutionServer:
         self.registry = UserRegistry(self.limits)
         self.max_size = max_size or self.limits.max_frame_bytes
         self.ping_interval = ping_interval
+        # Configurable beside the interval: with only the interval, a peer that stopped
+        # answering was still held for websockets' fixed 20 s timeout.
+        self.ping_timeout = ping_timeout
         self.autostart = autostart
         self.encoder = Encoder()
         self.hub = Hub(self.encoder, time.time, history=history)
@@ -162,6 +168,7 @@ class EvolutionServer:
             compression=self.compression,
             max_size=self.max_size,
             ping_interval=self.ping_interval,
+            ping_timeout=self.ping_timeout,
             ssl=self.ssl,
         )
         self.port = next(iter(self._server.sockets)).getsockname()[1]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -13,6 +14,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from tdevlab import Engine
 from tdevlab.server import EvolutionServer
+from tdevlab.server.hub import Connection
 
 SECRET = "test-secret-that-is-long-enough-for-hs256!"
 TIMEOUT = 10.0  # seconds; every wait in these tests is bounded by it
@@ -94,3 +96,45 @@ async def client(
             reply = await c.request({"type": "auth", "token": token})
             assert reply["type"] == "ack", reply
         yield c
+
+
+def connection_of(server: EvolutionServer, user: str) -> Connection:
+    """The server's side of ``user``'s (only) connection."""
+    return next(
+        c
+        for c in server.hub.connections
+        if c.session.claims is not None and c.session.claims.user == user
+    )
+
+
+@asynccontextmanager
+async def stalled_client(
+    server: EvolutionServer, channels: list[str], *, user: str = "stalled"
+) -> AsyncIterator[Connection]:
+    """A client that subscribes to ``channels`` and then never reads again.
+
+    Yields the server's side of its connection. Loopback socket buffers grow to megabytes;
+    here both ends' buffers are kept small, so the server holds unsent frames for this
+    client within a fraction of a second of a running engine's output.
+    """
+    sock = socket.socket()
+    # Set before connecting: the receive buffer decides the TCP window offered.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (server.host, server.port))
+    headers = {"Authorization": f"Bearer {server.token(user, 'viewer')}"}
+    async with connect(
+        server.url, sock=sock, additional_headers=headers, open_timeout=TIMEOUT, close_timeout=0.5
+    ) as ws:
+        c = Client(ws)
+        assert (await c.request({"type": "subscribe", "channels": channels}))["type"] == "ack"
+        connection = connection_of(server, user)
+        assert connection.ws.transport is not None
+        server_sock = connection.ws.transport.get_extra_info("socket")
+        server_sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        ws.transport.pause_reading()
+        try:
+            yield connection
+        finally:
+            # A polite close would wait behind the unread frames.
+            ws.transport.abort()

@@ -252,7 +252,11 @@ def test_filters_apply_to_evolution_and_agents() -> None:
             for _ in range(6):
                 update = await c.event("evolution_update")
                 assert update["data"]["generation"] >= 4
+            # Agents this fit appear only after some generations (seed 3): wait for one, so
+            # the check below cannot pass over an empty list.
+            first_agent = await c.event("agent_update")
             agents = [m for m in c.buffer if isinstance(m, dict) and m["type"] == "agent_update"]
+            agents.append(first_agent)
             assert all(a["data"]["fitness"] >= 0.5 for a in agents)
             reply = await c.request(
                 {"type": "subscribe", "channel": "evolution", "filters": {"colour": 1}}

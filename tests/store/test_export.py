@@ -77,6 +77,36 @@ def test_dataset_content(branched_run: tuple[Path, int], tmp_path: Path) -> None
     assert payload["details"]["generation"] == 12
 
 
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_metadata_json_has_config_seed_versions_and_schema(tmp_path: Path, fmt: str) -> None:
+    """metadata.json records the engine's parameters, seed, versions and each table's schema."""
+    engine = Engine(
+        AgentDesign(), seed=31, population_size=12, mutation_rate=0.3, crossover_rate=0.6
+    )
+    list(engine.run(generations=3))
+    out = engine.export(tmp_path / "ds", format=fmt)
+    metadata = json.loads((out / "metadata.json").read_text())
+    assert {"config", "run", "versions", "tables", "gene_space"} <= set(metadata)
+    assert metadata["config"]["parameters"] == engine.params.to_dict()
+    assert metadata["config"]["parameters"]["mutation_rate"] == 0.3
+    assert metadata["config"]["gene_space"] == engine.space.describe()
+    assert metadata["run"]["seed"] == "31"
+    assert metadata["run"]["problem"] == "agent_design"
+    assert {"tdevlab", "python", "numpy", "pandas", "pyarrow"} <= set(metadata["versions"])
+    from tdevlab import __version__
+
+    assert metadata["versions"]["tdevlab"] == __version__
+    loaded = load_run(out)
+    for name, frame in loaded.tables().items():
+        table = metadata["tables"][name]
+        assert table["file"] == f"{name}.{fmt}"
+        assert table["rows"] == len(frame)
+        assert {c: spec["dtype"] for c, spec in table["columns"].items()} == {
+            str(c): str(t) for c, t in frame.dtypes.items()
+        }
+    assert metadata["tables"]["generations"]["columns"]["mutations_applied"]["dtype"] == "int64"
+
+
 def test_in_memory_run_exports_too(tmp_path: Path) -> None:
     """An engine without a store exports from memory, the same layout."""
     engine = Engine(seed=1, population_size=10)

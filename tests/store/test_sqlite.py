@@ -99,6 +99,18 @@ def test_reopened_rollback_never_reuses_agent_or_alert_ids(tmp_path: Path) -> No
     assert len(alerts) >= 1
 
 
+def test_store_file_is_in_wal_mode(tmp_path: Path) -> None:
+    """The store file uses write-ahead logging: another connection reads journal_mode 'wal'."""
+    db = tmp_path / "runs.db"
+    with Engine(seed=1, population_size=10, store=db) as engine:
+        list(engine.run(generations=2))
+        # WAL is a property of the file, seen by any connection, even while the store is open.
+        with sqlite3.connect(db) as other:
+            assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    with sqlite3.connect(db) as other:
+        assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
 def test_store_refuses_foreign_and_newer_files(tmp_path: Path) -> None:
     """A non-tdevlab SQLite file or a newer schema raises StoreError naming the file."""
     foreign = tmp_path / "other.db"
