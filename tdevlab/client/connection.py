@@ -184,6 +184,8 @@ class Client:
         self._control_events = 0  # control_update events received (orders acks and events)
         self._connection = 0  # counts connections opened
         self._draining = False
+        self._holding = False  # queue sends behind the outbox (while "open" is announced)
+        self._frames_received = 0  # any frame is a sign of life (see _ping_loop)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -222,7 +224,7 @@ class Client:
         except BaseException:
             self._set_state(ConnectionState.CLOSED)
             raise
-        self._set_state(ConnectionState.OPEN)
+        self._announce_open()
         self._runner = self._loop.create_task(self._run(ws), name=f"tdevlab client {self.url}")
         return self
 
@@ -294,7 +296,10 @@ class Client:
         Args:
             channels: Channel names.
             history: Replay what the server still holds for these channels (the whole run
-                for ``evolution`` with a SQLite store) before the live stream.
+                for ``evolution`` with a SQLite store) before the live stream. With
+                ``False`` no history is replayed later either: after a reconnect only the
+                events missed while away are, and a server restarted under a new epoch is
+                followed live from the reconnect.
             generation_min: Server-side filter on ``evolution_update``/``agent_update``.
             fitness_min: Server-side filter on best fitness / agent fitness.
 
@@ -319,12 +324,17 @@ class Client:
         request = self._submit(message)
         for name in names:
             self._subscriptions[name] = filters
+        if history:
+            self.streams.live_only.difference_update(names)
+        else:
+            self.streams.live_only.update(names)
         return self.loop.create_task(self._reply_to(request))
 
     async def unsubscribe(self, *channels: str) -> dict[str, Any]:
         """Stop receiving channels; returns the acknowledgement's data."""
         for name in channels:
             self._subscriptions.pop(name, None)
+        self.streams.live_only.difference_update(channels)
         return await self._request({"type": "unsubscribe", "channels": list(channels)})
 
     async def control(self, action: str, **parameters: Any) -> dict[str, Any]:
@@ -434,8 +444,7 @@ class Client:
         Raises:
             InvalidParameters: for a name that is not a request method.
         """
-        if method not in _CALLABLE:
-            raise InvalidParameters(f"cannot call {method!r}; methods are {sorted(_CALLABLE)}")
+        check_callable(method)
 
         async def invoke() -> Any:
             result = getattr(self, method)(*args, **kwargs)
@@ -552,6 +561,19 @@ class Client:
                 for queue in queues:
                     queue.put_nowait(_END)
 
+    def _announce_open(self) -> None:
+        """Move to ``open``, queueing what the state callbacks send behind the outbox.
+
+        A callback on ``"open"`` runs before the connection is brought up to date: a
+        request it makes must go out after those queued while down (call order), and after
+        the resubscribes, not ahead of them.
+        """
+        self._holding = True
+        try:
+            self._set_state(ConnectionState.OPEN)
+        finally:
+            self._holding = False
+
     def _current_token(self) -> str:
         return self._token() if callable(self._token) else self._token
 
@@ -643,7 +665,7 @@ class Client:
 
     async def _serve(self, ws: ClientConnection) -> None:
         """Bring one connection up to date, then read until it closes."""
-        self._set_state(ConnectionState.OPEN)
+        self._announce_open()
         self._resubscribe()
         self._resend_pending()
         self._flush_outbox()
@@ -652,6 +674,7 @@ class Client:
             pinger = asyncio.get_running_loop().create_task(self._ping_loop(ws))
         try:
             async for frame in ws:
+                self._frames_received += 1
                 self._received(frame)
         except WsConnectionClosed:
             pass
@@ -731,22 +754,54 @@ class Client:
         self._set_state(ConnectionState.FAILED)
 
     async def _ping_loop(self, ws: ClientConnection) -> None:
-        """Application-level pings; a server that does not answer is treated as gone."""
+        """Application-level pings; a server from which nothing arrives is treated as gone.
+
+        Any frame counts as a sign of life, not only the pong: the server sends a replay
+        (after a resubscribe with ``since``) before anything queued later, its pong
+        included, and a long replay over a slow link outlasts ``ping_timeout``. The
+        connection is dropped when a whole ``ping_timeout`` passes, after a ping, without
+        the pong or any other frame (detected within two ``ping_timeout``).
+        """
         assert self.ping_interval is not None
         while True:
             await asyncio.sleep(self.ping_interval)
-            try:
-                await asyncio.wait_for(self.ping(), self.ping_timeout)
-            except RateLimited:
-                continue
-            except (TimeoutError, RequestTimeout):
-                log.warning("tdevlab client: no pong within %s s; reconnecting", self.ping_timeout)
+            alive = await self._pong_or_traffic()
+            if alive is None:
+                return
+            if not alive:
+                log.warning(
+                    "tdevlab client: nothing received for %s s after a ping; reconnecting",
+                    self.ping_timeout,
+                )
                 transport = ws.transport
                 if transport is not None:
                     transport.abort()  # a silent peer may never answer a closing handshake
                 return
-            except TdevlabError:
-                return
+
+    async def _pong_or_traffic(self) -> bool | None:
+        """Ping; whether the server is alive: the pong came, or frames kept arriving.
+
+        ``None`` when the ping could not be sent or failed otherwise (closed, failed).
+        """
+        ping = self.loop.create_task(self.ping(), name="tdevlab client ping")
+        sent = self._frames_received
+        try:
+            while True:
+                received = self._frames_received
+                done, _ = await asyncio.wait({ping}, timeout=self.ping_timeout)
+                if done:
+                    break
+                if self._frames_received == received:
+                    return False
+        finally:
+            ping.cancel()
+        error = ping.exception()
+        if isinstance(error, RequestTimeout):
+            # No pong within request_timeout, yet frames arrived meanwhile: alive.
+            return self._frames_received != sent
+        if error is None or isinstance(error, RateLimited):
+            return True  # the pong, or a refusal (an answer all the same)
+        return None  # the client closed or failed: nothing to watch
 
     def _resubscribe(self) -> None:
         """Subscribe again to every channel, from the last event seen (after a reconnect)."""
@@ -814,7 +869,7 @@ class Client:
         state = self.connection_state
         if state in (ConnectionState.CLOSED, ConnectionState.FAILED):
             raise self.error or ConnectionClosed("the client is closed")
-        if state is not ConnectionState.OPEN or self._ws is None or self._draining:
+        if state is not ConnectionState.OPEN or self._ws is None or self._draining or self._holding:
             if len(self._outbox) >= self.queue_size:
                 raise ConnectionClosed(
                     f"not connected, and {self.queue_size} messages are already waiting"
@@ -1015,6 +1070,16 @@ _CALLABLE = frozenset(
         "close",
     }
 )
+
+
+def check_callable(method: str) -> None:
+    """Check a method name for :meth:`Client.call`.
+
+    Raises:
+        InvalidParameters: for a name that is not a request method.
+    """
+    if method not in _CALLABLE:
+        raise InvalidParameters(f"cannot call {method!r}; methods are {sorted(_CALLABLE)}")
 
 
 def _iso_now() -> str:

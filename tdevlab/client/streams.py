@@ -144,6 +144,9 @@ class StreamTracker:
     epoch_changes: int = 0
     #: Channels for which the server said history was lost (``recovered: false``).
     unrecovered: dict[str, int] = field(default_factory=dict)
+    #: Channels subscribed with ``history=False``: a new epoch is taken up live, from the
+    #: acknowledgement on, instead of replayed from its start.
+    live_only: set[str] = field(default_factory=set)
 
     def accept(self, message: dict[str, Any]) -> bool:
         """Whether a published event is new; records its position if so.
@@ -178,7 +181,9 @@ class StreamTracker:
         Returns:
             Channels whose stream restarted under a new epoch (a server restarted without
             its history): the driver subscribes them again with ``since: 0`` in the new
-            epoch, and their live events are ignored until that replay arrives.
+            epoch, and their live events are ignored until that replay arrives. Channels
+            in :attr:`live_only` are not among them: they continue after the ack's ``seq``
+            in the new epoch, as a fresh subscribe does.
         """
         epochs: dict[str, str] = data.get("epochs") or {}
         latest: dict[str, int] = data.get("seq") or {}
@@ -194,6 +199,10 @@ class StreamTracker:
                 continue
             if position.epoch is not None and epoch is not None and epoch != position.epoch:
                 self.epoch_changes += 1
+                if channel in self.live_only:
+                    # No history was asked for: what the new stream held before is skipped.
+                    position.epoch, position.seq = epoch, int(latest.get(channel, 0))
+                    continue
                 position.epoch, position.seq = epoch, 0  # any later subscribe asks from 0
                 self.resyncing.add(channel)
                 resync.append(channel)

@@ -4,25 +4,36 @@
 :class:`~tdevlab.client.connection.Client`, each blocking until its reply. It works in a
 plain script and inside Jupyter alike (the loop is its own, so the kernel's running loop is
 never re-entered and nothing needs patching).
+
+The thread owns its loop: it runs it until the client closes, then cancels what is left
+and closes the loop, as ``asyncio.run`` does. Nothing is handed to the loop once that
+wind-down began, and every wait on the loop notices a thread that ended, so no caller
+waits on a loop that no longer runs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import functools
 import queue
 import threading
+import time
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
-from tdevlab.client.connection import Client, ConnectionState
+from tdevlab.client.connection import Client, ConnectionState, check_callable
 from tdevlab.client.streams import AgentCode, resolve_event_name
 from tdevlab.exceptions import ConnectionClosed, InvalidState, RequestTimeout
 
 __all__ = ["SyncClient", "connect_sync"]
 
 T = TypeVar("T")
+
+#: How often a wait on the loop thread checks that the thread still runs (seconds).
+_POLL = 0.1
+_FINAL = (ConnectionState.CLOSED, ConnectionState.FAILED)
 
 
 class SyncClient:
@@ -31,6 +42,10 @@ class SyncClient:
     Args:
         url: ``ws://HOST:PORT/v1/evolution``.
         token: The JWT, or a function returning a fresh one.
+        frames_timeout: Seconds a read of :attr:`frames` may wait for the client's loop
+            thread (busy in a callback that does not return, say) before it raises
+            :class:`~tdevlab.exceptions.RequestTimeout`. 30 s leaves room for building
+            large DataFrames or writing a dataset on that thread.
         options: See :class:`~tdevlab.client.connection.Client`.
 
     Raises:
@@ -38,49 +53,134 @@ class SyncClient:
         ConnectionClosed: the server could not be reached.
     """
 
-    def __init__(self, url: str, token: str | Callable[[], str], **options: Any) -> None:
+    def __init__(
+        self,
+        url: str,
+        token: str | Callable[[], str],
+        *,
+        frames_timeout: float = 30.0,
+        **options: Any,
+    ) -> None:
+        self.frames_timeout = frames_timeout
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="tdevlab-client", daemon=True
-        )
+        # Guards handing work to the loop against the thread's wind-down (_ended).
+        self._lock = threading.Lock()
+        self._ended = False  # the loop stopped: nothing more may be handed to it
+        self._closing: concurrent.futures.Future[None] | None = None
+        self._thread = threading.Thread(target=self._serve_loop, name="tdevlab-client", daemon=True)
         self._thread.start()
         try:
             self.client = self._run(self._make(url, token, options))
         except BaseException:
-            self._stop_loop()
+            self._begin_close()
+            self._thread.join(10)
             raise
         #: The client's frames; reads run on the client's loop, so they never see a
-        #: half-ingested message.
+        #: half-ingested message. Each read waits at most ``frames_timeout`` seconds.
         self.frames: Any = _OnLoop(self.client.frames, self)
 
     @staticmethod
     async def _make(url: str, token: str | Callable[[], str], options: dict[str, Any]) -> Client:
         return await Client(url, token, **options).connect()
 
-    def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+    def _run(
+        self, coro: Coroutine[Any, Any, T], timeout: float | None = None, what: str = "request"
+    ) -> T:
         if threading.current_thread() is self._thread:
             coro.close()
             raise InvalidState(
                 "a blocking client method was called from one of its own callbacks; "
                 "use client.call(...) there, which does not wait"
             )
-        if self._loop.is_closed():
-            coro.close()
-            raise ConnectionClosed("the client is closed")
-        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
-        try:
-            return future.result(timeout)
-        except concurrent.futures.TimeoutError as exc:
-            future.cancel()
-            raise RequestTimeout(f"no result within {timeout} s") from exc
+        return self._wait(self._hand_over(coro), timeout, what)
 
-    def _stop_loop(self) -> None:
-        if self._loop.is_closed():
-            return
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        if not self._thread.is_alive():
-            self._loop.close()
+    def _hand_over(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Schedule ``coro`` on the loop.
+
+        Raises:
+            ConnectionClosed: the loop has stopped (the client is closed).
+        """
+        with self._lock:
+            if self._ended:
+                coro.close()
+                raise ConnectionClosed("the client is closed")
+            return asyncio.run_coroutine_threadsafe(coro, self._loop)
+
+    def _wait(
+        self,
+        future: concurrent.futures.Future[T],
+        timeout: float | None,
+        what: str,
+        why: str = "",
+    ) -> T:
+        """The result of work handed to the loop, waiting at most ``timeout`` seconds.
+
+        Raises:
+            RequestTimeout: no result within ``timeout`` (the work is cancelled); the
+                message names ``what`` and adds ``why``.
+            ConnectionClosed: the loop thread ended before running it.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = _POLL if deadline is None else min(_POLL, deadline - time.monotonic())
+            try:
+                return future.result(max(left, 0.0))
+            except concurrent.futures.CancelledError as exc:
+                raise ConnectionClosed(f"{what} did not run: the client was closed") from exc
+            except TimeoutError:
+                if future.done():
+                    raise  # the work itself raised TimeoutError
+            if not self._thread.is_alive() and not future.done():
+                future.cancel()
+                raise ConnectionClosed(f"{what} did not run: the client's loop thread has ended")
+            if deadline is not None and time.monotonic() >= deadline:
+                future.cancel()
+                raise RequestTimeout(f"{what}: no result within {timeout} s{why}")
+
+    def _serve_loop(self) -> None:
+        """The loop thread: run the loop until stopped, then wind it down and close it."""
+        loop = self._loop
+        try:
+            loop.run_forever()
+        finally:
+            with self._lock:
+                self._ended = True
+            try:
+                client: Client | None = getattr(self, "client", None)
+                if client is not None and client.connection_state not in _FINAL:
+                    # The loop stopped without close(): do not leave the connection open.
+                    with contextlib.suppress(Exception):
+                        loop.run_until_complete(asyncio.wait_for(client.close(), 10))
+                # Work handed over before the stop: cancelled, so its waiters are told.
+                while tasks := asyncio.all_tasks(loop):
+                    for task in tasks:
+                        task.cancel()
+                    loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            finally:
+                loop.close()
+
+    def _begin_close(self) -> concurrent.futures.Future[None]:
+        """Start closing (once): close the client on its loop, then stop the loop.
+
+        Returns a future done once the client is closed; the thread ends right after.
+        """
+        with self._lock:
+            if self._closing is None:
+                if self._ended:
+                    self._closing = concurrent.futures.Future()
+                    self._closing.set_result(None)
+                else:
+                    self._closing = asyncio.run_coroutine_threadsafe(self._close(), self._loop)
+            return self._closing
+
+    async def _close(self) -> None:
+        try:
+            client: Client | None = getattr(self, "client", None)  # None: connect failed
+            if client is not None:
+                await client.close()
+        finally:
+            self._loop.stop()
 
     # -- state ------------------------------------------------------------------------------
 
@@ -189,8 +289,21 @@ class SyncClient:
         return self._run(self.client.ping())
 
     def call(self, method: str, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
-        """See :meth:`Client.call`: run a request from any thread without waiting."""
-        return self.client.call(method, *args, **kwargs)
+        """See :meth:`Client.call`: run a request from any thread without waiting.
+
+        ``call("close")`` closes as :meth:`close` does (the loop thread ends too); its
+        future is done once the client is closed. After the close, the futures of other
+        calls hold :class:`~tdevlab.exceptions.ConnectionClosed`.
+        """
+        if method == "close":
+            return self._begin_close()
+        with self._lock:
+            if not self._ended:
+                return self.client.call(method, *args, **kwargs)
+        check_callable(method)
+        failed: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        failed.set_exception(ConnectionClosed("the client is closed"))
+        return failed
 
     def wait_for(
         self,
@@ -203,7 +316,7 @@ class SyncClient:
         Raises:
             RequestTimeout: if none came within ``timeout`` seconds.
         """
-        return self._run(self.client.wait_for(event, predicate), timeout)
+        return self._run(self.client.wait_for(event, predicate), timeout, f"wait_for({event!r})")
 
     # -- events -----------------------------------------------------------------------------
 
@@ -238,12 +351,19 @@ class SyncClient:
     # -- lifecycle --------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the connection and stop the background thread."""
-        if self._loop.is_closed():
+        """Close the connection and end the background thread; safe to call again.
+
+        From one of the client's own callbacks (they run on that thread, which cannot wait
+        for itself) the close is scheduled and this returns at once: the client closes and
+        the thread ends as soon as the callback returns.
+        """
+        closing = self._begin_close()
+        if threading.current_thread() is self._thread:
             return
-        if self._thread.is_alive():
-            self._run(self.client.close())
-        self._stop_loop()
+        with contextlib.suppress(Exception):
+            # Bounded by the client's own close (5 s for the closing handshake).
+            closing.result(15)
+        self._thread.join(10)
 
     def __enter__(self) -> SyncClient:
         return self
@@ -268,23 +388,47 @@ class _OnLoop:
         self._owner = owner
 
     def __getattr__(self, name: str) -> Any:
-        value = self._on_loop(lambda: getattr(self._target, name))
+        value = self._on_loop(lambda: getattr(self._target, name), f"frames.{name}")
         if callable(value):
             return functools.partial(self._call, name)
         return value
 
     def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        return self._on_loop(lambda: getattr(self._target, name)(*args, **kwargs))
+        return self._on_loop(
+            lambda: getattr(self._target, name)(*args, **kwargs), f"frames.{name}()"
+        )
 
-    def _on_loop(self, fn: Callable[[], T]) -> T:
-        loop = self._owner.loop
-        if threading.current_thread() is self._owner._thread or loop.is_closed():
-            return fn()  # already on the loop, or nothing runs there any more
+    def _on_loop(self, fn: Callable[[], T], what: str) -> T:
+        """Run ``fn`` on the loop thread, waiting at most the owner's ``frames_timeout``.
+
+        Raises:
+            RequestTimeout: the loop thread did not run it in time (it is stuck).
+        """
+        owner = self._owner
+        if threading.current_thread() is owner._thread:
+            return fn()
 
         async def run() -> T:
             return fn()
 
-        return asyncio.run_coroutine_threadsafe(run(), loop).result()
+        try:
+            future = owner._hand_over(run())
+            return owner._wait(
+                future,
+                owner.frames_timeout,
+                f"reading {what}",
+                " (frames_timeout): the client's loop thread is busy, in a callback that "
+                "does not return?",
+            )
+        except ConnectionClosed:
+            # The loop stopped: once its thread is done nothing writes the frames any more.
+            owner._thread.join(owner.frames_timeout)
+            if owner._thread.is_alive():
+                raise RequestTimeout(
+                    f"reading {what}: the client's loop thread did not end within "
+                    f"{owner.frames_timeout} s"
+                ) from None
+            return fn()
 
     def __repr__(self) -> str:
         return repr(self._target)

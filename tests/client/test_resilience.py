@@ -781,6 +781,20 @@ def test_tracker_an_ack_for_other_channels_does_not_move_a_channels_position() -
     assert _accepted(tracker, "logs", range(101, 104)) == [101, 102, 103]
 
 
+def test_tracker_a_live_only_channel_takes_up_a_new_epoch_without_a_resync() -> None:
+    """A channel subscribed without history continues after the new epoch's ack, unreplayed."""
+    tracker = StreamTracker(live_only={"logs"})
+    tracker.acknowledged(_ack(["logs"], {"logs": "old"}, {"logs": 40}), {})
+    assert _accepted(tracker, "logs", range(41, 44)) == [41, 42, 43]
+    resync = tracker.acknowledged(_ack(["logs"], {"logs": "new"}, {"logs": 7}), {"logs": 43})
+    assert resync == []
+    assert tracker.resyncing == set()
+    assert tracker.epoch_changes == 1
+    assert _accepted(tracker, "logs", range(1, 10)) == [8, 9]
+    assert tracker.since(["logs"]) == {"logs": 9}
+    assert tracker.epochs(["logs"]) == {"logs": "new"}
+
+
 def test_parse_agent_code_refuses_bad_metadata_with_a_tdevlab_error() -> None:
     """Malformed metadata raises TdevlabError (what the client catches), not TypeError."""
     from tdevlab.client.streams import parse_agent_code
@@ -788,3 +802,237 @@ def test_parse_agent_code_refuses_bad_metadata_with_a_tdevlab_error() -> None:
 
     with pytest.raises(TdevlabError):
         parse_agent_code(b'{"type": "agent_code", "generation": null}\nx = 1\n')
+
+
+# -- closing the blocking twin, a stuck loop, liveness behind replays, ordering, epochs -----
+
+
+def _new_loop_thread(before: set[threading.Thread]) -> threading.Thread:
+    """The SyncClient loop thread started since ``before`` was taken."""
+    (thread,) = [t for t in threading.enumerate() if t not in before and t.name == "tdevlab-client"]
+    return thread
+
+
+def _ended(thread: threading.Thread) -> bool:
+    """Whether ``thread`` ends within TIMEOUT."""
+    thread.join(TIMEOUT)
+    return thread not in threading.enumerate()
+
+
+def test_sync_close_from_a_callback_closes_and_returns_at_once() -> None:
+    """SyncClient.close() inside an on() callback returns, then the client closes and its
+    loop thread ends (it raised InvalidState and left the client open)."""
+    server = make_server()
+    url = server.start()
+    try:
+        before = set(threading.enumerate())
+        client = tdevlab.connect_sync(url, token=server.token("ada", "operator"))
+        thread = _new_loop_thread(before)
+        outcome: list[Any] = []
+
+        def close_from_callback(message: dict[str, Any]) -> None:
+            if outcome:
+                return
+            try:
+                client.close()
+            except Exception as exc:
+                outcome.append(exc)
+            else:
+                outcome.append("returned")
+
+        client.on("metrics", close_from_callback)
+        client.subscribe("metrics", history=False)
+        assert _ended(thread)
+        assert outcome == ["returned"]
+        assert client.connection_state == "closed"
+        with pytest.raises(ConnectionClosed):
+            client.ping()
+        client.close()  # again, from the caller's thread: nothing left to do
+    finally:
+        server.stop()
+
+
+def test_sync_call_close_ends_the_loop_thread() -> None:
+    """client.call("close") (a widget's path) closes and ends the loop thread, as close()."""
+    server = make_server()
+    url = server.start()
+    try:
+        before = set(threading.enumerate())
+        client = tdevlab.connect_sync(url, token=server.token("ada", "operator"))
+        thread = _new_loop_thread(before)
+        assert client.ping() > 0
+        client.call("close").result(TIMEOUT)
+        assert client.connection_state == "closed"
+        assert _ended(thread)  # the connection closed; the thread ran on, idle, for good
+        with pytest.raises(ConnectionClosed):
+            client.call("ping").result(TIMEOUT)
+    finally:
+        server.stop()
+
+
+def test_sync_frames_read_on_a_stuck_loop_raises_instead_of_hanging() -> None:
+    """A frames read while a callback blocks the loop thread raises RequestTimeout naming
+    the read, within frames_timeout (it waited forever)."""
+    server = make_server()
+    url = server.start()
+    release = threading.Event()
+    try:
+        client = tdevlab.connect_sync(
+            url, token=server.token("ada", "operator"), frames_timeout=0.5
+        )
+        stuck = threading.Event()
+
+        def block(message: dict[str, Any]) -> None:  # a callback that does not return
+            stuck.set()
+            release.wait(TIMEOUT)
+
+        client.on("metrics", block)
+        client.subscribe("metrics", history=False)
+        assert stuck.wait(TIMEOUT)
+        outcome: list[Any] = []
+
+        def read() -> None:
+            try:
+                outcome.append(client.frames.metrics)
+            except Exception as exc:
+                outcome.append(exc)
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        reader.join(TIMEOUT / 2)
+        assert len(outcome) == 1, "the read of client.frames.metrics hung"
+        assert isinstance(outcome[0], RequestTimeout)
+        assert "frames.metrics" in str(outcome[0])
+        release.set()
+        client.close()
+    finally:
+        release.set()
+        server.stop()
+
+
+def test_sync_frames_read_after_the_loop_thread_died_does_not_hang() -> None:
+    """With the loop thread gone (its loop stopped), frames are read directly."""
+    server = make_server()
+    url = server.start()
+    try:
+        before = set(threading.enumerate())
+        client = tdevlab.connect_sync(url, token=server.token("ada", "operator"))
+        thread = _new_loop_thread(before)
+        client.loop.call_soon_threadsafe(client.loop.stop)
+        assert _ended(thread)
+        outcome: list[Any] = []
+        reader = threading.Thread(target=lambda: outcome.append(client.frames.metrics), daemon=True)
+        reader.start()
+        reader.join(TIMEOUT / 2)
+        assert len(outcome) == 1, "the read of client.frames.metrics hung"
+        assert len(outcome[0]) == 0
+        assert client.connection_state == "closed"  # the thread closed it on its way out
+        with pytest.raises(ConnectionClosed):
+            client.ping()
+        client.close()
+    finally:
+        server.stop()
+
+
+def test_pongs_behind_a_long_replay_do_not_look_like_a_dead_server() -> None:
+    """A resubscribe whose replay outlasts ping_timeout: the pong waits behind the replay,
+    yet the client does not drop a connection that is delivering frames all along."""
+
+    async def scenario() -> None:
+        async with make_server(history=30_000, metrics_interval=0) as server:
+            client = await tdevlab.connect(
+                server.url,
+                token=server.token("ada", "operator"),
+                backoff=Backoff(initial=0.3, cap=0.3, jitter=0),
+                ping_interval=0.05,  # the defaults (30 s, 10 s) scaled down to the replay
+                ping_timeout=0.3,
+            )
+            await client.subscribe("logs")
+            for connection in list(server.hub.connections):
+                connection.abort()
+            await _until(lambda: client.connection_state == "reconnecting")
+            for _ in range(30_000):  # ~30 MB missed while away: a replay of ~1 s here
+                server.hub.publish("logs", "log", _log("x" * 1000), level="info")
+            await _until(lambda: len(client.frames.logs) == 30_000)
+            await asyncio.sleep(0.5)  # pings go on after the replay
+            await client.close()
+            # Each ping sent during the replay timed out: the connection was aborted and the
+            # replay restarted from where it was, several times.
+            assert client.reconnects == 1
+            assert client.streams.duplicates == 0
+
+    run(scenario())
+
+
+def test_a_subscribe_from_an_open_callback_goes_out_after_requests_queued_while_down() -> None:
+    """A request made by a state callback on "open" after a reconnect goes out once, after
+    the requests queued while down (it went first: the older subscribe's filters won)."""
+
+    async def scenario() -> None:
+        async with make_server(metrics_interval=0) as server:
+            client = await tdevlab.connect(
+                server.url,
+                token=server.token("ada", "operator"),
+                backoff=Backoff(initial=0.2, cap=0.2, jitter=0),
+                ping_interval=None,
+            )
+            await client.subscribe("evolution", generation_min=1)
+            from_callback: list[asyncio.Future[dict[str, Any]]] = []
+
+            def on_state(state: str) -> None:
+                if state == "open" and not from_callback:
+                    from_callback.append(client.subscribe("evolution", generation_min=10))
+
+            client.on("state", on_state)
+            for connection in list(server.hub.connections):
+                connection.abort()
+            await _until(lambda: client.connection_state == "reconnecting")
+            requests = server.stats.requests
+            queued = client.subscribe("evolution", generation_min=5)  # made while down
+            await _until(lambda: bool(from_callback))
+            await asyncio.gather(queued, *from_callback)
+            (connection,) = server.hub.connections
+            assert client.subscriptions == {"evolution": {"generation_min": 10}}
+            assert connection.session.subscriptions["evolution"].generation_min == 10
+            # The resubscribe, the queued subscribe and the callback's: once each.
+            assert server.stats.requests - requests == 3
+            await client.close()
+
+    run(scenario())
+
+
+def test_history_false_subscription_is_not_replayed_after_a_server_restart() -> None:
+    """subscribe(history=False), then the server restarts (new epochs): the client takes up
+    the new stream live, without replaying what the new server published before."""
+
+    async def scenario() -> None:
+        engine = Engine(seed=3, population_size=20)
+        first = make_server(engine=engine, metrics_interval=0)
+        await first.__aenter__()
+        port = _port(first)
+        client = await tdevlab.connect(
+            first.url,
+            token=first.token("ada", "operator"),
+            backoff=Backoff(initial=0.5, cap=0.5, jitter=0),
+            ping_interval=None,
+        )
+        await client.subscribe("logs", history=False)
+        first.hub.publish("logs", "log", _log("first server"), level="info")
+        await _until(lambda: len(client.frames.logs) == 1)
+        await first.__aexit__(None, None, None)
+        await _until(lambda: client.connection_state == "reconnecting")
+        async with EvolutionServer(
+            engine, host="127.0.0.1", port=port, secret=SECRET, metrics_interval=0
+        ) as second:
+            for _ in range(10):  # before the client is back: history it did not ask for
+                second.hub.publish("logs", "log", _log("before"), level="info")
+            await _until(lambda: client.streams.epoch_changes == 1)
+            await client.ping()  # the resubscribe's ack (and any replay) came before the pong
+            second.hub.publish("logs", "log", _log("after"), level="info")
+            await _until(lambda: client.frames.logs["message"].tolist()[-1:] == ["after"])
+            await client.close()
+        # The epoch change triggered a full resync: the ten "before" events were replayed.
+        assert client.frames.logs["message"].tolist() == ["first server", "after"]
+        assert client.streams.resyncing == set()
+
+    run(scenario())
