@@ -72,6 +72,9 @@ class Send:
     data: bytes
     binary: bool = False
     error: bool = False  # an error reply (counted in the metrics' error_rate)
+    # A pong: it belongs to no channel, so it may overtake events still being replayed
+    # (a client timing its pings must not wait behind megabytes of history).
+    urgent: bool = False
 
 
 @dataclass(frozen=True)
@@ -333,7 +336,7 @@ class Session:
             if message.id is not None:
                 reply["reply_to"] = message.id
             reply["data"] = {"server_time": iso_time(now)}
-            return [Send(self.encoder.encode(reply))]
+            return [Send(self.encoder.encode(reply), urgent=True)]
         if isinstance(message, Subscribe):
             for name in message.since or {}:
                 if name not in _names(message.channel, message.channels) and (

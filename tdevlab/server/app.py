@@ -331,7 +331,7 @@ class EvolutionServer:
         for outcome in outcomes:
             if isinstance(outcome, Send):
                 error = error or outcome.error
-                connection.enqueue(outcome.data, outcome.binary)
+                connection.enqueue(outcome.data, outcome.binary, urgent=outcome.urgent)
             elif isinstance(outcome, Close):
                 connection.close_after_pending(outcome)
             elif isinstance(outcome, Replay):

@@ -84,10 +84,14 @@ class Connection:
     def __post_init__(self) -> None:
         self.raw = not self.ws.protocol.extensions
 
-    def enqueue(self, data: bytes, binary: bool = False, frame: bytes | None = None) -> bool:
+    def enqueue(
+        self, data: bytes, binary: bool = False, frame: bytes | None = None, urgent: bool = False
+    ) -> bool:
         """Queue a message (text unless ``binary``); False if the client is cut off instead.
 
-        ``frame`` is the message's ready-made text frame, shared by all subscribers.
+        ``frame`` is the message's ready-made text frame, shared by all subscribers. An
+        ``urgent`` message (a pong) is not held behind a replay: it is written between the
+        replay's pieces, so it reaches the client after at most the piece in flight.
         """
         if self.aborted:
             self.dropped += 1
@@ -97,6 +101,8 @@ class Connection:
             # subscribers only appends here.
             if frame is None:
                 frame = Frame(Opcode.BINARY if binary else Opcode.TEXT, data).serialize(mask=False)
+            if urgent and self.held is not None:
+                return self._write_now(frame)
             self.queued_bytes += len(frame)
             if self.held is not None:
                 self.held.append(frame)
@@ -118,6 +124,19 @@ class Connection:
             return False
         self.queued_bytes += len(data)
         self.queue.put_nowait((data, binary))
+        return True
+
+    def _write_now(self, frame: bytes) -> bool:
+        """Write one frame at once (whole frames only, so never inside another frame)."""
+        transport = self.ws.transport
+        if self.ws.protocol.state is not State.OPEN or transport is None:
+            return True  # the connection is ending: nothing to answer any more
+        if transport.get_write_buffer_size() + len(frame) > self.budget:
+            self.dropped += 1
+            self.abort()
+            return False
+        transport.write(frame)
+        self.sent += 1
         return True
 
     def flush(self) -> None:

@@ -196,3 +196,42 @@ def test_sigkill_and_restart_on_the_same_store_loses_no_generation(tmp_path: Pat
     assert seqs == list(range(1, len(seqs) + 1))
     assert os.path.getsize(db) > 0
     assert json.dumps(ack)
+
+
+def test_a_pong_overtakes_a_long_replay() -> None:
+    """A ping sent right after a subscribe that replays ~20 MB is answered while the replay
+    still streams: the pong belongs to no channel and does not wait behind it."""
+
+    async def scenario() -> None:
+        async with make_server(history=20_000, metrics_interval=0) as server:
+            epoch = server.hub.epochs["logs"]
+            for _ in range(20_000):
+                server.hub.publish("logs", "log", {"generation": 0, "message": "x" * 1000})
+            async with client(server) as c:
+                await c.send(
+                    {
+                        "type": "subscribe",
+                        "channels": ["logs"],
+                        "since": {"logs": 0},
+                        "epochs": {"logs": epoch},
+                        "id": "sub",
+                    }  # fmt: skip
+                )
+                await c.send({"type": "ping", "id": "p", "timestamp": "2026-01-01T00:00:00Z"})
+                seqs: list[int] = []
+                async with asyncio.timeout(TIMEOUT):
+                    while (message := await c.receive()).get("type") != "pong":
+                        if message.get("type") == "log":
+                            seqs.append(message["seq"])
+                # The pong went out between two replay pieces (256 KB, ~250 of these logs),
+                # behind at most what was already in the socket buffers.
+                assert len(seqs) < 5_000
+                # And the replay goes on, complete and in order.
+                async with asyncio.timeout(TIMEOUT):
+                    while len(seqs) < 20_000:
+                        message = await c.receive()
+                        if message.get("type") == "log":
+                            seqs.append(message["seq"])
+                assert seqs == list(range(1, 20_001))
+
+    run(scenario())
