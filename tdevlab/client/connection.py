@@ -36,6 +36,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed as WsConnectionClosed
 from websockets.exceptions import InvalidHandshake, InvalidStatus
+from websockets.protocol import State as WsState
 
 from tdevlab.client.streams import (
     CHANNELS,
@@ -892,13 +893,24 @@ class Client:
             self.loop.create_task(self._drain(ws))
 
     async def _drain(self, ws: ClientConnection) -> None:
+        """Send the outbox on ``ws``, paced; what it could not send stays queued.
+
+        The pacing spans seconds for a long outbox, and a dropped ``ws`` stays
+        ``self._ws`` until the next connection opens: every message is sent on an open
+        ``ws`` or put back, never popped into a dead connection (it would be lost, and
+        its request would wait for its timeout).
+        """
         burst, interval = 50, 1 / 50  # half the server's default 100 messages/s
         sent = 0
         try:
-            while self._outbox and self._ws is ws:
+            while self._outbox and self._ws is ws and ws.state is WsState.OPEN:
                 item = self._outbox.popleft()
                 data: str | bytes = item[1:].encode() if item[0] == "b" else item[1:]
-                await self._write(ws, data)
+                try:
+                    await ws.send(data)
+                except WsConnectionClosed:
+                    self._outbox.appendleft(item)  # not sent: the next connection sends it
+                    return
                 sent += 1
                 if sent >= burst:
                     await asyncio.sleep(interval)
