@@ -86,13 +86,27 @@ class SyncClient:
     def _run(
         self, coro: Coroutine[Any, Any, T], timeout: float | None = None, what: str = "request"
     ) -> T:
+        return self._wait(self._hand_over_checked(coro), timeout, what)
+
+    def _request(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run a request, waiting a little longer than the client's own ``request_timeout``.
+
+        The client's timeout runs on the loop; this bound only bites when the loop thread
+        is stuck (in a callback that does not return) and that timeout cannot fire.
+        """
+        timeout = self.client.request_timeout
+        grace = max(1.0, timeout / 10)
+        why = " (the client's loop thread is busy: a callback that does not return?)"
+        return self._wait(self._hand_over_checked(coro), timeout + grace, "request", why)
+
+    def _hand_over_checked(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         if threading.current_thread() is self._thread:
             coro.close()
             raise InvalidState(
                 "a blocking client method was called from one of its own callbacks; "
                 "use client.call(...) there, which does not wait"
             )
-        return self._wait(self._hand_over(coro), timeout, what)
+        return self._hand_over(coro)
 
     def _hand_over(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         """Schedule ``coro`` on the loop.
@@ -238,55 +252,55 @@ class SyncClient:
         async def subscribe() -> dict[str, Any]:
             return await self.client.subscribe(*channels, **options)
 
-        return self._run(subscribe())
+        return self._request(subscribe())
 
     def unsubscribe(self, *channels: str) -> dict[str, Any]:
         """See :meth:`Client.unsubscribe`."""
-        return self._run(self.client.unsubscribe(*channels))
+        return self._request(self.client.unsubscribe(*channels))
 
     def control(self, action: str, **parameters: Any) -> dict[str, Any]:
         """See :meth:`Client.control`."""
-        return self._run(self.client.control(action, **parameters))
+        return self._request(self.client.control(action, **parameters))
 
     def start(self, **parameters: Any) -> dict[str, Any]:
         """See :meth:`Client.start`."""
-        return self._run(self.client.start(**parameters))
+        return self._request(self.client.start(**parameters))
 
     def pause(self, **parameters: Any) -> dict[str, Any]:
         """See :meth:`Client.pause`."""
-        return self._run(self.client.pause(**parameters))
+        return self._request(self.client.pause(**parameters))
 
     def resume(self, **parameters: Any) -> dict[str, Any]:
         """See :meth:`Client.resume`."""
-        return self._run(self.client.resume(**parameters))
+        return self._request(self.client.resume(**parameters))
 
     def stop(self) -> dict[str, Any]:
         """See :meth:`Client.stop`."""
-        return self._run(self.client.stop())
+        return self._request(self.client.stop())
 
     def set_parameters(self, **parameters: Any) -> dict[str, Any]:
         """See :meth:`Client.set_parameters`."""
-        return self._run(self.client.set_parameters(**parameters))
+        return self._request(self.client.set_parameters(**parameters))
 
     def rollback(self, generation: int) -> dict[str, Any]:
         """See :meth:`Client.rollback`."""
-        return self._run(self.client.rollback(generation))
+        return self._request(self.client.rollback(generation))
 
     def get_agent(self, agent_id: str) -> dict[str, Any]:
         """See :meth:`Client.get_agent`."""
-        return self._run(self.client.get_agent(agent_id))
+        return self._request(self.client.get_agent(agent_id))
 
     def get_agent_code(self, agent_id: str) -> AgentCode:
         """See :meth:`Client.get_agent_code`."""
-        return self._run(self.client.get_agent_code(agent_id))
+        return self._request(self.client.get_agent_code(agent_id))
 
     def upload_agent_code(self, code: str) -> dict[str, Any]:
         """See :meth:`Client.upload_agent_code`."""
-        return self._run(self.client.upload_agent_code(code))
+        return self._request(self.client.upload_agent_code(code))
 
     def ping(self) -> float:
         """See :meth:`Client.ping`."""
-        return self._run(self.client.ping())
+        return self._request(self.client.ping())
 
     def call(self, method: str, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
         """See :meth:`Client.call`: run a request from any thread without waiting.

@@ -1076,3 +1076,44 @@ def test_a_drop_while_the_outbox_drains_loses_no_queued_request() -> None:
         assert len(answered) > 60  # what was still queued went out on the next connection
 
     run(scenario())
+
+
+def test_sync_request_on_a_stuck_loop_raises_instead_of_hanging() -> None:
+    """A blocking request while a callback blocks the loop thread raises RequestTimeout a
+    little after request_timeout (the loop's own timeout cannot fire there)."""
+    server = make_server()
+    url = server.start()
+    release = threading.Event()
+    try:
+        client = tdevlab.connect_sync(
+            url, token=server.token("ada", "operator"), request_timeout=0.5
+        )
+        stuck = threading.Event()
+
+        def block(message: dict[str, Any]) -> None:  # a callback that does not return
+            stuck.set()
+            release.wait(TIMEOUT)
+
+        client.on("metrics", block)
+        client.subscribe("metrics", history=False)
+        assert stuck.wait(TIMEOUT)
+        outcome: list[Any] = []
+
+        def ping() -> None:
+            try:
+                outcome.append(client.ping())
+            except Exception as exc:
+                outcome.append(exc)
+
+        caller = threading.Thread(target=ping, daemon=True)
+        caller.start()
+        caller.join(TIMEOUT / 2)
+        assert len(outcome) == 1, "the ping hung"
+        assert isinstance(outcome[0], RequestTimeout)
+        assert "callback" in str(outcome[0])
+        release.set()
+        assert client.ping() >= 0  # released, the loop serves requests again
+        client.close()
+    finally:
+        release.set()
+        server.stop()
