@@ -30,6 +30,11 @@ class Limits:
         max_frame_bytes: Largest frame; larger ones close the connection with 1009.
         outbound_budget_bytes: Bytes queued to a connection before it counts as stalled
             and is cut off.
+        replay_hold_bytes: Bytes of live events held for a connection while a replay
+            streams to it (they must come after it) before it is cut off. Larger than the
+            budget: a replay of megabytes over a link only a few times faster than the live
+            stream takes seconds, and cutting the client off then would make its next
+            replay larger still.
     """
 
     messages_per_second: float = 100.0
@@ -38,6 +43,7 @@ class Limits:
     bytes_per_minute: int = 10 * 1024 * 1024
     max_frame_bytes: int = 1024 * 1024
     outbound_budget_bytes: int = 1024 * 1024
+    replay_hold_bytes: int = 16 * 1024 * 1024
 
     def __post_init__(self) -> None:
         for name in (
@@ -47,6 +53,7 @@ class Limits:
             "bytes_per_minute",
             "max_frame_bytes",
             "outbound_budget_bytes",
+            "replay_hold_bytes",
         ):
             if not getattr(self, name) > 0:
                 raise InvalidParameters(f"limit {name}={getattr(self, name)!r} must be > 0")

@@ -294,7 +294,12 @@ class EvolutionServer:
             header_claims=self._header_claims.pop(ws, None),
             registry=self.registry,
         )
-        connection = Connection(ws, session, budget=self.limits.outbound_budget_bytes)
+        connection = Connection(
+            ws,
+            session,
+            budget=self.limits.outbound_budget_bytes,
+            hold_budget=self.limits.replay_hold_bytes,
+        )
         self.hub.add(connection)
         writer = asyncio.ensure_future(connection.writer())
         watchdog = asyncio.ensure_future(self._watch(connection))

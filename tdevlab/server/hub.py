@@ -12,7 +12,7 @@ import logging
 import socket
 import struct
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -66,6 +66,8 @@ class Connection:
     ws: ServerConnection
     session: Session
     budget: int = 1024 * 1024
+    #: Bytes of live frames held behind a replay before the client is cut off.
+    hold_budget: int = 16 * 1024 * 1024
     queue: asyncio.Queue[tuple[bytes, bool] | Close | None] = field(default_factory=asyncio.Queue)
     sent: int = 0
     queued_bytes: int = 0
@@ -106,7 +108,7 @@ class Connection:
             self.queued_bytes += len(frame)
             if self.held is not None:
                 self.held.append(frame)
-                if self.queued_bytes > self.budget:
+                if self.queued_bytes > self.hold_budget:
                     self.abort()
                     self.dropped += 1
                     return False
@@ -173,8 +175,17 @@ class Connection:
 
     async def _replay_all(self) -> None:
         try:
-            while self.replays:
-                await self.replay(self.replays.popleft(), release=False)
+            while not self.aborted:
+                if self.replays:
+                    await self.replay(self.replays.popleft(), release=False)
+                elif self.held is not None and self.queued_bytes > _REPLAY_PIECE:
+                    # What piled up during the replay may exceed the budget: it streams the
+                    # same way, in pieces as the client reads, until little is left.
+                    frames, self.held = self.held, []
+                    self.queued_bytes -= sum(len(frame) for frame in frames)
+                    await self._write_pieces(frames, 30.0)
+                else:
+                    break
         finally:
             self.replays = None
             held, self.held = self.held, None
@@ -188,7 +199,7 @@ class Connection:
         """Send ``payloads`` (an ack, then missed events) before any live frame.
 
         A replay may be far larger than the outbound budget: it is written in pieces as the
-        client reads, while live frames wait behind it (still within the budget). A client
+        client reads, while live frames wait behind it (up to ``hold_budget`` bytes). A client
         that reads nothing for ``stall_timeout`` seconds is cut off.
         """
         if not self.raw:
@@ -199,25 +210,28 @@ class Connection:
         if self.held is None:
             self.held = []
         try:
-            piece: list[bytes] = []
-            size = 0
-            for payload in payloads:
-                if self.aborted or self.ws.state is not State.OPEN:
-                    return  # the client left (or was cut off): stop replaying
-                frame = text_frame(payload)
-                piece.append(frame)
-                size += len(frame)
-                if size >= _REPLAY_PIECE:
-                    await self._write_when_drained(piece, stall_timeout)
-                    piece, size = [], 0
-            if piece:
-                await self._write_when_drained(piece, stall_timeout)
+            await self._write_pieces(map(text_frame, payloads), stall_timeout)
         finally:
             if release:
                 held, self.held = self.held, None
                 if held and not self.aborted:
                     self.pending.extend(held)
                     self.flush()
+
+    async def _write_pieces(self, frames: Iterable[bytes], stall_timeout: float) -> None:
+        """Write ``frames`` in pieces of ``_REPLAY_PIECE`` bytes, each once the last drained."""
+        piece: list[bytes] = []
+        size = 0
+        for frame in frames:
+            if self.aborted or self.ws.state is not State.OPEN:
+                return  # the client left (or was cut off): stop
+            piece.append(frame)
+            size += len(frame)
+            if size >= _REPLAY_PIECE:
+                await self._write_when_drained(piece, stall_timeout)
+                piece, size = [], 0
+        if piece:
+            await self._write_when_drained(piece, stall_timeout)
 
     async def _write_when_drained(self, frames: list[bytes], stall_timeout: float) -> None:
         transport = self.ws.transport

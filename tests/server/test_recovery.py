@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -233,5 +234,55 @@ def test_a_pong_overtakes_a_long_replay() -> None:
                         if message.get("type") == "log":
                             seqs.append(message["seq"])
                 assert seqs == list(range(1, 20_001))
+
+    run(scenario())
+
+
+def test_live_events_piling_up_behind_a_slow_replay_do_not_cut_the_client_off() -> None:
+    """A replay the client reads slowly, while more than the outbound budget of live events
+    piles up behind it: the client gets the replay, then every live event, in order,
+    and is not cut off (it was, at the budget, and its next replay was larger still)."""
+
+    async def scenario() -> None:
+        limits = Limits(outbound_budget_bytes=256 * 1024)
+        async with make_server(history=5_000, metrics_interval=0, limits=limits) as server:
+            epoch = server.hub.epochs["logs"]
+            for _ in range(3_000):  # ~3 MB of history to replay
+                server.hub.publish("logs", "log", {"generation": 0, "message": "x" * 1000})
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a narrow window
+            sock.setblocking(False)
+            await asyncio.get_running_loop().sock_connect(sock, (server.host, server.port))
+            headers = {"Authorization": f"Bearer {server.token('slow', 'viewer')}"}
+            async with connect(
+                server.url, sock=sock, additional_headers=headers, open_timeout=TIMEOUT
+            ) as ws:
+                c = Client(ws)
+                await c.send(
+                    {
+                        "type": "subscribe",
+                        "channels": ["logs"],
+                        "since": {"logs": 0},
+                        "epochs": {"logs": epoch},
+                    }  # fmt: skip
+                )
+                ws.transport.pause_reading()  # the replay stalls on the narrow window
+                (connection,) = server.hub.connections
+                await asyncio.sleep(0.2)
+                for _ in range(1_000):  # ~1 MB of live events: 4x the budget, held
+                    server.hub.publish("logs", "log", {"generation": 1, "message": "y" * 1000})
+                    await asyncio.sleep(0)
+                assert not connection.aborted
+                assert connection.held is not None  # still behind the replay
+                ws.transport.resume_reading()
+                seqs: list[int] = []
+                async with asyncio.timeout(TIMEOUT):
+                    while len(seqs) < 4_000:
+                        message = await c.receive()
+                        if message.get("type") == "log":
+                            seqs.append(message["seq"])
+                assert seqs == list(range(1, 4_001))
+                assert not connection.aborted
+                assert connection.held is None  # caught up: live frames go straight out
 
     run(scenario())
