@@ -896,9 +896,11 @@ class Client:
         """Send the outbox on ``ws``, paced; what it could not send stays queued.
 
         The pacing spans seconds for a long outbox, and a dropped ``ws`` stays
-        ``self._ws`` until the next connection opens: every message is sent on an open
-        ``ws`` or put back, never popped into a dead connection (it would be lost, and
-        its request would wait for its timeout).
+        ``self._ws`` until the next connection opens: a message is taken from the outbox
+        only while ``ws`` is open, never popped into a dead connection (it would be lost,
+        and its request would wait for its timeout). One whose send fails is not put back:
+        websockets may have written it before the failure, so its request ends as any
+        request in flight on a dropped connection does (idempotent ones are sent again).
         """
         burst, interval = 50, 1 / 50  # half the server's default 100 messages/s
         sent = 0
@@ -909,7 +911,6 @@ class Client:
                 try:
                     await ws.send(data)
                 except WsConnectionClosed:
-                    self._outbox.appendleft(item)  # not sent: the next connection sends it
                     return
                 sent += 1
                 if sent >= burst:

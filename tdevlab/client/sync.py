@@ -67,6 +67,9 @@ class SyncClient:
         self._lock = threading.Lock()
         self._ended = False  # the loop stopped: nothing more may be handed to it
         self._closing: concurrent.futures.Future[None] | None = None
+        # Futures handed to callers and not done yet: any the loop never finished before it
+        # closed get ConnectionClosed, so no caller waits on them forever.
+        self._handed: set[concurrent.futures.Future[Any]] = set()
         self._thread = threading.Thread(target=self._serve_loop, name="tdevlab-client", daemon=True)
         self._thread.start()
         try:
@@ -118,7 +121,19 @@ class SyncClient:
             if self._ended:
                 coro.close()
                 raise ConnectionClosed("the client is closed")
-            return asyncio.run_coroutine_threadsafe(coro, self._loop)
+            return self._track(asyncio.run_coroutine_threadsafe(coro, self._loop))
+
+    def _track(self, future: concurrent.futures.Future[T]) -> concurrent.futures.Future[T]:
+        """Remember ``future`` until it is done (see ``_handed``); call under ``_lock``."""
+        self._handed.add(future)
+        future.add_done_callback(self._handed.discard)
+        return future
+
+    def _cancel(self, future: concurrent.futures.Future[Any]) -> None:
+        """Cancel work handed to the loop, unless the loop is gone (nothing runs it then)."""
+        with self._lock:
+            if not self._ended:
+                future.cancel()
 
     def _wait(
         self,
@@ -143,12 +158,11 @@ class SyncClient:
                 raise ConnectionClosed(f"{what} did not run: the client was closed") from exc
             except TimeoutError:
                 if future.done():
-                    raise  # the work itself raised TimeoutError
+                    continue  # it finished just now: the next result() returns or raises it
             if not self._thread.is_alive() and not future.done():
-                future.cancel()
                 raise ConnectionClosed(f"{what} did not run: the client's loop thread has ended")
             if deadline is not None and time.monotonic() >= deadline:
-                future.cancel()
+                self._cancel(future)
                 raise RequestTimeout(f"{what}: no result within {timeout} s{why}")
 
     def _serve_loop(self) -> None:
@@ -160,6 +174,9 @@ class SyncClient:
             with self._lock:
                 self._ended = True
             try:
+                # Work handed over just before the stop is still a callback: one turn makes
+                # it a task, so the cancelling below reaches it.
+                loop.run_until_complete(asyncio.sleep(0))
                 client: Client | None = getattr(self, "client", None)
                 if client is not None and client.connection_state not in _FINAL:
                     # The loop stopped without close(): do not leave the connection open.
@@ -171,8 +188,14 @@ class SyncClient:
                         task.cancel()
                     loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
                 loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.run_until_complete(asyncio.sleep(0))  # deliver the last results
             finally:
                 loop.close()
+                closed = ConnectionClosed("the client was closed before this ran")
+                for future in list(self._handed):
+                    if not future.done():
+                        with contextlib.suppress(concurrent.futures.InvalidStateError):
+                            future.set_exception(closed)
 
     def _begin_close(self) -> concurrent.futures.Future[None]:
         """Start closing (once): close the client on its loop, then stop the loop.
@@ -194,6 +217,8 @@ class SyncClient:
             if client is not None:
                 await client.close()
         finally:
+            with self._lock:
+                self._ended = True  # from here on, nothing more is handed to the loop
             self._loop.stop()
 
     # -- state ------------------------------------------------------------------------------
@@ -313,7 +338,7 @@ class SyncClient:
             return self._begin_close()
         with self._lock:
             if not self._ended:
-                return self.client.call(method, *args, **kwargs)
+                return self._track(self.client.call(method, *args, **kwargs))
         check_callable(method)
         failed: concurrent.futures.Future[Any] = concurrent.futures.Future()
         failed.set_exception(ConnectionClosed("the client is closed"))

@@ -40,6 +40,7 @@ class PastEvent(NamedTuple):
 log = logging.getLogger("tdevlab.server")
 
 _REPLAY_PIECE = 256 * 1024  # bytes written per step of a replay, and the drain mark
+_STALL_TIMEOUT = 30.0  # seconds a replay waits for a client that reads nothing
 
 
 def text_frame(payload: bytes) -> bytes:
@@ -80,6 +81,7 @@ class Connection:
     flusher: Callable[[Connection], None] = field(default=lambda c: _schedule_alone(c))
     #: While a replay streams, live frames wait here (they must come after it).
     held: list[bytes] | None = None
+    held_bytes: int = 0
     #: Replays waiting behind the one streaming (acks and events of later subscribes).
     replays: deque[list[bytes]] | None = None
 
@@ -105,14 +107,15 @@ class Connection:
                 frame = Frame(Opcode.BINARY if binary else Opcode.TEXT, data).serialize(mask=False)
             if urgent and self.held is not None:
                 return self._write_now(frame)
-            self.queued_bytes += len(frame)
             if self.held is not None:
                 self.held.append(frame)
-                if self.queued_bytes > self.hold_budget:
+                self.held_bytes += len(frame)
+                if self.held_bytes > self.hold_budget:
                     self.abort()
                     self.dropped += 1
                     return False
                 return True
+            self.queued_bytes += len(frame)
             self.pending.append(frame)
             if not self._flush_scheduled:
                 self._flush_scheduled = True
@@ -169,7 +172,7 @@ class Connection:
             self.replays.append(payloads)
             return None
         self.replays = deque([payloads])
-        if self.held is None:
+        if self.held is None and self.raw:
             self.held = []
         return self._replay_all()
 
@@ -178,23 +181,28 @@ class Connection:
             while not self.aborted:
                 if self.replays:
                     await self.replay(self.replays.popleft(), release=False)
-                elif self.held is not None and self.queued_bytes > _REPLAY_PIECE:
+                elif self.held and self.held_bytes > _REPLAY_PIECE:
                     # What piled up during the replay may exceed the budget: it streams the
                     # same way, in pieces as the client reads, until little is left.
-                    frames, self.held = self.held, []
-                    self.queued_bytes -= sum(len(frame) for frame in frames)
-                    await self._write_pieces(frames, 30.0)
+                    frames, self.held, self.held_bytes = self.held, [], 0
+                    await self._write_pieces(frames, _STALL_TIMEOUT)
                 else:
                     break
         finally:
             self.replays = None
-            held, self.held = self.held, None
-            if held and not self.aborted:
-                self.pending.extend(held)
-                self.flush()
+            self._release_held()
+
+    def _release_held(self) -> None:
+        """Live frames held behind a replay go out now (the replay is done)."""
+        held, size = self.held, self.held_bytes
+        self.held, self.held_bytes = None, 0
+        if held and not self.aborted:
+            self.pending.extend(held)
+            self.queued_bytes += size
+            self.flush()
 
     async def replay(
-        self, payloads: list[bytes], *, stall_timeout: float = 30.0, release: bool = True
+        self, payloads: list[bytes], *, stall_timeout: float = _STALL_TIMEOUT, release: bool = True
     ) -> None:
         """Send ``payloads`` (an ack, then missed events) before any live frame.
 
@@ -204,6 +212,7 @@ class Connection:
         """
         if not self.raw:
             for payload in payloads:  # websockets' send applies backpressure
+                self.queued_bytes += len(payload)  # the writer takes it off when sent
                 self.queue.put_nowait((payload, False))
             return
         self.flush()
@@ -213,10 +222,7 @@ class Connection:
             await self._write_pieces(map(text_frame, payloads), stall_timeout)
         finally:
             if release:
-                held, self.held = self.held, None
-                if held and not self.aborted:
-                    self.pending.extend(held)
-                    self.flush()
+                self._release_held()
 
     async def _write_pieces(self, frames: Iterable[bytes], stall_timeout: float) -> None:
         """Write ``frames`` in pieces of ``_REPLAY_PIECE`` bytes, each once the last drained."""
@@ -259,7 +265,7 @@ class Connection:
         log.warning("cutting off a client over its outbound budget of %d bytes", self.budget)
         self.pending = []
         if self.held is not None:
-            self.held = []
+            self.held, self.held_bytes = [], 0
         while not self.queue.empty():
             self.queue.get_nowait()
         self.queued_bytes = 0

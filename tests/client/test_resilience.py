@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 import time
 from collections.abc import Callable
@@ -1116,4 +1117,50 @@ def test_sync_request_on_a_stuck_loop_raises_instead_of_hanging() -> None:
         client.close()
     finally:
         release.set()
+        server.stop()
+
+
+class _LateFuture(concurrent.futures.Future[Any]):
+    """A future the loop completes right after a poll of it timed out."""
+
+    def result(self, timeout: float | None = None) -> Any:
+        try:
+            return super().result(timeout)
+        except TimeoutError:
+            if not self.done():
+                self.set_result("the reply")  # the loop thread sets it in this window
+            raise
+
+
+def test_sync_wait_returns_a_reply_that_lands_as_a_poll_times_out() -> None:
+    """A reply that arrives between a poll's timeout and the next check is returned, not
+    turned into a bare TimeoutError."""
+    server = make_server()
+    url = server.start()
+    try:
+        client = tdevlab.connect_sync(url, token=server.token("ada", "viewer"))
+        assert client._wait(_LateFuture(), 5.0, "request") == "the reply"
+        client.close()
+    finally:
+        server.stop()
+
+
+def test_sync_call_pending_at_close_is_done_after_it() -> None:
+    """A call() still waiting when the client closes ends (cancelled), and calls made after
+    the close hold ConnectionClosed: no future is left pending for a widget to wait on."""
+    server = make_server()
+    url = server.start()
+    try:
+        client = tdevlab.connect_sync(url, token=server.token("ada", "viewer"))
+        pending = client.call("wait_for", "alert")  # no alert will come
+        client.close()
+        concurrent.futures.wait([pending], timeout=TIMEOUT)
+        assert pending.done()
+        with pytest.raises((concurrent.futures.CancelledError, ConnectionClosed)):
+            pending.result(0)
+        later = client.call("ping")
+        assert later.done()
+        assert isinstance(later.exception(0), ConnectionClosed)
+        assert not client._thread.is_alive()
+    finally:
         server.stop()

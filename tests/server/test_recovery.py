@@ -17,7 +17,7 @@ from websockets.exceptions import ConnectionClosed
 
 from tdevlab import Engine
 from tdevlab.protocol.limits import Limits
-from tests.server.conftest import TIMEOUT, Client, client, make_server
+from tests.server.conftest import TIMEOUT, Client, client, connection_of, make_server
 from tests.server.test_server import run
 
 
@@ -286,3 +286,50 @@ def test_live_events_piling_up_behind_a_slow_replay_do_not_cut_the_client_off() 
                 assert connection.held is None  # caught up: live frames go straight out
 
     run(scenario())
+
+
+def test_a_replay_on_a_compressed_connection_with_a_backlog_keeps_the_server_serving() -> None:
+    """With compression (frames go through websockets' send), a resubscribe with ``since``
+    from a client that has a backlog queued: the server goes on serving others (the replay
+    loop once spun forever there, freezing the server's event loop)."""
+    server = make_server(compression="deflate", history=100, metrics_interval=0)
+    url = server.start()  # its own thread: a frozen server must not freeze this test
+    answered = False
+
+    async def scenario() -> None:
+        nonlocal answered
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # little kernel buffering
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, (server.host, server.port))
+        headers = {"Authorization": f"Bearer {server.token('slow', 'viewer')}"}
+        async with connect(
+            url, sock=sock, additional_headers=headers, open_timeout=TIMEOUT, close_timeout=0.2
+        ) as ws:
+            slow = Client(ws)
+            await slow.request({"type": "subscribe", "channels": ["logs"]})
+            transport = connection_of(server, "slow").ws.transport
+            assert transport is not None
+            transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            ws.transport.pause_reading()
+            loop = server._loop
+            assert loop is not None
+            for _ in range(10):  # ~400 KB of incompressible text queued for the slow client
+                data = {"generation": 0, "message": os.urandom(20_000).hex()}
+                asyncio.run_coroutine_threadsafe(_publish(server, data), loop).result(TIMEOUT)
+            await slow.send({"type": "subscribe", "channels": ["logs"], "since": {"logs": 0}})
+            async with client(server, user="other") as other:
+                pong = await asyncio.wait_for(other.request({"type": "ping"}), TIMEOUT)
+                answered = pong["type"] == "pong"
+            ws.transport.abort()  # a polite close would wait behind the unread frames
+
+    try:
+        run(scenario())
+    finally:
+        if answered:
+            server.stop()
+    assert answered
+
+
+async def _publish(server: Any, data: dict[str, Any]) -> None:
+    server.hub.publish("logs", "log", data)
