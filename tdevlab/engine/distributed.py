@@ -134,9 +134,11 @@ class ProblemToken(NamedTuple):
 class PickledProblem(NamedTuple):
     """A problem pickled for worker processes: the pickle stream and its data buffers.
 
-    The buffers are the problem's contiguous NumPy arrays, pickled out of band (pickle
-    protocol 5), so that each worker can give every array memory aligned to
-    ``BUFFER_ALIGNMENT`` bytes. In-band pickles, and Dask's own deserialization, leave
+    The buffers are the problem's C- or Fortran-contiguous NumPy arrays (and other objects
+    that pickle buffers out of band, such as pandas and pyarrow data), pickled out of band
+    (pickle protocol 5), so that each worker can give every one memory aligned to
+    ``BUFFER_ALIGNMENT`` bytes; other arrays (object dtype, non-contiguous views) travel
+    inside the pickle stream. In-band pickles, and Dask's own deserialization, leave
     arrays at whatever offset their bytes land on; fitness code on arrays that do not
     start on a cache line was measured 17% slower (an array product 8 bytes off a cache
     line; one 1 byte off an 8-byte boundary, as Dask can leave it, about 7 times slower).
