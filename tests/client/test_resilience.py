@@ -871,16 +871,17 @@ def test_sync_call_close_ends_the_loop_thread() -> None:
         server.stop()
 
 
-def test_sync_frames_read_on_a_stuck_loop_raises_instead_of_hanging() -> None:
-    """A frames read while a callback blocks the loop thread raises RequestTimeout naming
-    the read, within frames_timeout (it waited forever)."""
+def _on_a_stuck_loop(attempt: Callable[[Any], Any], **options: Any) -> tuple[Any, Any]:
+    """Call ``attempt(client)`` from a thread while a callback blocks the client's loop.
+
+    Returns what it returned or raised, and the client (released, still open). Fails if the
+    attempt is still waiting after ``TIMEOUT / 2``.
+    """
     server = make_server()
     url = server.start()
     release = threading.Event()
     try:
-        client = tdevlab.connect_sync(
-            url, token=server.token("ada", "operator"), frames_timeout=0.5
-        )
+        client = tdevlab.connect_sync(url, token=server.token("ada", "operator"), **options)
         stuck = threading.Event()
 
         def block(message: dict[str, Any]) -> None:  # a callback that does not return
@@ -892,23 +893,31 @@ def test_sync_frames_read_on_a_stuck_loop_raises_instead_of_hanging() -> None:
         assert stuck.wait(TIMEOUT)
         outcome: list[Any] = []
 
-        def read() -> None:
+        def run_attempt() -> None:
             try:
-                outcome.append(client.frames.metrics)
+                outcome.append(attempt(client))
             except Exception as exc:
                 outcome.append(exc)
 
-        reader = threading.Thread(target=read, daemon=True)
-        reader.start()
-        reader.join(TIMEOUT / 2)
-        assert len(outcome) == 1, "the read of client.frames.metrics hung"
-        assert isinstance(outcome[0], RequestTimeout)
-        assert "frames.metrics" in str(outcome[0])
+        caller = threading.Thread(target=run_attempt, daemon=True)
+        caller.start()
+        caller.join(TIMEOUT / 2)
+        assert len(outcome) == 1, "the attempt hung"
         release.set()
+        after = client.ping()  # released, the loop serves requests again
         client.close()
+        return outcome[0], after
     finally:
         release.set()
         server.stop()
+
+
+def test_sync_frames_read_on_a_stuck_loop_raises_instead_of_hanging() -> None:
+    """A frames read while a callback blocks the loop thread raises RequestTimeout naming
+    the read, within frames_timeout (it waited forever)."""
+    outcome, _ = _on_a_stuck_loop(lambda client: client.frames.metrics, frames_timeout=0.5)
+    assert isinstance(outcome, RequestTimeout)
+    assert "frames.metrics" in str(outcome)
 
 
 def test_sync_frames_read_after_the_loop_thread_died_does_not_hang() -> None:
@@ -1082,42 +1091,10 @@ def test_a_drop_while_the_outbox_drains_loses_no_queued_request() -> None:
 def test_sync_request_on_a_stuck_loop_raises_instead_of_hanging() -> None:
     """A blocking request while a callback blocks the loop thread raises RequestTimeout a
     little after request_timeout (the loop's own timeout cannot fire there)."""
-    server = make_server()
-    url = server.start()
-    release = threading.Event()
-    try:
-        client = tdevlab.connect_sync(
-            url, token=server.token("ada", "operator"), request_timeout=0.5
-        )
-        stuck = threading.Event()
-
-        def block(message: dict[str, Any]) -> None:  # a callback that does not return
-            stuck.set()
-            release.wait(TIMEOUT)
-
-        client.on("metrics", block)
-        client.subscribe("metrics", history=False)
-        assert stuck.wait(TIMEOUT)
-        outcome: list[Any] = []
-
-        def ping() -> None:
-            try:
-                outcome.append(client.ping())
-            except Exception as exc:
-                outcome.append(exc)
-
-        caller = threading.Thread(target=ping, daemon=True)
-        caller.start()
-        caller.join(TIMEOUT / 2)
-        assert len(outcome) == 1, "the ping hung"
-        assert isinstance(outcome[0], RequestTimeout)
-        assert "callback" in str(outcome[0])
-        release.set()
-        assert client.ping() >= 0  # released, the loop serves requests again
-        client.close()
-    finally:
-        release.set()
-        server.stop()
+    outcome, after = _on_a_stuck_loop(lambda client: client.ping(), request_timeout=0.5)
+    assert isinstance(outcome, RequestTimeout)
+    assert "callback" in str(outcome)
+    assert after >= 0
 
 
 class _LateFuture(concurrent.futures.Future[Any]):

@@ -228,11 +228,7 @@ def test_a_pong_overtakes_a_long_replay() -> None:
                 # behind at most what was already in the socket buffers.
                 assert len(seqs) < 5_000
                 # And the replay goes on, complete and in order.
-                async with asyncio.timeout(TIMEOUT):
-                    while len(seqs) < 20_000:
-                        message = await c.receive()
-                        if message.get("type") == "log":
-                            seqs.append(message["seq"])
+                await _read_logs(c, seqs, 20_000)
                 assert seqs == list(range(1, 20_001))
 
     run(scenario())
@@ -249,10 +245,7 @@ def test_live_events_piling_up_behind_a_slow_replay_do_not_cut_the_client_off() 
             epoch = server.hub.epochs["logs"]
             for _ in range(3_000):  # ~3 MB of history to replay
                 server.hub.publish("logs", "log", {"generation": 0, "message": "x" * 1000})
-            sock = socket.socket()
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a narrow window
-            sock.setblocking(False)
-            await asyncio.get_running_loop().sock_connect(sock, (server.host, server.port))
+            sock = await _narrow_socket(server)
             headers = {"Authorization": f"Bearer {server.token('slow', 'viewer')}"}
             async with connect(
                 server.url, sock=sock, additional_headers=headers, open_timeout=TIMEOUT
@@ -276,11 +269,7 @@ def test_live_events_piling_up_behind_a_slow_replay_do_not_cut_the_client_off() 
                 assert connection.held is not None  # still behind the replay
                 ws.transport.resume_reading()
                 seqs: list[int] = []
-                async with asyncio.timeout(TIMEOUT):
-                    while len(seqs) < 4_000:
-                        message = await c.receive()
-                        if message.get("type") == "log":
-                            seqs.append(message["seq"])
+                await _read_logs(c, seqs, 4_000)
                 assert seqs == list(range(1, 4_001))
                 assert not connection.aborted
                 assert connection.held is None  # caught up: live frames go straight out
@@ -298,10 +287,7 @@ def test_a_replay_on_a_compressed_connection_with_a_backlog_keeps_the_server_ser
 
     async def scenario() -> None:
         nonlocal answered
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # little kernel buffering
-        sock.setblocking(False)
-        await asyncio.get_running_loop().sock_connect(sock, (server.host, server.port))
+        sock = await _narrow_socket(server)
         headers = {"Authorization": f"Bearer {server.token('slow', 'viewer')}"}
         async with connect(
             url, sock=sock, additional_headers=headers, open_timeout=TIMEOUT, close_timeout=0.2
@@ -333,3 +319,22 @@ def test_a_replay_on_a_compressed_connection_with_a_backlog_keeps_the_server_ser
 
 async def _publish(server: Any, data: dict[str, Any]) -> None:
     server.hub.publish("logs", "log", data)
+
+
+async def _narrow_socket(server: Any) -> socket.socket:
+    """A socket connected to ``server`` with a small receive buffer (a narrow TCP window):
+    the server's frames wait on its side as soon as the test stops reading."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # set before connecting
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (server.host, server.port))
+    return sock
+
+
+async def _read_logs(c: Client, seqs: list[int], until: int) -> None:
+    """Append the ``seq`` of each log event ``c`` receives until ``seqs`` holds ``until``."""
+    async with asyncio.timeout(TIMEOUT):
+        while len(seqs) < until:
+            message = await c.receive()
+            if message.get("type") == "log":
+                seqs.append(message["seq"])
