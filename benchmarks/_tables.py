@@ -1,10 +1,23 @@
-"""Tables for the benchmarks' reports: aligned plain text and GitHub Markdown."""
+"""The benchmarks' reports: tables (aligned plain text, GitHub Markdown), target checks,
+the versions measured with, and the raw numbers as JSON."""
 
 from __future__ import annotations
 
+import json
+import os
+import platform
+from importlib import metadata
+from pathlib import Path
 from typing import Any
 
-__all__ = ["check_lines", "check_markdown", "format_markdown", "format_plain"]
+__all__ = [
+    "check_lines",
+    "check_markdown",
+    "format_markdown",
+    "format_plain",
+    "versions",
+    "write_json",
+]
 
 
 def format_plain(rows: list[list[str]]) -> str:
@@ -46,3 +59,31 @@ def check_markdown(results: list[dict[str, Any]]) -> str:
         f"- {c['name']} = {c['value']:.2f} (target {c['target']}): **{c['status']}**"
         for c in results
     )
+
+
+def versions(*packages: str, implementation: bool = False) -> dict[str, Any]:
+    """The interpreter, the platform, each package's installed version, the CPUs available.
+
+    A package that is not installed is reported as such; ``nproc`` counts the CPUs this
+    process may run on (all of them off Linux).
+    """
+    out: dict[str, Any] = {"python": platform.python_version()}
+    if implementation:
+        out["implementation"] = platform.python_implementation()
+    out["platform"] = platform.platform()
+    for package in packages:
+        try:
+            out[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            out[package] = "not installed"
+    try:
+        out["nproc"] = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        out["nproc"] = os.cpu_count()
+    return out
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    """Write the raw numbers to ``path`` (values JSON cannot hold as text) and say where."""
+    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    print(f"\nraw numbers written to {path}")

@@ -52,7 +52,6 @@ import contextlib
 import gc
 import json
 import os
-import platform
 import random
 import subprocess
 import sys
@@ -61,7 +60,6 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +70,14 @@ from _clients import (
     raise_fd_limit,
     token_for,
 )
-from _tables import check_lines, check_markdown, format_markdown, format_plain
+from _tables import (
+    check_lines,
+    check_markdown,
+    format_markdown,
+    format_plain,
+    versions,
+    write_json,
+)
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
@@ -514,13 +519,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.calibrate_mode:
         print(calibrate_here(args.calibrate, args.population))
         return 0
-    info = {
-        "python": platform.python_version(),
-        "tdevlab": metadata.version("tdevlab"),
-        "websockets": metadata.version("websockets"),
-        "cpus": psutil.cpu_count(),
-        "load_average": tuple(round(x, 2) for x in os.getloadavg()),
-    }
+    info = versions("tdevlab", "websockets")
+    info["load_average"] = tuple(round(x, 2) for x in os.getloadavg())
     print(
         f"churn soak: {args.clients} client loops for {args.duration:g} s against a running "
         f"engine (population {args.population}, {args.store} store); samples every "
@@ -566,8 +566,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "checks": results,
             "elapsed_s": elapsed,
         }
-        args.json.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-        print(f"\nraw numbers written to {args.json}")
+        write_json(args.json, payload)
     return 0 if all(c["status"] == "PASS" for c in results) else 1
 
 

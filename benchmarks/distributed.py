@@ -76,7 +76,11 @@ from __future__ import annotations
 import os
 import sys
 
-# This file is named like Dask's `distributed` package: keep its folder off the import path.
+# The report helpers live beside this file; import them while its folder is on the path.
+from _tables import format_markdown, format_plain, versions, write_json
+
+# This file is named like Dask's `distributed` package: keep its folder off the import path
+# from here on (_tables imports nothing named like a package of ours).
 _here = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _here]
 
@@ -90,7 +94,6 @@ import concurrent.futures as cf
 import contextlib
 import json
 import multiprocessing
-import platform
 import signal
 import statistics
 import subprocess
@@ -98,7 +101,6 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -577,52 +579,6 @@ def target_checks(results: list[Result]) -> list[dict[str, Any]]:
     return checks
 
 
-# Its own copy of _tables.py's formatters: this file keeps its folder off sys.path (above).
-def format_plain(rows: list[list[str]]) -> str:
-    """Align the table in columns (text left, numbers right)."""
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = []
-    for n, row in enumerate(rows):
-        cells = [
-            cell.ljust(w) if i == 0 else cell.rjust(w)
-            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
-        ]
-        lines.append("  ".join(cells))
-        if n == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def format_markdown(rows: list[list[str]]) -> str:
-    """Render the table as GitHub Markdown."""
-    header, *body = rows
-    lines = [
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join([":---", *["---:"] * (len(header) - 1)]) + "|",
-    ]
-    lines.extend("| " + " | ".join(row) + " |" for row in body)
-    return "\n".join(lines)
-
-
-def versions() -> dict[str, Any]:
-    """Versions of the interpreter and libraries, and the CPUs available."""
-    out: dict[str, Any] = {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "numpy": np.__version__,
-    }
-    for package in ("tdevlab", "dask", "distributed"):
-        try:
-            out[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            out[package] = "not installed"
-    try:
-        out["nproc"] = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        out["nproc"] = os.cpu_count()
-    return out
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Parse the command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
@@ -657,7 +613,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.contestant is not None:
         run_contestant(args.contestant, args.steps, args.seed)
         return 0
-    info = versions()
+    info = versions("numpy", "tdevlab", "dask", "distributed")
     steps, agent_ms = calibrate(args.agent_ms)
     print(
         f"TrainClassifier: {steps} gradient steps per agent = {agent_ms:.1f} ms per agent "
@@ -717,8 +673,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ],
             "checks": checks,
         }
-        args.json.write_text(json.dumps(payload, indent=2) + "\n")
-        print(f"\nraw numbers written to {args.json}")
+        write_json(args.json, payload)
     return 0
 
 

@@ -49,9 +49,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
-import os
-import platform
 import random
 import statistics
 import sys
@@ -59,13 +56,12 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
-from _tables import format_markdown, format_plain
+from _tables import format_markdown, format_plain, versions, write_json
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -467,26 +463,6 @@ def target_checks(results: dict[str, Result]) -> list[dict[str, Any]]:
     return checks
 
 
-def versions() -> dict[str, Any]:
-    """Versions of the interpreter and libraries, and the CPUs available (``nproc``)."""
-    out: dict[str, Any] = {
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
-        "platform": platform.platform(),
-        "numpy": np.__version__,
-    }
-    for package in ("tdevlab", "deap", "pygad"):
-        try:
-            out[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            out[package] = "not installed"
-    try:
-        out["nproc"] = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        out["nproc"] = os.cpu_count()
-    return out
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Parse the command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
@@ -512,7 +488,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     settings = Settings(population=args.population, generations=args.generations)
     contestants = select_contestants(args.only)
-    info = versions()
+    info = versions("numpy", "tdevlab", "deap", "pygad", implementation=True)
 
     print(
         f"Rastrigin {settings.dims}-d, population {settings.population}, "
@@ -549,8 +525,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "medians_ms_per_generation": {k: r.median_ms for k, r in results.items()},
             "checks": checks,
         }
-        args.json.write_text(json.dumps(payload, indent=2) + "\n")
-        print(f"\nraw numbers written to {args.json}")
+        write_json(args.json, payload)
     return 0
 
 

@@ -63,7 +63,6 @@ import cProfile
 import gc
 import json
 import os
-import platform
 import pstats
 import secrets
 import sys
@@ -71,7 +70,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -83,7 +81,14 @@ from _clients import (
     quiet_logs,
     raise_fd_limit,
 )
-from _tables import check_lines, check_markdown, format_markdown, format_plain
+from _tables import (
+    check_lines,
+    check_markdown,
+    format_markdown,
+    format_plain,
+    versions,
+    write_json,
+)
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 
 from tdevlab import Engine
@@ -467,15 +472,6 @@ def message_sizes() -> dict[str, int]:
     return sizes
 
 
-def versions() -> dict[str, Any]:
-    out: dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform()}
-    for package in ("tdevlab", "websockets", "msgspec"):
-        out[package] = metadata.version(package)
-    out["cpus"] = psutil.cpu_count()
-    out["load_average"] = tuple(round(x, 2) for x in os.getloadavg())
-    return out
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--subscribers", default="100,1000", help="comma-separated counts")
@@ -506,7 +502,8 @@ async def amain(args: argparse.Namespace) -> int:
         flood_s=args.flood_seconds,
         max_deliveries=args.max_deliveries,
     )
-    info = versions()
+    info = versions("tdevlab", "websockets", "msgspec")
+    info["load_average"] = tuple(round(x, 2) for x in os.getloadavg())
     sizes = message_sizes()
     print(
         f"fan-out: subscribers {settings.subscribers}, {settings.repeats} repeats, latency "
@@ -548,8 +545,7 @@ async def amain(args: argparse.Namespace) -> int:
             "checks": results,
             "elapsed_s": elapsed,
         }
-        args.json.write_text(json.dumps(payload, indent=2) + "\n")
-        print(f"\nraw numbers written to {args.json}")
+        write_json(args.json, payload)
     return 0 if all(c["status"] == "PASS" for c in results) else 1
 
 

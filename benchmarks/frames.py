@@ -40,23 +40,19 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
-import os
-import platform
 import statistics
 import sys
 import time
 import tracemalloc
 from collections.abc import Callable, Sequence
 from functools import partial
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import numpy as np
 import pandas as pd
-from _tables import format_markdown, format_plain
+from _tables import format_markdown, format_plain, versions, write_json
 
 from tdevlab.client.frames import Frames
 
@@ -342,27 +338,6 @@ def table_rows(result: dict[str, Any]) -> tuple[list[list[str]], list[dict[str, 
     return rows, checks
 
 
-def versions() -> dict[str, Any]:
-    """Versions of the interpreter and libraries, and the CPUs available (``nproc``)."""
-    out: dict[str, Any] = {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "numpy": np.__version__,
-        "pandas": pd.__version__,
-        "msgspec": msgspec.__version__,
-    }
-    for package in ("tdevlab", "pyarrow"):
-        try:
-            out[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            out[package] = "not installed"
-    try:
-        out["nproc"] = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        out["nproc"] = os.cpu_count()
-    return out
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Parse the command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
@@ -388,7 +363,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark and print the tables; return the exit status."""
     args = parse_args(argv)
-    info = versions()
+    info = versions("numpy", "pandas", "msgspec", "tdevlab", "pyarrow")
     print(
         f"Frames: {args.messages:,} evolution_update + {args.messages:,} metrics messages "
         f"(JSON text -> msgspec.json.decode -> Frames.ingest), {args.repeats} repeats"
@@ -414,8 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"- {check['name']} = {value} (target {check['target']}): **{status}**")
     if args.json is not None:
         payload = {"versions": info, **result, "checks": checks}
-        args.json.write_text(json.dumps(payload, indent=2) + "\n")
-        print(f"\nraw numbers written to {args.json}")
+        write_json(args.json, payload)
     return 0 if all(check["ok"] for check in checks) else 1
 
 

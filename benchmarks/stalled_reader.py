@@ -43,14 +43,11 @@ import argparse
 import asyncio
 import contextlib
 import gc
-import json
 import os
-import platform
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +59,14 @@ from _clients import (
     quiet_logs,
     raise_fd_limit,
 )
-from _tables import check_lines, check_markdown, format_markdown, format_plain
+from _tables import (
+    check_lines,
+    check_markdown,
+    format_markdown,
+    format_plain,
+    versions,
+    write_json,
+)
 
 from tdevlab import Engine
 from tdevlab.server import EvolutionServer
@@ -353,13 +357,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 async def amain(args: argparse.Namespace) -> int:
     settings = Settings(args.subscribers, args.rate, args.seconds, args.event_bytes, args.repeats)
-    info = {
-        "python": platform.python_version(),
-        "tdevlab": metadata.version("tdevlab"),
-        "websockets": metadata.version("websockets"),
-        "cpus": psutil.cpu_count(),
-        "load_average": tuple(round(x, 2) for x in os.getloadavg()),
-    }
+    info = versions("tdevlab", "websockets")
+    info["load_average"] = tuple(round(x, 2) for x in os.getloadavg())
     print(
         f"stalled reader: {settings.subscribers} subscribers, ~{settings.event_bytes} B events "
         f"at {settings.rate:g}/s for {settings.seconds:g} s per run, {settings.repeats} runs "
@@ -412,8 +411,7 @@ async def amain(args: argparse.Namespace) -> int:
             "checks": results,
             "elapsed_s": elapsed,
         }
-        args.json.write_text(json.dumps(payload, indent=2) + "\n")
-        print(f"\nraw numbers written to {args.json}")
+        write_json(args.json, payload)
     return 0 if all(c["status"] == "PASS" for c in results) else 1
 
 
