@@ -6,7 +6,8 @@ import re
 from pathlib import Path
 
 import nbformat
-from nbclient import NotebookClient
+
+from tests.kernel import execute as execute_notebook
 
 CELLS = [
     """\
@@ -47,12 +48,7 @@ def test_client_runs_on_the_kernel_loop_without_patching(tmp_path: Path) -> None
     """connect, subscribe, await updates and read frames in a kernel; nothing is patched."""
     notebook = nbformat.v4.new_notebook()
     notebook.cells = [nbformat.v4.new_code_cell(source) for source in CELLS]
-    NotebookClient(
-        notebook,
-        timeout=120,
-        kernel_name="python3",
-        resources={"metadata": {"path": str(tmp_path)}},
-    ).execute()
+    execute_notebook(notebook, tmp_path, timeout=120)
     text = [
         "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
         for cell in notebook.cells

@@ -6,12 +6,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-import nbformat
 import pandas as pd
 import pytest
-from nbclient import NotebookClient
 
 import tdevlab
+from tests.kernel import execute as execute_notebook
 
 ROOT = Path(__file__).parents[2]
 NOTEBOOK = ROOT / "notebooks" / "02-exploring-a-run.ipynb"
@@ -21,15 +20,7 @@ SAMPLE_RUN = ROOT / "data" / "sample-run"
 @pytest.fixture(scope="module")
 def notebook(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """The notebook, executed once in a fresh python3 kernel whose cwd is a temp dir."""
-    executed = nbformat.read(NOTEBOOK, as_version=4)
-    workdir = tmp_path_factory.mktemp("explore")
-    NotebookClient(
-        executed,
-        timeout=300,
-        kernel_name="python3",
-        resources={"metadata": {"path": str(workdir)}},
-    ).execute()
-    return executed
+    return execute_notebook(NOTEBOOK, tmp_path_factory.mktemp("explore"))
 
 
 @pytest.fixture(scope="module")

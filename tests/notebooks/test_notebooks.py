@@ -7,9 +7,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import nbformat
 import pytest
-from nbclient import NotebookClient
+
+from tests.kernel import execute as execute_notebook
 
 NOTEBOOK_DIR = Path(__file__).parents[2] / "notebooks"
 NOTEBOOKS = sorted(path.name for path in NOTEBOOK_DIR.glob("*.ipynb"))
@@ -22,15 +22,8 @@ def executed(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Any]:
 
     def execute(name: str) -> Any:
         if name not in cache:
-            notebook = nbformat.read(NOTEBOOK_DIR / name, as_version=4)
             workdir = tmp_path_factory.mktemp(Path(name).stem)
-            NotebookClient(
-                notebook,
-                timeout=300,
-                kernel_name="python3",
-                resources={"metadata": {"path": str(workdir)}},
-            ).execute()
-            cache[name] = notebook
+            cache[name] = execute_notebook(NOTEBOOK_DIR / name, workdir)
         return cache[name]
 
     return execute

@@ -6,9 +6,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-import nbformat
 import pytest
-from nbclient import NotebookClient
+
+from tests.kernel import execute as execute_notebook
 
 NOTEBOOK = Path(__file__).parents[2] / "notebooks" / "01-quick-start.ipynb"
 
@@ -16,15 +16,8 @@ NOTEBOOK = Path(__file__).parents[2] / "notebooks" / "01-quick-start.ipynb"
 @pytest.fixture(scope="module")
 def notebook(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """The quick-start notebook, executed once in a fresh kernel in a temp dir."""
-    nb = nbformat.read(NOTEBOOK, as_version=4)
     workdir = tmp_path_factory.mktemp("quick-start")
-    NotebookClient(
-        nb,
-        timeout=300,
-        kernel_name="python3",
-        resources={"metadata": {"path": str(workdir)}},
-        store_widget_state=True,
-    ).execute()
+    nb = execute_notebook(NOTEBOOK, workdir, store_widget_state=True)
     nb.metadata["workdir"] = str(workdir)
     return nb
 
