@@ -4,63 +4,20 @@ from __future__ import annotations
 
 import signal
 import socket
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import tdevlab
 from tdevlab.client import Backoff, SyncClient
-from tdevlab.protocol.auth import issue_token
 from tests.server.conftest import TIMEOUT
-
-SECRET = "client-fault-test-secret-long-enough-for-hs256"
+from tests.serving import operator_token, serve_store
 
 
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-@contextmanager
-def _serve(db: Path, port: int, *extra: str) -> Iterator[subprocess.Popen[str]]:
-    """`tdevlab serve` on 127.0.0.1:port with a store; killed at the end if still alive."""
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tdevlab.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--db",
-            str(db),
-            "--secret",
-            SECRET,
-            "--population-size",
-            "30",
-            "--metrics-interval",
-            "0",
-            *extra,
-        ],  # fmt: skip
-        cwd=db.parent,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        deadline = time.monotonic() + TIMEOUT
-        while "serving" not in proc.stdout.readline():
-            assert proc.poll() is None, "the server exited before serving"
-            assert time.monotonic() < deadline, "the server did not start"
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(TIMEOUT)
 
 
 def _until(condition: Callable[[], bool]) -> None:
@@ -71,18 +28,14 @@ def _until(condition: Callable[[], bool]) -> None:
         time.sleep(0.01)
 
 
-def _token() -> str:
-    return issue_token(SECRET, "ada", "operator", now=time.time())
-
-
 def test_server_killed_and_restarted_mid_run_loses_no_generation(tmp_path: Path) -> None:
     """SIGKILL mid-run, restart on the same store: the client reconnects by itself and its
     frame holds every generation exactly once, in order."""
     db, port = tmp_path / "runs.db", _free_port()
     url = f"ws://127.0.0.1:{port}/v1/evolution"
     backoff = Backoff(initial=0.05, cap=0.5, max_attempts=100)
-    with _serve(db, port, "--autostart") as server:
-        client = SyncClient(url, _token(), backoff=backoff)
+    with serve_store(db, "--autostart", port=port) as (server, _):
+        client = SyncClient(url, operator_token(), backoff=backoff)
         client.subscribe("evolution", "control")
         client.wait_for("evolution", lambda m: m["data"]["generation"] >= 15, timeout=TIMEOUT)
         server.send_signal(signal.SIGKILL)
@@ -91,7 +44,7 @@ def test_server_killed_and_restarted_mid_run_loses_no_generation(tmp_path: Path)
         _until(lambda: client.connection_state == "reconnecting")
         killed_at = client.generation
         assert killed_at is not None
-        with _serve(db, port):  # resumes the stored run, not started
+        with serve_store(db, port=port):  # resumes the stored run, not started
             _until(lambda: client.connection_state == "open")
             assert client.start()["state"] == "running"  # continues from the last stored one
             client.wait_for(
@@ -121,10 +74,10 @@ def test_a_frozen_server_is_treated_as_gone_and_rejoined(tmp_path: Path) -> None
     connection, and reconnects once the server answers again (SIGCONT)."""
     db, port = tmp_path / "runs.db", _free_port()
     url = f"ws://127.0.0.1:{port}/v1/evolution"
-    with _serve(db, port) as server:
+    with serve_store(db, port=port) as (server, _):
         client = SyncClient(
             url,
-            _token(),
+            operator_token(),
             ping_interval=0.2,
             ping_timeout=0.5,
             request_timeout=1.0,

@@ -7,8 +7,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ from tdevlab import Engine
 from tdevlab.protocol.limits import Limits
 from tests.server.conftest import TIMEOUT, Client, client, connection_of, make_server
 from tests.server.test_server import run
+from tests.serving import operator_token, serve_store
 
 
 def test_resubscribe_with_since_replays_missed_events_in_order() -> None:
@@ -104,46 +103,6 @@ def test_history_beyond_memory_is_reported_unrecovered_or_served_from_the_store(
     run(scenario())
 
 
-def _serve(db: Path, cwd: Path, *extra: str) -> tuple[subprocess.Popen[str], str, str]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tdevlab.cli",
-            "serve",
-            "--port",
-            "0",
-            "--db",
-            str(db),
-            "--secret",
-            "recovery-test-secret-long-enough-for-hs256",
-            "--population-size",
-            "30",
-            "--metrics-interval",
-            "0",
-            *extra,
-        ],  # fmt: skip
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    while "serving" not in line:
-        assert line, "the server exited before serving"
-        line = proc.stdout.readline()
-    url = line.split("serving ")[1].strip()
-    from tdevlab.protocol.auth import issue_token
-
-    token = issue_token(
-        "recovery-test-secret-long-enough-for-hs256",
-        "ada",
-        "operator",
-        now=__import__("time").time(),
-    )
-    return proc, url, token
-
-
 def test_sigkill_and_restart_on_the_same_store_loses_no_generation(tmp_path: Path) -> None:
     """Server killed mid-run, restarted on its database: the client ends with every
     generation exactly once, in order."""
@@ -172,27 +131,20 @@ def test_sigkill_and_restart_on_the_same_store_loses_no_generation(tmp_path: Pat
                 if m["data"]["generation"] >= until:
                     return ack
 
-    proc, url, token = _serve(db, tmp_path, "--autostart")
-    try:
+    token = operator_token()
+    with serve_store(db, "--autostart") as (proc, url):
         asyncio.run(asyncio.wait_for(watch(url, token, {"evolution": 0}, 8, False), 60))
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=TIMEOUT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     killed_at = generations[-1]
 
-    proc, url, token = _serve(db, tmp_path)  # resumes the store's run; not started yet
-    try:
+    with serve_store(db) as (proc, url):  # resumes the store's run; not started yet
         ack = asyncio.run(
             asyncio.wait_for(watch(url, token, {"evolution": seqs[-1]}, killed_at + 10, True), 60)
         )
         assert ack["data"]["recovered"] == {"evolution": True}
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert generations == list(range(generations[-1] + 1))
     assert seqs == list(range(1, len(seqs) + 1))
     assert os.path.getsize(db) > 0
