@@ -15,6 +15,7 @@ __all__ = [
     "check_markdown",
     "format_markdown",
     "format_plain",
+    "report_checks",
     "versions",
     "write_json",
 ]
@@ -87,3 +88,18 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
     """Write the raw numbers to ``path`` (values JSON cannot hold as text) and say where."""
     path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
     print(f"\nraw numbers written to {path}")
+
+
+def report_checks(
+    rows: list[list[str]], results: list[dict[str, Any]], elapsed: float, markdown: bool
+) -> int:
+    """Print the target checks and the run's time and load, then with ``markdown`` the table
+    and the checks as Markdown; return the exit status (0 when every target passed)."""
+    print(check_lines(results))
+    print(f"\n{elapsed:.0f} s; load average at the end {os.getloadavg()}")
+    if markdown:
+        print()
+        print(format_markdown(rows))
+        print()
+        print(check_markdown(results))
+    return 0 if all(c["status"] == "PASS" for c in results) else 1

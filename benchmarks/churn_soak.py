@@ -71,10 +71,8 @@ from _clients import (
     token_for,
 )
 from _tables import (
-    check_lines,
-    check_markdown,
-    format_markdown,
     format_plain,
+    report_checks,
     versions,
     write_json,
 )
@@ -551,13 +549,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"server bookkeeping before: {result.leftovers_before}")
     print(f"server bookkeeping after:  {result.leftovers}")
     print()
-    print(check_lines(results))
-    print(f"\n{elapsed:.0f} s; load average at the end {os.getloadavg()}")
-    if args.markdown:
-        print()
-        print(format_markdown(rows))
-        print()
-        print(check_markdown(results))
+    status = report_checks(rows, results, elapsed, args.markdown)
     if args.json is not None:
         payload = {
             "settings": {k: v for k, v in vars(args).items() if k not in ("json", "url")},
@@ -567,7 +559,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "elapsed_s": elapsed,
         }
         write_json(args.json, payload)
-    return 0 if all(c["status"] == "PASS" for c in results) else 1
+    return status
 
 
 if __name__ == "__main__":

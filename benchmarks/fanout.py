@@ -82,10 +82,8 @@ from _clients import (
     raise_fd_limit,
 )
 from _tables import (
-    check_lines,
-    check_markdown,
-    format_markdown,
     format_plain,
+    report_checks,
     versions,
     write_json,
 )
@@ -524,13 +522,7 @@ async def amain(args: argparse.Namespace) -> int:
     print()
     print(format_plain(diagnostic_rows(summary, settings)))
     print()
-    print(check_lines(results))
-    print(f"\n{elapsed:.0f} s; load average at the end {os.getloadavg()}")
-    if args.markdown:
-        print()
-        print(format_markdown(rows))
-        print()
-        print(check_markdown(results))
+    status = report_checks(rows, results, elapsed, args.markdown)
     if profiler is not None:
         profiler.dump_stats(args.profile)
         print(f"\nprofile of tdevlab's flood phases written to {args.profile}; top functions:")
@@ -546,7 +538,7 @@ async def amain(args: argparse.Namespace) -> int:
             "elapsed_s": elapsed,
         }
         write_json(args.json, payload)
-    return 0 if all(c["status"] == "PASS" for c in results) else 1
+    return status
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -60,10 +60,8 @@ from _clients import (
     raise_fd_limit,
 )
 from _tables import (
-    check_lines,
-    check_markdown,
-    format_markdown,
     format_plain,
+    report_checks,
     versions,
     write_json,
 )
@@ -395,13 +393,7 @@ async def amain(args: argparse.Namespace) -> int:
         f"{s['rss_max_mb']:.1f} MB, {s['rss_final_mb']:.1f} MB after the last run"
     )
     print()
-    print(check_lines(results))
-    print(f"\n{elapsed:.0f} s; load average at the end {os.getloadavg()}")
-    if args.markdown:
-        print()
-        print(format_markdown(rows))
-        print()
-        print(check_markdown(results))
+    status = report_checks(rows, results, elapsed, args.markdown)
     if args.json is not None:
         payload = {
             "settings": asdict(settings),
@@ -412,7 +404,7 @@ async def amain(args: argparse.Namespace) -> int:
             "elapsed_s": elapsed,
         }
         write_json(args.json, payload)
-    return 0 if all(c["status"] == "PASS" for c in results) else 1
+    return status
 
 
 def main(argv: Sequence[str] | None = None) -> int:
