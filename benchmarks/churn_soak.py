@@ -44,17 +44,24 @@ Run it::
     python benchmarks/churn_soak.py --markdown --json churn.json
 """
 
+# ruff: noqa: E402  (the package's own imports come after the path is set)
+
 from __future__ import annotations
+
+import os
+import sys
+
+if not __package__:  # run by its path: import the `benchmarks` package from the repository
+    _here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [os.path.dirname(_here), *(p for p in sys.path if os.path.abspath(p) != _here)]
 
 import argparse
 import asyncio
 import contextlib
 import gc
 import json
-import os
 import random
 import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -64,20 +71,21 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from _clients import (
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from benchmarks._clients import (
     SECRET_ENV,
     quiet_logs,
     raise_fd_limit,
     token_for,
 )
-from _tables import (
+from benchmarks._tables import (
     format_plain,
     report_checks,
     versions,
     write_json,
 )
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 SECRET = "churn-soak-benchmark-secret-long-enough-for-hs256"
 FD_TOLERANCE = 10

@@ -69,20 +69,20 @@ Run it (``pip install -e '.[dask]'`` first)::
     python benchmarks/distributed.py --generations 24 --json out.json
 """
 
-# ruff: noqa: E402  (the thread settings below must come before numpy is imported)
+# ruff: noqa: E402  (the path and the thread settings below must come before the imports)
 
 from __future__ import annotations
 
 import os
 import sys
 
-# The report helpers live beside this file; import them while its folder is on the path.
-from _tables import format_markdown, format_plain, versions, write_json
-
-# This file is named like Dask's `distributed` package: keep its folder off the import path
-# from here on (_tables imports nothing named like a package of ours).
-_here = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _here]
+# Run by its path, this file's folder would come first on the import path, where its own
+# name hides Dask's `distributed` package: import the `benchmarks` package from the
+# repository instead, in this process and in every process that imports this file again
+# (the pool's and Dask's spawned workers get this sys.path and run this file).
+if not __package__:
+    _here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [os.path.dirname(_here), *(p for p in sys.path if os.path.abspath(p) != _here)]
 
 # One thread per computation, in this process and in every worker (they inherit it): the
 # speedup must come from the workers, not from BLAS threads.
@@ -106,6 +106,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks._tables import format_markdown, format_plain, versions, write_json
 from tdevlab import Categorical, Engine, Evaluation, Float, GeneSpace
 from tdevlab.engine.distributed import BUFFER_ALIGNMENT
 from tdevlab.engine.genes import FloatArray

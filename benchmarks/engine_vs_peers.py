@@ -45,13 +45,21 @@ Run it (``pip install -e .[bench]`` first)::
     python benchmarks/engine_vs_peers.py --only numpy,tdevlab --repeats 9 --json out.json
 """
 
+# ruff: noqa: E402  (the package's own imports come after the path is set)
+
 from __future__ import annotations
+
+import os
+import sys
+
+if not __package__:  # run by its path: import the `benchmarks` package from the repository
+    _here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [os.path.dirname(_here), *(p for p in sys.path if os.path.abspath(p) != _here)]
 
 import argparse
 import gc
 import random
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -61,7 +69,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
-from _tables import format_markdown, format_plain, versions, write_json
+
+from benchmarks._tables import format_markdown, format_plain, versions, write_json
 
 FloatArray = npt.NDArray[np.float64]
 

@@ -55,17 +55,24 @@ Run it::
     python benchmarks/fanout.py --profile fanout.prof --repeats 1 --subscribers 1000
 """
 
+# ruff: noqa: E402  (the package's own imports come after the path is set)
+
 from __future__ import annotations
+
+import os
+import sys
+
+if not __package__:  # run by its path: import the `benchmarks` package from the repository
+    _here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [os.path.dirname(_here), *(p for p in sys.path if os.path.abspath(p) != _here)]
 
 import argparse
 import asyncio
 import cProfile
 import gc
 import json
-import os
 import pstats
 import secrets
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -74,21 +81,21 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import psutil
-from _clients import (
+from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
+
+from benchmarks._clients import (
     FleetProcess,
     evolution_data,
     median,
     quiet_logs,
     raise_fd_limit,
 )
-from _tables import (
+from benchmarks._tables import (
     format_plain,
     report_checks,
     versions,
     write_json,
 )
-from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
-
 from tdevlab import Engine
 from tdevlab.server import EvolutionServer
 

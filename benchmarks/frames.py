@@ -36,12 +36,20 @@ Run it::
     python benchmarks/frames.py --messages 100000 --repeats 5 --json out.json
 """
 
+# ruff: noqa: E402  (the package's own imports come after the path is set)
+
 from __future__ import annotations
+
+import os
+import sys
+
+if not __package__:  # run by its path: import the `benchmarks` package from the repository
+    _here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [os.path.dirname(_here), *(p for p in sys.path if os.path.abspath(p) != _here)]
 
 import argparse
 import gc
 import statistics
-import sys
 import time
 import tracemalloc
 from collections.abc import Callable, Sequence
@@ -52,8 +60,8 @@ from typing import Any
 import msgspec
 import numpy as np
 import pandas as pd
-from _tables import format_markdown, format_plain, versions, write_json
 
+from benchmarks._tables import format_markdown, format_plain, versions, write_json
 from tdevlab.client.frames import Frames
 
 TARGET_RATE = 200_000  # messages/s, decode + ingest

@@ -37,14 +37,21 @@ Run it::
     python benchmarks/stalled_reader.py --quick
 """
 
+# ruff: noqa: E402  (the package's own imports come after the path is set)
+
 from __future__ import annotations
+
+import os
+import sys
+
+if not __package__:  # run by its path: import the `benchmarks` package from the repository
+    _here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [os.path.dirname(_here), *(p for p in sys.path if os.path.abspath(p) != _here)]
 
 import argparse
 import asyncio
 import contextlib
 import gc
-import os
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -52,20 +59,20 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from _clients import (
+
+from benchmarks._clients import (
     FleetProcess,
     evolution_data,
     median,
     quiet_logs,
     raise_fd_limit,
 )
-from _tables import (
+from benchmarks._tables import (
     format_plain,
     report_checks,
     versions,
     write_json,
 )
-
 from tdevlab import Engine
 from tdevlab.server import EvolutionServer
 from tdevlab.server.hub import Connection
