@@ -67,8 +67,7 @@ async def _demo(engine: Engine, out: Path, generations: int, stream: TextIO) -> 
                     elif kind == "error":
                         say(f"    error: {message['error']['message']}")
         # Leave the server only once the run has stopped (the stop above is asynchronous).
-        if server.service.run_task is not None:
-            await asyncio.wait_for(server.service.run_task, 60)
+        await engine.wait_async(60)
         dataset = await asyncio.to_thread(engine.export, out / "dataset")
     png = save_fitness_plot(dataset, out / "fitness.png")
     say(f"done in {time.perf_counter() - started:.1f}s")

@@ -18,6 +18,7 @@ from typing import Any, TypeAlias
 import msgspec
 
 from tdevlab.exceptions import InvalidCommand
+from tdevlab.protocol.channels import CHANNELS
 
 __all__ = [
     "COMMANDS",
@@ -31,6 +32,9 @@ __all__ = [
     "GetAgent",
     "GetAgentCode",
     "Ping",
+    "Request",
+    "Rollback",
+    "SetParameters",
     "Subscribe",
     "Unsubscribe",
     "parse_binary",
@@ -38,11 +42,8 @@ __all__ = [
     "request_id",
 ]
 
-#: spec: "Available Channels".
-CHANNELS: tuple[str, ...] = ("evolution", "agents", "metrics", "alerts", "logs", "control")
 #: spec: subscribe filters; they apply to evolution updates (best_fitness) and agent updates.
 FILTERS: tuple[str, ...] = ("generation_min", "fitness_min")
-CONTROL_ACTIONS: tuple[str, ...] = ("start", "stop", "pause", "resume")
 #: Commands of ``{"type": "command", "cmd": ...}``: the document's ``rollback``, and
 #: ``set_parameters`` (change parameters while running, which no control action can do).
 COMMANDS: tuple[str, ...] = ("rollback", "set_parameters")
@@ -82,7 +83,11 @@ class Unsubscribe(_Message, tag="unsubscribe"):
 
 
 class Control(_Message, tag="control"):
-    """spec: "Control Evolution"."""
+    """spec: "Control Evolution".
+
+    ``action`` is not checked here: the engine owns the actions and their transitions
+    (:mod:`tdevlab.engine.control`) and refuses an unknown one with ``INVALID_COMMAND``.
+    """
 
     action: str
     parameters: dict[str, Any] = msgspec.field(default_factory=dict)
@@ -101,10 +106,31 @@ class GetAgentCode(_Message, tag="get_agent_code"):
 
 
 class Command(_Message, tag="command"):
-    """spec: "Execute Command" (``rollback`` with ``{"generation": N}``)."""
+    """spec: "Execute Command", as it arrives; :func:`parse_text` turns it into a typed command.
+
+    ``rollback`` becomes :class:`Rollback`, ``set_parameters`` :class:`SetParameters`; any
+    other ``cmd`` is refused.
+    """
 
     cmd: str
     args: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class Rollback(msgspec.Struct, frozen=True, kw_only=True):
+    """``{"type": "command", "cmd": "rollback", "args": {"generation": N}}``."""
+
+    id: RequestId = None
+    generation: int
+
+
+class SetParameters(msgspec.Struct, frozen=True, kw_only=True):
+    """``{"type": "command", "cmd": "set_parameters", "args": {...}}``.
+
+    The names and values are validated by the engine, which owns the parameters.
+    """
+
+    id: RequestId = None
+    parameters: dict[str, Any]
 
 
 class Ping(_Message, tag="ping"):
@@ -121,8 +147,21 @@ class AgentCodeUpload(msgspec.Struct, frozen=True, kw_only=True):
     code: str
 
 
+#: What a text frame decodes to, before commands are typed.
 ClientMessage: TypeAlias = (
     Auth | Subscribe | Unsubscribe | Control | GetAgent | GetAgentCode | Command | Ping
+)
+#: What :func:`parse_text` returns.
+Request: TypeAlias = (
+    Auth
+    | Subscribe
+    | Unsubscribe
+    | Control
+    | GetAgent
+    | GetAgentCode
+    | Rollback
+    | SetParameters
+    | Ping
 )
 _DECODER = msgspec.json.Decoder(ClientMessage)
 _ANY = msgspec.json.Decoder()
@@ -132,13 +171,14 @@ TYPES: tuple[str, ...] = (
 )  # fmt: skip
 
 
-def parse_text(text: str | bytes) -> ClientMessage:
+def parse_text(text: str | bytes) -> Request:
     """Parse and validate one text frame.
 
     Raises:
         InvalidCommand: naming what is wrong (not JSON, not an object, unknown type, a
             field of the wrong type, nesting too deep, an unknown channel, filter or
-            action), with the request ``id`` in ``details["id"]`` when it could be read.
+            command, rollback arguments that are not one integer ``generation``), with the
+            request ``id`` in ``details["id"]`` when it could be read.
     """
     try:
         message: ClientMessage = _DECODER.decode(text)
@@ -151,6 +191,8 @@ def parse_text(text: str | bytes) -> ClientMessage:
     except (UnicodeDecodeError, UnicodeEncodeError) as exc:  # bad bytes, lone surrogates
         raise InvalidCommand(f"message is not valid UTF-8 text: {exc}") from exc
     _check(message)
+    if isinstance(message, Command):
+        return _typed_command(message)
     return message
 
 
@@ -268,8 +310,29 @@ def _check(message: ClientMessage) -> None:
                 raise InvalidCommand(
                     f"'since' names unknown channel {name!r}", details={**details, "channel": name}
                 )
-    if isinstance(message, Control) and message.action not in CONTROL_ACTIONS:
-        raise InvalidCommand(
-            f"unknown control action {message.action!r}; actions are {list(CONTROL_ACTIONS)}",
-            details={**details, "action": message.action},
-        )
+
+
+def _typed_command(message: Command) -> Rollback | SetParameters:
+    rid = message.id
+    details: dict[str, Any] = {"id": rid} if rid is not None else {}
+    if message.cmd == "set_parameters":
+        return SetParameters(id=rid, parameters=dict(message.args))
+    if message.cmd == "rollback":
+        args = message.args
+        unknown = sorted(set(args) - {"generation"})
+        if unknown:
+            raise InvalidCommand(
+                f"unknown rollback argument(s) {unknown}; rollback takes 'generation'",
+                details={**details, "unknown_arguments": unknown},
+            )
+        generation = args.get("generation")
+        if isinstance(generation, bool) or not isinstance(generation, int):
+            raise InvalidCommand(
+                f"rollback needs an integer 'generation', got {generation!r}",
+                details={**details, "cmd": "rollback"},
+            )
+        return Rollback(id=rid, generation=generation)
+    raise InvalidCommand(
+        f"unknown command {message.cmd!r}; commands are {list(COMMANDS)}",
+        details={**details, "cmd": message.cmd},
+    )

@@ -34,15 +34,15 @@ from tdevlab.protocol.auth import Claims, TokenVerifier
 from tdevlab.protocol.envelope import Encoder, iso_time
 from tdevlab.protocol.limits import FloodGuard, Limits, TokenBucket, UserRegistry
 from tdevlab.protocol.messages import (
-    COMMANDS,
     AgentCodeUpload,
     Auth,
-    ClientMessage,
-    Command,
     Control,
     GetAgent,
     GetAgentCode,
     Ping,
+    Request,
+    Rollback,
+    SetParameters,
     Subscribe,
     Unsubscribe,
     parse_binary,
@@ -59,6 +59,8 @@ TRY_AGAIN_LATER = 1013
 
 # Requests a viewer may make; everything else needs the operator role.
 _VIEWER_REQUESTS = (Subscribe, Unsubscribe, GetAgent, GetAgentCode, Ping, Auth)
+# How a refusal names a typed command (they arrived as {"type": "command", "cmd": ...}).
+_REQUEST_NAMES: dict[type, str] = {Rollback: "rollback", SetParameters: "set_parameters"}
 
 
 class SessionState(enum.Enum):
@@ -95,7 +97,9 @@ class Replay:
 
 @dataclass(frozen=True)
 class Dispatch:
-    request: ClientMessage | AgentCodeUpload
+    """An authorized request for the driver to carry out (on the engine)."""
+
+    request: Control | GetAgent | GetAgentCode | Rollback | SetParameters | AgentCodeUpload
     claims: Claims
 
 
@@ -300,7 +304,7 @@ class Session:
 
     # -- requests --------------------------------------------------------------------------
 
-    def _handle(self, message: ClientMessage, now: float) -> list[Outcome]:
+    def _handle(self, message: Request, now: float) -> list[Outcome]:
         if isinstance(message, Auth):
             return self._auth(message, now)
         if self.state is SessionState.AWAITING_AUTH:
@@ -313,7 +317,7 @@ class Session:
             ]
         assert self.claims is not None
         if not self.claims.is_operator and not isinstance(message, _VIEWER_REQUESTS):
-            what = message.cmd if isinstance(message, Command) else message.__struct_config__.tag
+            what = _REQUEST_NAMES.get(type(message)) or message.__struct_config__.tag
             return [
                 self._error(
                     Unauthorized(
@@ -357,18 +361,7 @@ class Session:
             for name in names:
                 self.subscriptions.pop(name, None)
             return [self._ack("unsubscribe", message.id, now, channels=sorted(self.subscriptions))]
-        if isinstance(message, Command) and message.cmd not in COMMANDS:
-            return [
-                self._error(
-                    InvalidCommand(
-                        f"unknown command {message.cmd!r}; commands are {list(COMMANDS)}",
-                        details={"cmd": message.cmd},
-                    ),
-                    now,
-                    message.id,
-                )
-            ]
-        if isinstance(message, Control | GetAgent | GetAgentCode | Command):
+        if isinstance(message, Control | GetAgent | GetAgentCode | Rollback | SetParameters):
             return [Dispatch(message, self.claims)]
         raise AssertionError(f"unhandled message {message!r}")  # pragma: no cover
 

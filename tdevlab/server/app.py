@@ -30,7 +30,8 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from tdevlab.engine.engine import ControlEvent, Engine, EngineState
+from tdevlab.engine.control import ControlEvent, EngineState
+from tdevlab.engine.engine import Engine
 from tdevlab.engine.events import AgentUpdate, Alert, EvolutionUpdate, LogEntry
 from tdevlab.exceptions import AuthFailed, InvalidParameters
 from tdevlab.protocol.auth import Claims, TokenVerifier, issue_token
@@ -123,7 +124,7 @@ class EvolutionServer:
         self.encoder = Encoder()
         self.hub = Hub(self.encoder, time.time, history=history)
         self.stats = RequestStats()
-        self.service = Service(self)
+        self.service = Service(self.engine, self.encoder, self.generation_interval)
         self.port: int | None = None
         self._server: Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -175,7 +176,7 @@ class EvolutionServer:
         if self.metrics_interval > 0:
             self._spawn(self._metrics_loop())
         if self.autostart:
-            await self.service.start_run({})
+            await self.service.start()
         log.info("serving %s", self.url)
         return self
 
@@ -342,7 +343,7 @@ class EvolutionServer:
             elif isinstance(outcome, Replay):
                 self._replay(connection, outcome)
             elif isinstance(outcome, Dispatch):
-                error = not await self.service.dispatch(connection, outcome) or error
+                error = not await self.service.dispatch(connection.enqueue, outcome) or error
         return error
 
     def _replay(self, connection: Connection, replay: Replay) -> None:
@@ -458,6 +459,10 @@ class EvolutionServer:
             hub.publish("logs", "log", data, level=level)
         elif isinstance(event, ControlEvent):
             hub.publish("control", "control_update", event.to_dict())
+            if event.error is not None:
+                # spec: EVOLUTION_FAILED reaches the evolution channel's subscribers.
+                log.error("evolution failed: %s", event.error.get("message"))
+                hub.publish_error("evolution", event.error)
 
     async def _metrics_loop(self) -> None:
         while True:

@@ -1,185 +1,127 @@
-"""Carries out authorized requests on the engine: control, rollback, agents, agent code.
+"""Carries out authorized requests on the engine: a typed dispatcher, nothing more.
 
-Engine calls that can wait for a generation in progress (they take the engine's lock) run
-in a worker thread, so the event loop keeps serving everyone else meanwhile.
+Each request type maps to one engine call, and the call's result to one reply. The engine
+decides everything else: control actions, their transitions and parameters are checked
+atomically by ``Engine.control_async``; rollback, agents and uploads raise the errors that
+become the API's error replies (in one place, :meth:`Service.dispatch`). Engine calls that
+can wait for a generation in progress (they take the engine's lock) run in a worker
+thread, so the event loop keeps serving everyone else meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
+import contextlib
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
-from tdevlab.engine.engine import EngineState
-from tdevlab.exceptions import (
-    EvolutionFailed,
-    InvalidCommand,
-    InvalidParameters,
-    InvalidState,
-    TdevlabError,
+from tdevlab.engine.engine import Engine
+from tdevlab.engine.loops import STOP_WAIT
+from tdevlab.exceptions import InvalidState, TdevlabError
+from tdevlab.protocol.envelope import Encoder
+from tdevlab.protocol.messages import (
+    AgentCodeUpload,
+    Control,
+    GetAgent,
+    GetAgentCode,
+    RequestId,
+    Rollback,
+    SetParameters,
 )
-from tdevlab.protocol.messages import AgentCodeUpload, Command, Control, GetAgent, GetAgentCode
 from tdevlab.protocol.session import Dispatch
 
-if TYPE_CHECKING:
-    from tdevlab.server.app import EvolutionServer
-    from tdevlab.server.hub import Connection
+__all__ = ["Replier", "Service"]
 
-__all__ = ["Service"]
-
-log = logging.getLogger("tdevlab.server")
-
-_STARTABLE = (EngineState.IDLE, EngineState.STOPPED, EngineState.FAILED)
+#: Queues an encoded frame on the requesting connection: ``reply(data, binary)``.
+Replier = Callable[[bytes, bool], object]
 
 
 class Service:
-    """The server's request handlers and the engine's run task."""
+    """Turns dispatched requests into engine calls and the results into replies.
 
-    def __init__(self, server: EvolutionServer) -> None:
-        self.server = server
-        self.run_task: asyncio.Task[Any] | None = None
+    Args:
+        engine: The engine whose run this server controls.
+        encoder: Encodes replies (shared with the rest of the server, for unique ids).
+        generation_interval: The least seconds between generation starts of a run
+            started here.
+    """
 
-    @property
-    def engine(self) -> Any:
-        return self.server.engine
+    def __init__(self, engine: Engine, encoder: Encoder, generation_interval: float = 0.0) -> None:
+        self.engine = engine
+        self.encoder = encoder
+        self.generation_interval = generation_interval
 
-    async def dispatch(self, connection: Connection, dispatch: Dispatch) -> bool:
+    async def dispatch(self, reply: Replier, dispatch: Dispatch) -> bool:
         """Carry out one request and queue its reply; return False if it was refused."""
         request = dispatch.request
-        encoder = self.server.encoder
         try:
             if isinstance(request, Control):
-                data = await self.control(request.action, request.parameters)
-                self._ack(connection, "control", request.id, data)
+                await self._control(reply, request)
+            elif isinstance(request, SetParameters):
+                await self._set_parameters(reply, request)
+            elif isinstance(request, Rollback):
+                await self._rollback(reply, request)
             elif isinstance(request, GetAgent):
                 update = await asyncio.to_thread(self.engine.agent, request.agent_id)
-                message = encoder.message(
+                message = self.encoder.message(
                     "agent_update", update.to_dict(), now=time.time(), reply_to=request.id
                 )
-                connection.enqueue(encoder.encode(message))
+                reply(self.encoder.encode(message), False)
             elif isinstance(request, GetAgentCode):
-                code = await asyncio.to_thread(self.engine.agent_code, request.agent_id)
-                update = await asyncio.to_thread(self.engine.agent, request.agent_id)
-                meta = {
-                    "type": "agent_code",
-                    "agent_id": update.agent_id,
-                    "name": update.name,
-                    "generation": update.birth_generation,
-                    "encoding": "utf-8",
-                }
-                if request.id is not None:
-                    meta["reply_to"] = request.id
-                connection.enqueue(encoder.binary(meta, code, now=time.time()), binary=True)
-            elif isinstance(request, Command) and request.cmd == "set_parameters":
-                params = await asyncio.to_thread(self.engine.set_parameters, **request.args)
-                data = {"cmd": "set_parameters", "parameters": params.to_dict()}
-                self._ack(connection, "command", request.id, data)
-            elif isinstance(request, Command):
-                data = await self.rollback(request.args)
-                self._ack(connection, "command", request.id, {"cmd": "rollback", **data})
-            elif isinstance(request, AgentCodeUpload):
+                await self._agent_code(reply, request)
+            else:
+                assert isinstance(request, AgentCodeUpload)
                 update = await asyncio.to_thread(self.engine.add_agent_code, request.code)
-                self._ack(connection, "agent_code", request.id, {"agent": update.to_dict()})
+                self._ack(reply, "agent_code", request.id, {"agent": update.to_dict()})
         except TdevlabError as exc:
-            reply_to = getattr(request, "id", None)
-            connection.enqueue(encoder.error(exc, now=time.time(), reply_to=reply_to))
+            reply(self.encoder.error(exc, now=time.time(), reply_to=request.id), False)
             return False
         return True
 
-    def _ack(
-        self, connection: Connection, request: str, reply_to: Any, data: dict[str, Any]
-    ) -> None:
-        encoder = self.server.encoder
-        message = encoder.message(
+    async def _control(self, reply: Replier, request: Control) -> None:
+        result = await self.engine.control_async(
+            request.action, request.parameters, interval=self.generation_interval
+        )
+        self._ack(reply, "control", request.id, result.to_dict())
+
+    async def _set_parameters(self, reply: Replier, request: SetParameters) -> None:
+        result = await self.engine.control_async("set_parameters", request.parameters)
+        data = {"cmd": "set_parameters", "parameters": result.parameters}
+        self._ack(reply, "command", request.id, data)
+
+    async def _rollback(self, reply: Replier, request: Rollback) -> None:
+        await asyncio.to_thread(self.engine.rollback, request.generation)
+        data = {"cmd": "rollback", "generation": self.engine.generation}
+        self._ack(reply, "command", request.id, {**data, "branch": self.engine.branch})
+
+    async def _agent_code(self, reply: Replier, request: GetAgentCode) -> None:
+        code = await asyncio.to_thread(self.engine.agent_code, request.agent_id)
+        update = await asyncio.to_thread(self.engine.agent, request.agent_id)
+        meta: dict[str, Any] = {
+            "type": "agent_code",
+            "agent_id": update.agent_id,
+            "name": update.name,
+            "generation": update.birth_generation,
+            "encoding": "utf-8",
+        }
+        if request.id is not None:
+            meta["reply_to"] = request.id
+        reply(self.encoder.binary(meta, code, now=time.time()), True)
+
+    def _ack(self, reply: Replier, request: str, reply_to: RequestId, data: dict[str, Any]) -> None:
+        message = self.encoder.message(
             "ack", {"request": request, **data}, now=time.time(), reply_to=reply_to
         )
-        connection.enqueue(encoder.encode(message))
+        reply(self.encoder.encode(message), False)
 
-    # -- control ---------------------------------------------------------------------------
-
-    async def control(self, action: str, parameters: dict[str, Any]) -> dict[str, Any]:
-        """Apply a control action with optional parameters, all validated before any change.
-
-        Raises:
-            InvalidParameters: a bad parameter (nothing changes).
-            InvalidState: the action is impossible in the current state, with the state in
-                ``details`` (nothing changes).
-        """
-        engine = self.engine
-        engine.params.replace(parameters)  # validate only: raises before anything changes
-        state = engine.state
-        if action == "start":
-            if state not in _STARTABLE:
-                raise InvalidState(
-                    f"cannot start: the engine is {state.value}",
-                    details={"state": state.value, "action": action},
-                )
-            await self.start_run(parameters)
-        else:
-            valid = {
-                "pause": (EngineState.RUNNING,),
-                "resume": (EngineState.PAUSED,),
-                "stop": (EngineState.RUNNING, EngineState.PAUSED),
-            }[action]
-            if state not in valid:
-                raise InvalidState(
-                    f"cannot {action}: the engine is {state.value}",
-                    details={"state": state.value, "action": action},
-                )
-            if parameters:
-                await asyncio.to_thread(engine.set_parameters, **parameters)
-            {"pause": engine.pause, "resume": engine.resume, "stop": engine.stop}[action]()
-            if action == "stop" and self.run_task is not None:
-                await asyncio.wait({self.run_task}, timeout=60)
-        return {
-            "action": action,
-            "state": engine.state.value,
-            "generation": engine.generation,
-            "parameters": engine.params.to_dict(),
-        }
-
-    async def start_run(self, parameters: dict[str, Any]) -> None:
-        """Start the engine's loop as a task of this server."""
-        if parameters:
-            await asyncio.to_thread(self.engine.set_parameters, **parameters)
-        self.run_task = asyncio.ensure_future(self._run())
-        # Let the task start so the engine is RUNNING before the reply goes out.
-        await asyncio.sleep(0)
-
-    async def _run(self) -> None:
-        try:
-            await self.engine.run_async(None, interval=self.server.generation_interval)
-        except EvolutionFailed as exc:
-            log.error("evolution failed: %s", exc)
-            self.server.hub.publish_error("evolution", exc.to_wire())
-        except Exception as exc:  # a bug, or a store failure: report, keep serving
-            log.exception("evolution loop crashed")
-            failed = EvolutionFailed(f"evolution failed: {type(exc).__name__}: {exc}")
-            self.server.hub.publish_error("evolution", failed.to_wire())
-
-    async def rollback(self, args: dict[str, Any]) -> dict[str, Any]:
-        """Roll the run back between generations.
-
-        Raises:
-            InvalidCommand: for a missing or non-integer generation, or one not in the run.
-        """
-        generation = args.get("generation")
-        if isinstance(generation, bool) or not isinstance(generation, int):
-            raise InvalidCommand(
-                f"rollback needs an integer 'generation', got {generation!r}",
-                details={"args": args},
-            )
-        unknown = sorted(set(args) - {"generation"})
-        if unknown:
-            raise InvalidParameters(f"unknown rollback argument(s) {unknown}")
-        await asyncio.to_thread(self.engine.rollback, generation)
-        return {"generation": self.engine.generation, "branch": self.engine.branch}
+    async def start(self) -> None:
+        """Start the run (``autostart``); a run already going is left as it is."""
+        with contextlib.suppress(InvalidState):
+            await self.engine.control_async("start", interval=self.generation_interval)
 
     async def shutdown(self) -> None:
-        """Stop the engine's loop (graceful shutdown)."""
-        engine = self.engine
-        if engine.state in (EngineState.RUNNING, EngineState.PAUSED):
-            engine.stop()
-        if self.run_task is not None:
-            await asyncio.wait({self.run_task}, timeout=60)
+        """Stop the run, if one is going, and wait for its generation in progress."""
+        with contextlib.suppress(InvalidState):
+            await self.engine.control_async("stop")
+        await self.engine.wait_async(STOP_WAIT)

@@ -28,7 +28,7 @@ import pandas as pd
 from tdevlab.engine.events import STATUS_NAMES
 from tdevlab.engine.genes import Categorical, GeneSpace, Integer
 from tdevlab.exceptions import DatasetError, GenerationNotFound, InvalidParameters
-from tdevlab.store.base import RunStoreBase, lineage_of
+from tdevlab.store.base import RunStore, lineage_of
 from tdevlab.store.rows import EVENT_COLUMNS, GENERATION_COLUMNS
 
 __all__ = ["DATASET_FORMAT", "RunDataset", "export_run", "load_run", "write_dataset"]
@@ -108,7 +108,7 @@ class RunDataset:
         )
 
 
-def build_dataset(store: RunStoreBase, run_id: int, space: GeneSpace | None = None) -> RunDataset:
+def build_dataset(store: RunStore, run_id: int, space: GeneSpace | None = None) -> RunDataset:
     """Read a stored run into a :class:`RunDataset` (in memory, nothing written).
 
     Args:
@@ -172,7 +172,7 @@ def build_dataset(store: RunStoreBase, run_id: int, space: GeneSpace | None = No
 
 
 def _population_and_agents(
-    store: RunStoreBase,
+    store: RunStore,
     run_id: int,
     gen_rows: list[dict[str, Any]],
     active: set[tuple[int, int]],
@@ -345,7 +345,7 @@ def _schema(frame: pd.DataFrame) -> dict[str, Any]:
 
 
 def export_run(
-    store: RunStoreBase | str | Path,
+    store: RunStore | str | Path,
     run_id: int,
     path: str | Path,
     *,

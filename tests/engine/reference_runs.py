@@ -22,14 +22,17 @@ REFERENCE = Path(__file__).parent / "data" / "ga_reference.npz"
 def _generations(engine: Engine) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
     pop = engine.population
     assert pop is not None
-    yield engine.generation, {
-        "genes": pop.genes,
-        "fitness": pop.fitness,
-        "agent_id": pop.agent_id,
-        "parent_a": pop.parent_a,
-        "parent_b": pop.parent_b,
-        "status": pop.status.astype(np.int64),
-    }
+    yield (
+        engine.generation,
+        {
+            "genes": pop.genes,
+            "fitness": pop.fitness,
+            "agent_id": pop.agent_id,
+            "parent_a": pop.parent_a,
+            "parent_b": pop.parent_b,
+            "status": pop.status.astype(np.int64),
+        },
+    )
 
 
 def default_ga() -> Iterator[tuple[str, Engine]]:

@@ -14,10 +14,11 @@ from tdevlab.protocol.auth import Claims, TokenVerifier, issue_token
 from tdevlab.protocol.envelope import Encoder, iso_time
 from tdevlab.protocol.messages import (
     AgentCodeUpload,
-    Command,
     Control,
     GetAgent,
     GetAgentCode,
+    Rollback,
+    SetParameters,
 )
 from tdevlab.protocol.session import (
     Close,
@@ -520,7 +521,7 @@ def test_spec_ping_gets_the_spec_pong() -> None:
     [
         ({"type": "control", "action": "start", "id": "v1"}, "control"),
         ({"type": "command", "cmd": "rollback", "args": {"generation": 1}, "id": "v1"}, "rollback"),
-        ({"type": "command", "cmd": "explode", "id": "v1"}, "explode"),
+        ({"type": "command", "cmd": "set_parameters", "args": {}, "id": "v1"}, "set_parameters"),
     ],
 )
 def test_viewer_may_not_control_or_command(fields: dict[str, Any], what: str) -> None:
@@ -595,7 +596,7 @@ def test_operator_rollback_is_dispatched() -> None:
     out = dispatch_of(
         session.receive_text(frame(type="command", cmd="rollback", args={"generation": 95}), T0)
     )
-    assert out.request == Command(cmd="rollback", args={"generation": 95})
+    assert out.request == Rollback(generation=95)
     assert out.claims.is_operator
 
 
@@ -625,7 +626,7 @@ def test_set_parameters_command_is_dispatched_to_operators_only() -> None:
     """``set_parameters`` goes to the driver for an operator; a viewer is UNAUTHORIZED."""
     request = frame(type="command", cmd="set_parameters", args={"mutation_rate": 0.2}, id="p1")
     out = dispatch_of(authed().receive_text(request, T0))
-    assert out.request == Command(id="p1", cmd="set_parameters", args={"mutation_rate": 0.2})
+    assert out.request == SetParameters(id="p1", parameters={"mutation_rate": 0.2})
     viewer = authed(role="viewer")
     error_of(viewer.receive_text(request, T0), "UNAUTHORIZED")
 
@@ -642,7 +643,7 @@ def test_set_parameters_command_is_dispatched_to_operators_only() -> None:
         ('{"type":"get_agent","agent_id":5,"id":"q2"}', "q2"),
         ('{"type":"subscribe","channel":"bogus","id":3}', 3),
         ('{"type":"subscribe","channel":"evolution","filters":{"fitness_min":"high"}}', None),
-        ('{"type":"control","action":"fly","id":"q4"}', "q4"),
+        ('{"type":"command","cmd":"fly","id":"q4"}', "q4"),
         ('{"type":"ping","x":' + "[" * 100_000 + "]" * 100_000 + "}", None),
     ],
 )

@@ -1,0 +1,291 @@
+"""The generation math outside the strategy: pure functions, arguments in, arrays out.
+
+The engine calls these in order for each generation, between the strategy's ``ask`` and
+``tell`` and after them: :func:`inject_uploads` (uploaded agents take the place of the
+weakest offspring), :func:`assemble` (the next population from the rows ``tell`` kept),
+then :func:`evolution_update`, :func:`elite_changes` and :func:`regression_inputs` for the
+events. None of them draws from the run's generator or reads a clock.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+
+from tdevlab.engine import operators as ops
+from tdevlab.engine.agents import agent_id, agent_name, agent_update
+from tdevlab.engine.events import ELITE, EVOLVING, VIOLATING, AgentUpdate, EvolutionUpdate
+from tdevlab.engine.genes import FloatArray, GeneSpace
+from tdevlab.engine.operators import IntArray
+from tdevlab.engine.params import Parameters
+from tdevlab.engine.population import Population
+from tdevlab.engine.problems import Evaluation, Problem
+
+__all__ = [
+    "Newborn",
+    "Pending",
+    "assemble",
+    "elite_changes",
+    "evolution_update",
+    "inject_uploads",
+    "population_score",
+    "worst_agents",
+]
+
+
+class Pending(NamedTuple):
+    """An uploaded agent waiting for the next generation (its id is given on upload)."""
+
+    agent_id: int
+    genes: FloatArray
+    metrics: tuple[float, float, float]
+
+
+class Newborn(NamedTuple):
+    """The offspring of a generation after evaluation, with agent numbers and parents."""
+
+    genes: FloatArray
+    evaluation: Evaluation
+    agent_id: IntArray
+    parent_a: IntArray
+    parent_b: IntArray
+
+
+def population_score(
+    fitness: FloatArray, memory_kb: FloatArray, speed_us: FloatArray, params: Parameters
+) -> tuple[FloatArray, FloatArray]:
+    """Return (violation, feasibility-first score) under the limits in ``params``."""
+    violation = ops.constraint_violation(
+        memory_kb, speed_us, params.memory_limit_kb, params.speed_limit_us
+    )
+    return violation, ops.selection_score(fitness, violation)
+
+
+def inject_uploads(
+    pending: Sequence[Pending], born: Newborn, params: Parameters
+) -> tuple[Newborn, int]:
+    """Put uploaded agents in place of the weakest offspring.
+
+    Args:
+        pending: Uploaded agents, oldest first; at most ``len(born.agent_id)`` join.
+        born: The evaluated offspring; its arrays are changed in place.
+        params: For the constraint limits that rank the offspring.
+
+    Returns:
+        The offspring (evaluation copied when changed) and how many uploads joined.
+    """
+    if not pending:
+        return born, 0
+    fitness, memory_kb, speed_us = (np.array(a, dtype=np.float64) for a in born.evaluation)
+    _, score = population_score(fitness, memory_kb, speed_us, params)
+    count = min(len(pending), born.agent_id.size)
+    weakest = ops.rank_order(score)[::-1][:count]
+    for row, agent in zip(weakest, pending[:count], strict=True):
+        born.genes[row] = agent.genes
+        fitness[row], memory_kb[row], speed_us[row] = agent.metrics
+        born.agent_id[row] = agent.agent_id
+        born.parent_a[row] = born.parent_b[row] = -1
+    return born._replace(evaluation=Evaluation(fitness, memory_kb, speed_us)), count
+
+
+def _take(previous: np.ndarray | None, new: np.ndarray, keep: IntArray, carry: int) -> np.ndarray:
+    """Rows ``keep`` of ``previous`` followed by ``new`` (``carry``: kept rows of previous
+    that come first, when the rest is all of ``new`` in order)."""
+    if carry >= 0:
+        if previous is None or carry == 0:
+            return new
+        return np.concatenate([previous[keep[:carry]], new])
+    assert previous is not None
+    return np.concatenate([previous, new])[keep]
+
+
+def _carry(keep: IntArray, previous: int, new: int) -> int:
+    """How many rows of ``keep`` come from the previous population, when ``keep`` is those
+    rows followed by every new row in order; -1 otherwise (a general selection)."""
+    carry = keep.size - new
+    if carry < 0 or (carry and int(keep[:carry].max()) >= previous):
+        return -1
+    if not np.array_equal(keep[carry:], np.arange(previous, previous + new)):
+        return -1
+    return carry
+
+
+def assemble(
+    previous: Population | None,
+    born: Newborn,
+    keep: IntArray,
+    generation: int,
+    params: Parameters,
+) -> tuple[Population, FloatArray, IntArray]:
+    """The next population: the candidate rows ``keep`` (previous rows, then offspring).
+
+    Returns:
+        The population, its feasibility-first score, and its best rows
+        (``max(elite_count, 1)`` of them, best first).
+    """
+    n = 0 if previous is None else len(previous)
+    k = born.agent_id.size
+    carry = _carry(keep, n, k)
+    birth = np.full(k, generation, dtype=np.int64)
+
+    def take(field: str, new: np.ndarray) -> np.ndarray:
+        old = None if previous is None else getattr(previous, field)
+        return _take(old, new, keep, carry)
+
+    fitness, memory_kb, speed_us = (
+        take(name, values) for name, values in zip(Evaluation._fields, born.evaluation, strict=True)
+    )
+    violation, score = population_score(fitness, memory_kb, speed_us, params)
+    status = np.where(violation > 0, VIOLATING, EVOLVING).astype(np.int8)
+    top = ops.elite_indices(score, max(params.elite_count, 1))
+    if params.elite_count:
+        elite = top[: params.elite_count]
+        status[elite] = np.where(violation[elite] > 0, VIOLATING, ELITE)
+    population = Population(
+        take("genes", born.genes),
+        fitness,
+        memory_kb,
+        speed_us,
+        violation,
+        take("agent_id", born.agent_id),
+        take("parent_a", born.parent_a),
+        take("parent_b", born.parent_b),
+        take("birth_generation", birth),
+        status,
+    )
+    return population, score, top
+
+
+def evolution_update(
+    *,
+    problem: Problem,
+    population: Population,
+    best: int,
+    generation: int,
+    last_best: float,
+    evolved: int,
+    mutations: int,
+    crossovers: int,
+    run_id: int | None,
+    branch: int,
+    params: Parameters,
+    evaluation_ms: float,
+    timestamp: float,
+) -> EvolutionUpdate:
+    """The ``evolution_update`` of a generation whose best row is ``best``."""
+    best_fitness = float(population.fitness[best])
+    number = int(population.agent_id[best])
+    return EvolutionUpdate(
+        generation=generation,
+        average_fitness=float(population.fitness.mean()),
+        best_fitness=best_fitness,
+        improvement=0.0 if math.isnan(last_best) else best_fitness - last_best,
+        agents_evolved=evolved,
+        mutations_applied=mutations,
+        crossovers=crossovers,
+        run_id=run_id,
+        branch=branch,
+        population_size=len(population),
+        feasible_fraction=float(np.count_nonzero(population.violation == 0) / len(population)),
+        diversity=problem.gene_space.diversity(population.genes),
+        worst_fitness=float(population.fitness.min()),
+        best_agent_id=agent_id(number),
+        best_agent_name=agent_name(problem, population.genes[best], number),
+        best_memory_kb=float(population.memory_kb[best]),
+        best_speed_us=float(population.speed_us[best]),
+        mutation_rate=params.mutation_rate,
+        crossover_rate=params.crossover_rate,
+        evaluation_ms=evaluation_ms,
+        timestamp=timestamp,
+    )
+
+
+def elite_changes(
+    *,
+    problem: Problem,
+    population: Population,
+    previous: Population | None,
+    order: IntArray,
+    elite_count: int,
+    previous_elite: Sequence[int],
+    previous_best: int,
+    generation: int,
+) -> tuple[list[AgentUpdate], list[int]]:
+    """Agent updates for who entered or left the elite, and a new best.
+
+    Returns:
+        The updates and the elite's agent numbers, best first.
+    """
+    elite_rows = order[:elite_count]
+    elite_ids = [int(i) for i in population.agent_id[elite_rows]]
+    before = set(previous_elite)
+    best_id = int(population.agent_id[order[0]])
+    updates: list[AgentUpdate] = []
+    for row in order if elite_count == 0 else elite_rows:
+        number = int(population.agent_id[row])
+        if number == best_id and number != previous_best:
+            updates.append(agent_update(problem, population, int(row), generation, "new_best"))
+        elif number not in before and elite_count:
+            updates.append(agent_update(problem, population, int(row), generation, "elite"))
+    if previous is not None and previous_elite:
+        current = set(elite_ids)
+        for number in previous_elite:
+            if number in current:
+                continue
+            row = population.row_of(number)
+            if row is not None:
+                updates.append(agent_update(problem, population, row, generation, "left_elite"))
+                continue
+            old = previous.row_of(number)
+            if old is not None:
+                updates.append(
+                    agent_update(problem, previous, old, generation, "left_elite", retired=True)
+                )
+    return updates, elite_ids
+
+
+def worst_agents(population: Population, generation: int, count: int = 5) -> list[str]:
+    """Ids of the ``count`` weakest agents born in ``generation`` (weakest first, ties by row)."""
+    newborn = np.flatnonzero(population.birth_generation == generation)
+    fitness = population.fitness[newborn]
+    if fitness.size > count:
+        part = np.argpartition(fitness, count - 1)[:count]
+    else:
+        part = np.arange(fitness.size)
+    weakest = part[np.lexsort((part, fitness[part]))]
+    return [agent_id(i) for i in population.agent_id[newborn][weakest]]
+
+
+def best_violation(
+    population: Population, best: int, params: Parameters
+) -> dict[str, tuple[float, float]]:
+    """The limits the best agent breaks: name -> (value, limit)."""
+    out: dict[str, tuple[float, float]] = {}
+    if population.violation[best] > 0:
+        if population.memory_kb[best] > params.memory_limit_kb:
+            out["memory_kb"] = (float(population.memory_kb[best]), params.memory_limit_kb)
+        if population.speed_us[best] > params.speed_limit_us:
+            out["speed_us"] = (float(population.speed_us[best]), params.speed_limit_us)
+    return out
+
+
+def check_offspring_genes(genes: object, space: GeneSpace) -> FloatArray:
+    """The offspring matrix, checked: ``(k >= 1, len(space))`` finite floats.
+
+    Raises:
+        ValueError: naming what is wrong.
+    """
+    array = np.asarray(genes)
+    if array.ndim != 2 or array.shape[0] < 1 or array.shape[1] != len(space.genes):
+        raise ValueError(
+            f"ask() must propose a (k >= 1, {len(space.genes)}) genes matrix, got shape "
+            f"{array.shape}"
+        )
+    if array.dtype != np.float64:
+        array = array.astype(np.float64)
+    if not np.isfinite(array).all():
+        raise ValueError("ask() proposed genes that are not finite")
+    return array

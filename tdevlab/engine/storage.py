@@ -1,0 +1,204 @@
+"""The run store as the engine sees it, and how a store is opened from a path.
+
+The engine records generations, snapshots and events through :class:`RunStore`; the
+stores themselves (SQLite, memory) live in :mod:`tdevlab.store`, which depends on the
+engine, never the other way round. So that ``Engine(store="runs.db")`` still works,
+:mod:`tdevlab.store` installs a :class:`StoreBackend` here when it is imported (``import
+tdevlab`` imports it); the engine package alone can only take a store object.
+
+A run is a tree of *branches*: branch 0 starts at generation 0; a rollback to generation
+``g`` opens a new branch whose parent is the branch ``g`` belongs to, so the abandoned
+generations stay stored under their own branch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from tdevlab.engine.events import Alert, GenerationResult, LogEntry
+from tdevlab.engine.population import Snapshot
+from tdevlab.exceptions import InvalidParameters, InvalidState
+
+if TYPE_CHECKING:
+    from tdevlab.engine.problems import Problem
+
+__all__ = [
+    "BranchInfo",
+    "RunInfo",
+    "RunStore",
+    "StoreBackend",
+    "export_run",
+    "install_backend",
+    "open_store",
+]
+
+
+@dataclass(frozen=True)
+class BranchInfo:
+    """A branch of a run: where it forked from."""
+
+    branch: int
+    parent_branch: int | None
+    fork_generation: int  # the last generation it shares with its parent (-1 for branch 0)
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """A stored run's description."""
+
+    run_id: int
+    created_at: float
+    seed: int
+    problem: str
+    config: dict[str, Any]
+    active_branch: int
+    last_generation: int | None
+    status: str
+
+
+class RunStore(Protocol):
+    """The operations the engine (and the dataset exporter) need from a run store."""
+
+    #: Whether every generation is kept (SQLite), rather than only recent ones (memory).
+    durable: bool
+
+    def create_run(
+        self, *, seed: int, problem: str, config: dict[str, Any], created_at: float
+    ) -> int:
+        """Create a run (with its branch 0) and return its id."""
+        ...
+
+    def record_generation(
+        self, run_id: int, snapshot: Snapshot, result: GenerationResult, new_ids: tuple[int, int]
+    ) -> None:
+        """Store one generation atomically: its row, snapshot, announced agents, logs, alerts.
+
+        ``new_ids`` is the inclusive range of agent ids created in this generation.
+        """
+        ...
+
+    def record_events(
+        self, run_id: int, branch: int, generation: int, logs: list[LogEntry], alerts: list[Alert]
+    ) -> None:
+        """Store logs and alerts that belong to no generation step (rollbacks, control)."""
+        ...
+
+    def create_branch(self, run_id: int, parent_branch: int, fork_generation: int) -> int:
+        """Open a new branch forking after ``fork_generation`` and make it active."""
+        ...
+
+    def branches(self, run_id: int) -> list[BranchInfo]:
+        """Return every branch of the run."""
+        ...
+
+    def load_snapshot(self, run_id: int, branch: int, generation: int) -> Snapshot:
+        """Return generation ``generation`` as seen from ``branch``'s lineage.
+
+        Raises:
+            GenerationNotFound: if the lineage has no such generation.
+        """
+        ...
+
+    def generation_rows(self, run_id: int) -> list[dict[str, Any]]:
+        """Return every stored generation row of every branch (evolution update fields)."""
+        ...
+
+    def recorded_generations(
+        self, run_id: int, after: int = 0, limit: int = -1
+    ) -> list[dict[str, Any]]:
+        """Generation rows in the order they were recorded, skipping the first ``after``."""
+        ...
+
+    def count_generations(self, run_id: int) -> int:
+        """How many generation rows the run has recorded (all branches)."""
+        ...
+
+    def event_rows(self, run_id: int) -> list[dict[str, Any]]:
+        """Return every stored event (agent updates, logs, alerts) in order."""
+        ...
+
+    def id_high_water(self, run_id: int) -> tuple[int, int]:
+        """The highest agent number and alert number the run ever recorded, in any branch.
+
+        A reopened engine numbers new agents and alerts above them: ids are never reused,
+        even after a rollback made in another process.
+        """
+        ...
+
+    def find_agent_generation(self, run_id: int, agent_id: int) -> tuple[int, int] | None:
+        """Return (branch, generation) of the generation that created ``agent_id``."""
+        ...
+
+    def set_status(self, run_id: int, status: str) -> None:
+        """Record the run's state (idle, running, failed, ...)."""
+        ...
+
+    def run_info(self, run_id: int) -> RunInfo:
+        """Describe one run.
+
+        Raises:
+            RunNotFound: for an unknown id.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release the store's resources."""
+        ...
+
+
+class StoreBackend(Protocol):
+    """Opens stores from paths and writes run datasets (installed by :mod:`tdevlab.store`)."""
+
+    def open(self, where: str | Path | None, keep_snapshots: int | None) -> RunStore:
+        """A SQLite store at ``where``, or a memory store keeping ``keep_snapshots``."""
+        ...
+
+    def export(
+        self, store: RunStore, run_id: int, path: str | Path, format: str, problem: Problem
+    ) -> Path:
+        """Write a run as a dataset directory; return the directory."""
+        ...
+
+
+_backend: StoreBackend | None = None
+
+
+def install_backend(backend: StoreBackend) -> None:
+    """Make ``backend`` the way paths become stores and runs become datasets."""
+    global _backend
+    _backend = backend
+
+
+def _installed() -> StoreBackend:
+    if _backend is None:
+        raise InvalidState(
+            "no run store backend: import tdevlab (or tdevlab.store) to open stores by path"
+        )
+    return _backend
+
+
+def open_store(store: object, keep_snapshots: int | None) -> tuple[RunStore, bool]:
+    """Return the store for ``store`` and whether the caller opened it (and so closes it).
+
+    ``None`` is a memory store keeping ``keep_snapshots`` generations, a path a SQLite
+    store, and a store object is taken as it is.
+
+    Raises:
+        InvalidParameters: for anything else.
+    """
+    if store is None or isinstance(store, str | Path):
+        return _installed().open(store, keep_snapshots), True
+    if hasattr(store, "record_generation"):
+        return store, False  # type: ignore[return-value]
+    raise InvalidParameters(
+        f"store must be None, a path or a run store, got {type(store).__name__}"
+    )
+
+
+def export_run(
+    store: RunStore, run_id: int, path: str | Path, format: str, problem: Problem
+) -> Path:
+    """Write a stored run as a dataset directory (see :func:`tdevlab.store.export_run`)."""
+    return _installed().export(store, run_id, path, format, problem)

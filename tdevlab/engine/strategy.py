@@ -1,0 +1,227 @@
+"""The Strategy seam: what makes the next generation, as ask/tell over explicit state.
+
+The engine owns the run: the loop, control, evaluation (and its executor), uploaded
+agents, ids, events, alerts, the store and rollback. A strategy owns only "which genomes
+next". Each generation the engine calls:
+
+1. ``ask(rng, state, run) -> (offspring, state)``: propose new genomes. ``run`` is a
+   read-only :class:`RunView` of the current population (``None`` before generation 0),
+   its feasibility-first ``score`` (higher is better) and the parameters in force.
+2. The engine evaluates the offspring (uploaded agents take the place of the weakest).
+3. ``tell(rng, state, run, offspring, scored) -> (keep, state)``: choose the next
+   population from the *candidates*: the current population's rows ``0..n-1`` followed by
+   the offspring's rows ``n..n+k-1``. ``keep`` lists candidate rows, in order.
+
+All randomness comes from ``rng``, the run's ``numpy.random.Generator``. ``state`` is
+plain JSON data (numbers, strings, lists, dicts; arrays as lists, bytes as base64), never
+modified in place: a snapshot stores it with each generation, so a rollback restores the
+strategy exactly and continuing reproduces the original generations bit for bit.
+
+An example, a hill climber that restarts from a random population when it stalls::
+
+    import numpy as np
+
+    from tdevlab.engine.operators import mutate
+    from tdevlab.engine.strategy import Offspring
+
+
+    class HillClimber:
+        '''Mutants of the best agent; a new random population after `patience` stalls.'''
+
+        name = "hill-climber"
+
+        def __init__(self, patience=5):
+            self.patience = patience
+            self.config = {"patience": patience}
+
+        def init(self, space, params):
+            return {"best": None, "stalled": 0}
+
+        def ask(self, rng, state, run):
+            n, p = run.params.population_size, run.params
+            if run.population is None or state["stalled"] >= self.patience:
+                return Offspring(run.space.random(rng, n)), {"best": None, "stalled": 0}
+            parents = np.full(n, int(np.argmax(run.score)))
+            genes, mutation = mutate(rng, run.population.genes[parents],
+                                     p.mutation_rate, p.mutation_sigma, run.space)
+            return Offspring(genes, parent_a=parents, mutation=mutation), state
+
+        def tell(self, rng, state, run, offspring, scored):
+            n = 0 if run.population is None else len(run.population)
+            keep = n + np.arange(len(offspring))  # the offspring replace everyone
+            best = float(scored.fitness.max())
+            if state["best"] is None or best > state["best"]:
+                return keep, {"best": best, "stalled": 0}
+            return keep, {**state, "stalled": state["stalled"] + 1}
+
+The test suite runs this very example through the engine, the server and the client
+(``tests/engine/test_strategy.py``). Built-in strategies are made by name with
+:func:`make_strategy`; the default is :class:`~tdevlab.engine.ga.GeneticAlgorithm`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeAlias, runtime_checkable
+
+import numpy as np
+
+from tdevlab.engine.genes import FloatArray, GeneSpace
+from tdevlab.engine.operators import BoolArray, IntArray, Mutation
+from tdevlab.engine.params import Parameters
+from tdevlab.engine.population import Population
+from tdevlab.exceptions import EvolutionFailed, InvalidParameters
+
+__all__ = [
+    "Offspring",
+    "RunView",
+    "Scored",
+    "Strategy",
+    "StrategyState",
+    "make_strategy",
+    "register_strategy",
+    "strategy_names",
+]
+
+#: A strategy's whole state: JSON data (the snapshot stores it as JSON).
+StrategyState: TypeAlias = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RunView:
+    """What a strategy sees of the run; read-only (never modify its arrays).
+
+    Attributes:
+        space: The gene space.
+        params: The parameters in force for the generation being made.
+        generation: The generation being made (0: the initial population).
+        population: The current population, ``None`` before generation 0.
+        score: One number per population row whose order is the feasibility-first order
+            (higher is better: feasible by fitness, then smaller violation), under the
+            limits in ``params``; ``None`` before generation 0.
+    """
+
+    space: GeneSpace
+    params: Parameters
+    generation: int
+    population: Population | None
+    score: FloatArray | None
+
+
+@dataclass(frozen=True)
+class Offspring:
+    """New genomes a strategy proposes.
+
+    Attributes:
+        genes: ``(k, len(space))`` genomes inside the gene space (see ``GeneSpace``).
+        parent_a: Per genome, the population row of its first parent (-1: none).
+        parent_b: Per genome, the row of its second parent (-1: none).
+        crossed: Per genome, whether crossover made it (counted as ``crossovers``).
+        mutation: The mutated cells (``rows`` index ``genes``), for mutation counts and
+            logs.
+    """
+
+    genes: FloatArray
+    parent_a: IntArray | None = None
+    parent_b: IntArray | None = None
+    crossed: BoolArray | None = None
+    mutation: Mutation | None = None
+
+    def __len__(self) -> int:
+        return int(self.genes.shape[0])
+
+
+@dataclass(frozen=True)
+class Scored:
+    """The offspring's evaluation, as ``tell`` gets it (after uploads took their places).
+
+    ``score`` is the feasibility-first score of the offspring among themselves.
+    """
+
+    fitness: FloatArray
+    memory_kb: FloatArray
+    speed_us: FloatArray
+    violation: FloatArray
+    score: FloatArray
+
+
+@runtime_checkable
+class Strategy(Protocol):
+    """What makes the next generation (see the module docstring for the protocol).
+
+    ``name`` identifies the strategy in stored runs; ``config`` (optional) holds the
+    arguments that rebuild a built-in strategy with :func:`make_strategy`.
+    """
+
+    name: str
+
+    def init(self, space: GeneSpace, params: Parameters) -> StrategyState:
+        """Return the state before generation 0."""
+        ...
+
+    def ask(
+        self, rng: np.random.Generator, state: StrategyState, run: RunView
+    ) -> tuple[Offspring, StrategyState]:
+        """Propose the next genomes."""
+        ...
+
+    def tell(
+        self,
+        rng: np.random.Generator,
+        state: StrategyState,
+        run: RunView,
+        offspring: Offspring,
+        scored: Scored,
+    ) -> tuple[IntArray, StrategyState]:
+        """Choose the candidate rows that make the next population."""
+        ...
+
+
+_REGISTRY: dict[str, Callable[..., Strategy]] = {}
+
+
+def register_strategy(name: str, factory: Callable[..., Strategy]) -> None:
+    """Make ``make_strategy(name, **config)`` build a strategy with ``factory(**config)``."""
+    _REGISTRY[name] = factory
+
+
+def strategy_names() -> list[str]:
+    """The names :func:`make_strategy` knows."""
+    return sorted(_REGISTRY)
+
+
+def make_strategy(name: str, config: Mapping[str, Any] | None = None) -> Strategy:
+    """Build a registered strategy.
+
+    Raises:
+        InvalidParameters: for an unknown name (naming the known ones) or bad arguments.
+    """
+    factory = _REGISTRY.get(name)
+    if factory is None:
+        raise InvalidParameters(
+            f"unknown strategy {name!r}; strategies are {strategy_names()}",
+            details={"strategy": str(name)[:64]},
+        )
+    try:
+        return factory(**dict(config or {}))
+    except TypeError as exc:
+        raise InvalidParameters(f"strategy {name!r}: {exc}") from exc
+
+
+def check_keep(keep: object, candidates: int) -> IntArray:
+    """Validate what ``tell`` returned: distinct candidate rows, at least two.
+
+    Raises:
+        EvolutionFailed: naming what is wrong (a strategy bug fails the run cleanly).
+    """
+    rows = np.asarray(keep)
+    if rows.ndim != 1 or not np.issubdtype(rows.dtype, np.integer):
+        raise EvolutionFailed(f"tell() must return a 1-D integer array of rows, got {rows!r}")
+    if rows.size < 2:
+        raise EvolutionFailed(f"tell() kept {rows.size} agents; a population needs >= 2")
+    if rows.min() < 0 or rows.max() >= candidates:
+        raise EvolutionFailed(f"tell() returned rows outside 0..{candidates - 1}")
+    if np.unique(rows).size != rows.size:
+        raise EvolutionFailed("tell() returned a row more than once")
+    return rows.astype(np.int64, copy=False)
