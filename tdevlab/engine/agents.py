@@ -7,24 +7,40 @@ by name), so every event names an agent the same way.
 
 from __future__ import annotations
 
-from typing import Any
+import threading
+from abc import abstractmethod
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from tdevlab.engine.code import parse_agent_code, render_agent_code
 from tdevlab.engine.events import RETIRED, STATUS_NAMES, AgentUpdate, LogEntry
 from tdevlab.engine.genes import FloatArray, GeneSpace
 from tdevlab.engine.operators import Mutation
+from tdevlab.engine.params import Parameters
 from tdevlab.engine.population import IntArray, Population
-from tdevlab.engine.problems import Problem
-from tdevlab.exceptions import AgentNotFound
+from tdevlab.engine.problems import Evaluation, Problem
+from tdevlab.engine.storage import RunStore
+from tdevlab.exceptions import AgentNotFound, ConstraintViolation, GenerationNotFound
 
 __all__ = [
+    "AgentAccess",
+    "Pending",
     "agent_id",
     "agent_name",
     "agent_number",
     "agent_update",
     "mutation_logs",
 ]
+
+
+class Pending(NamedTuple):
+    """An uploaded agent waiting for the next generation (its id is given on upload)."""
+
+    agent_id: int
+    genes: FloatArray
+    metrics: tuple[float, float, float]
 
 
 def agent_id(number: int) -> str:
@@ -164,3 +180,143 @@ def mutation_logs(
             )
         )
     return entries
+
+
+class AgentAccess:
+    """The Engine's agent requests: status (current or retired), code, uploads."""
+
+    problem: Problem
+    space: GeneSpace
+    params: Parameters
+    population: Population | None
+    generation: int
+    run_id: int | None
+    store: RunStore
+    _lock: threading.RLock
+    _next_agent_id: int
+    _pending: list[Pending]
+
+    @abstractmethod
+    def _evaluate(self, genes: FloatArray, first_id: int) -> tuple[Evaluation, float]: ...
+
+    @abstractmethod
+    def _publish(self, event: Any) -> None: ...
+
+    def agent(self, agent_id: str | int) -> AgentUpdate:
+        """Return an agent's status, current or retired (retired ones from the store).
+
+        Raises:
+            AgentNotFound: if the run never had that agent (or its generation is not kept).
+        """
+        number = agent_number(agent_id)
+        with self._lock:
+            pop = self.population
+            if pop is not None:
+                row = pop.row_of(number)
+                if row is not None:
+                    return agent_update(self.problem, pop, row, self.generation, "requested")
+            if self.run_id is not None:
+                where = self.store.find_agent_generation(self.run_id, number)
+                if where is not None:
+                    try:
+                        snap = self.store.load_snapshot(self.run_id, where[0], where[1])
+                    except GenerationNotFound:
+                        snap = None
+                    row = None if snap is None else snap.population.row_of(number)
+                    if snap is not None and row is not None:
+                        return agent_update(
+                            self.problem,
+                            snap.population,
+                            row,
+                            snap.generation,
+                            "requested",
+                            retired=True,
+                        )
+        raise AgentNotFound(
+            f"no agent {shown(agent_id)} in this run", details={"agent_id": shown(agent_id)}
+        )
+
+    def agent_code(self, agent_id: str | int) -> str:
+        """Return an agent's genome as readable Python source (see :mod:`tdevlab.engine.code`).
+
+        Raises:
+            AgentNotFound: as :meth:`agent`.
+        """
+        update = self.agent(agent_id)
+        return render_agent_code(
+            self.space,
+            self.space.encode(update.genes),
+            agent_id=update.agent_id,
+            name=update.name,
+            generation=update.birth_generation,
+        )
+
+    def add_agent_code(self, source: str | bytes) -> AgentUpdate:
+        """Parse uploaded agent code (never executed) and add the agent (see :meth:`add_agent`).
+
+        Raises:
+            ConstraintViolation: if the code is over the memory limit in size, or the agent
+                breaks a constraint.
+            InvalidAgentCode: if the code is not a valid genome of this problem.
+        """
+        return self.add_agent(self.parse_code(source))
+
+    def add_agent(self, genome: Mapping[str, Any]) -> AgentUpdate:
+        """Evaluate a genome now and queue it to join the next generation.
+
+        The agent gets its id at once; in the next generation it takes the place of the
+        weakest new agent. It draws nothing from the run's random generator.
+
+        Returns:
+            The agent's status (``reason="uploaded"``).
+
+        Raises:
+            InvalidParameters: if the genome does not fit the gene space.
+            ConstraintViolation: if the agent breaks the memory or speed limit.
+            EvaluationError: if the problem cannot evaluate it.
+        """
+        row = self.space.encode(genome)
+        with self._lock:
+            p = self.params
+            evaluation, _ = self._evaluate(row[None, :], self._next_agent_id)
+            metrics = tuple(float(a[0]) for a in evaluation)
+            broken = {
+                name: {"value": value, "limit": limit}
+                for name, value, limit in (
+                    ("memory_kb", metrics[1], p.memory_limit_kb),
+                    ("speed_us", metrics[2], p.speed_limit_us),
+                )
+                if value > limit
+            }
+            if broken:
+                text = ", ".join(f"{k} {v['value']:.3f} > {v['limit']}" for k, v in broken.items())
+                raise ConstraintViolation(
+                    f"agent refused: {text}", details={"constraints": broken, "reason": text}
+                )
+            number = self._next_agent_id
+            self._next_agent_id += 1
+            fitness, memory_kb, speed_us = metrics
+            self._pending.append(Pending(number, row, (fitness, memory_kb, speed_us)))
+            update = uploaded_update(
+                self.problem, row, number, (fitness, memory_kb, speed_us), self.generation + 1
+            )
+        self._publish(update)
+        return update
+
+    def parse_code(self, source: str | bytes) -> dict[str, Any]:
+        """Parse agent source into a genome dict, without executing it.
+
+        Raises:
+            ConstraintViolation: if the source is larger than the memory limit.
+            InvalidAgentCode: if it is not a valid genome of this problem.
+        """
+        row = parse_agent_code(
+            source, self.space, max_bytes=int(self.params.memory_limit_kb * 1024)
+        )
+        return self.space.decode(row)
+
+
+def shown(value: object) -> str:
+    """A client-supplied value as an error message shows it (at most 64 characters)."""
+    text = repr(value)
+    return text if len(text) <= 64 else text[:61] + "..."

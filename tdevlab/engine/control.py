@@ -36,6 +36,7 @@ __all__ = [
     "ControlEvent",
     "ControlResult",
     "EngineState",
+    "RollbackResult",
     "RunControl",
     "transition",
 ]
@@ -120,6 +121,19 @@ class ControlResult:
             "generation": self.generation,
             "parameters": self.parameters,
         }
+
+
+@dataclass(frozen=True)
+class RollbackResult:
+    """Where an accepted rollback left the run (what its acknowledgement reports)."""
+
+    generation: int
+    branch: int
+    state: EngineState
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the ack's fields: generation, branch, state."""
+        return {"generation": self.generation, "branch": self.branch, "state": self.state.value}
 
 
 @dataclass

@@ -21,7 +21,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,18 +29,11 @@ import msgspec
 import numpy as np
 
 from tdevlab.engine import generation as gen
-from tdevlab.engine.agents import (
-    agent_id,
-    agent_number,
-    agent_update,
-    mutation_logs,
-    uploaded_update,
-)
+from tdevlab.engine.agents import AgentAccess, Pending, agent_id, mutation_logs, shown
 from tdevlab.engine.alerts import AlertDetector, AlertThresholds
-from tdevlab.engine.code import parse_agent_code, render_agent_code
-from tdevlab.engine.control import ControlEvent, EngineState
+from tdevlab.engine.control import ControlEvent, EngineState, RollbackResult
 from tdevlab.engine.distributed import Evaluator, make_evaluator
-from tdevlab.engine.events import AgentUpdate, Alert, GenerationResult, LogEntry
+from tdevlab.engine.events import Alert, GenerationResult, LogEntry
 from tdevlab.engine.ga import GeneticAlgorithm
 from tdevlab.engine.genes import FloatArray
 from tdevlab.engine.loops import RunLoops
@@ -50,8 +43,6 @@ from tdevlab.engine.problems import AgentDesign, Evaluation, Problem, check_eval
 from tdevlab.engine.storage import RunStore, export_run, open_store
 from tdevlab.engine.strategy import RunView, Scored, Strategy, check_keep, make_strategy
 from tdevlab.exceptions import (
-    AgentNotFound,
-    ConstraintViolation,
     EvaluationError,
     EvolutionFailed,
     GenerationNotFound,
@@ -65,7 +56,7 @@ __all__ = ["ControlEvent", "Engine", "EngineState"]
 log = logging.getLogger("tdevlab.engine")
 
 
-class Engine(RunLoops):
+class Engine(RunLoops, AgentAccess):
     """A run of a strategy (by default the genetic algorithm) over a population of agents.
 
     Args:
@@ -140,7 +131,7 @@ class Engine(RunLoops):
         self._best_id = -1
         self._last_best = math.nan
         self._score_cache: tuple[Population, float, float, FloatArray] | None = None
-        self._pending: list[gen.Pending] = []  # uploaded agents waiting for the next generation
+        self._pending: list[Pending] = []  # uploaded agents waiting for the next generation
         #: Generation rows this run has recorded, all branches (the evolution stream's seq).
         self.recorded_generations = 0
         self._lock = threading.RLock()  # held by a step, a rollback, an upload
@@ -463,124 +454,9 @@ class Engine(RunLoops):
         for alert in alerts:
             self._publish(alert)
 
-    # -- agents ----------------------------------------------------------------------------
-
-    def agent(self, agent_id: str | int) -> AgentUpdate:
-        """Return an agent's status, current or retired (retired ones from the store).
-
-        Raises:
-            AgentNotFound: if the run never had that agent (or its generation is not kept).
-        """
-        number = agent_number(agent_id)
-        with self._lock:
-            pop = self.population
-            if pop is not None:
-                row = pop.row_of(number)
-                if row is not None:
-                    return agent_update(self.problem, pop, row, self.generation, "requested")
-            if self.run_id is not None:
-                where = self.store.find_agent_generation(self.run_id, number)
-                if where is not None:
-                    try:
-                        snap = self.store.load_snapshot(self.run_id, where[0], where[1])
-                    except GenerationNotFound:
-                        snap = None
-                    row = None if snap is None else snap.population.row_of(number)
-                    if snap is not None and row is not None:
-                        return agent_update(
-                            self.problem,
-                            snap.population,
-                            row,
-                            snap.generation,
-                            "requested",
-                            retired=True,
-                        )
-        raise AgentNotFound(
-            f"no agent {_shown(agent_id)} in this run", details={"agent_id": _shown(agent_id)}
-        )
-
-    def agent_code(self, agent_id: str | int) -> str:
-        """Return an agent's genome as readable Python source (see :mod:`tdevlab.engine.code`).
-
-        Raises:
-            AgentNotFound: as :meth:`agent`.
-        """
-        update = self.agent(agent_id)
-        return render_agent_code(
-            self.space,
-            self.space.encode(update.genes),
-            agent_id=update.agent_id,
-            name=update.name,
-            generation=update.birth_generation,
-        )
-
-    def add_agent_code(self, source: str | bytes) -> AgentUpdate:
-        """Parse uploaded agent code (never executed) and add the agent (see :meth:`add_agent`).
-
-        Raises:
-            ConstraintViolation: if the code is over the memory limit in size, or the agent
-                breaks a constraint.
-            InvalidAgentCode: if the code is not a valid genome of this problem.
-        """
-        return self.add_agent(self.parse_code(source))
-
-    def add_agent(self, genome: Mapping[str, Any]) -> AgentUpdate:
-        """Evaluate a genome now and queue it to join the next generation.
-
-        The agent gets its id at once; in the next generation it takes the place of the
-        weakest new agent. It draws nothing from the run's random generator.
-
-        Returns:
-            The agent's status (``reason="uploaded"``).
-
-        Raises:
-            InvalidParameters: if the genome does not fit the gene space.
-            ConstraintViolation: if the agent breaks the memory or speed limit.
-            EvaluationError: if the problem cannot evaluate it.
-        """
-        row = self.space.encode(genome)
-        with self._lock:
-            p = self.params
-            evaluation, _ = self._evaluate(row[None, :], self._next_agent_id)
-            metrics = tuple(float(a[0]) for a in evaluation)
-            broken = {
-                name: {"value": value, "limit": limit}
-                for name, value, limit in (
-                    ("memory_kb", metrics[1], p.memory_limit_kb),
-                    ("speed_us", metrics[2], p.speed_limit_us),
-                )
-                if value > limit
-            }
-            if broken:
-                text = ", ".join(f"{k} {v['value']:.3f} > {v['limit']}" for k, v in broken.items())
-                raise ConstraintViolation(
-                    f"agent refused: {text}", details={"constraints": broken, "reason": text}
-                )
-            number = self._next_agent_id
-            self._next_agent_id += 1
-            fitness, memory_kb, speed_us = metrics
-            self._pending.append(gen.Pending(number, row, (fitness, memory_kb, speed_us)))
-            update = uploaded_update(
-                self.problem, row, number, (fitness, memory_kb, speed_us), self.generation + 1
-            )
-        self._publish(update)
-        return update
-
-    def parse_code(self, source: str | bytes) -> dict[str, Any]:
-        """Parse agent source into a genome dict, without executing it.
-
-        Raises:
-            ConstraintViolation: if the source is larger than the memory limit.
-            InvalidAgentCode: if it is not a valid genome of this problem.
-        """
-        row = parse_agent_code(
-            source, self.space, max_bytes=int(self.params.memory_limit_kb * 1024)
-        )
-        return self.space.decode(row)
-
     # -- rollback --------------------------------------------------------------------------
 
-    def rollback(self, generation: int) -> Snapshot:
+    def rollback(self, generation: int) -> RollbackResult:
         """Return to a past generation of the current lineage, exactly.
 
         The population, parameters, counters, alert state, strategy state and random
@@ -590,13 +466,16 @@ class Engine(RunLoops):
         branch continues. A running loop continues from there after the generation in
         progress.
 
+        Returns:
+            The generation and branch the run is now at, and its state.
+
         Raises:
             InvalidParameters: if ``generation`` is not an integer.
             GenerationNotFound: if the generation is not in the current lineage or no longer
                 kept; the engine is unchanged. ``details`` has the run's ``state``.
         """
         if isinstance(generation, bool) or not isinstance(generation, int | np.integer):
-            raise InvalidParameters(f"generation must be an integer, got {_shown(generation)}")
+            raise InvalidParameters(f"generation must be an integer, got {shown(generation)}")
         generation = int(generation)
         with self._lock:
             if not 0 <= generation <= self.generation or self.run_id is None:
@@ -611,7 +490,7 @@ class Engine(RunLoops):
                 )
             snapshot = self.store.load_snapshot(self.run_id, self.branch, generation)
             if generation == self.generation:
-                return snapshot
+                return RollbackResult(generation, self.branch, self.state)
             abandoned = (self.branch, generation + 1, self.generation)
             self.branch = self.store.create_branch(self.run_id, self.branch, generation)
             self._restore(snapshot)
@@ -641,7 +520,7 @@ class Engine(RunLoops):
             )
             self._next_alert_id += 1
             self._record_side_events([entry], [alert])
-            return snapshot
+            return RollbackResult(generation, self.branch, self.state)
 
     # -- export, close ---------------------------------------------------------------------
 
@@ -704,9 +583,3 @@ def _parent_ids(previous: Population | None, rows: np.ndarray | None, k: int) ->
             f"{k} genomes of a population of {len(previous)}"
         )
     return np.where(rows >= 0, previous.agent_id[rows], -1)
-
-
-def _shown(value: object) -> str:
-    """A client-supplied value as an error message shows it (at most 64 characters)."""
-    text = repr(value)
-    return text if len(text) <= 64 else text[:61] + "..."

@@ -16,7 +16,7 @@ from typing import NamedTuple
 import numpy as np
 
 from tdevlab.engine import operators as ops
-from tdevlab.engine.agents import agent_id, agent_name, agent_update
+from tdevlab.engine.agents import Pending, agent_id, agent_name, agent_update
 from tdevlab.engine.events import ELITE, EVOLVING, VIOLATING, AgentUpdate, EvolutionUpdate
 from tdevlab.engine.genes import FloatArray, GeneSpace
 from tdevlab.engine.operators import IntArray
@@ -26,7 +26,6 @@ from tdevlab.engine.problems import Evaluation, Problem
 
 __all__ = [
     "Newborn",
-    "Pending",
     "assemble",
     "elite_changes",
     "evolution_update",
@@ -34,14 +33,6 @@ __all__ = [
     "population_score",
     "worst_agents",
 ]
-
-
-class Pending(NamedTuple):
-    """An uploaded agent waiting for the next generation (its id is given on upload)."""
-
-    agent_id: int
-    genes: FloatArray
-    metrics: tuple[float, float, float]
 
 
 class Newborn(NamedTuple):

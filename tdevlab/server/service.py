@@ -91,9 +91,8 @@ class Service:
         self._ack(reply, "command", request.id, data)
 
     async def _rollback(self, reply: Replier, request: Rollback) -> None:
-        await asyncio.to_thread(self.engine.rollback, request.generation)
-        data = {"cmd": "rollback", "generation": self.engine.generation}
-        self._ack(reply, "command", request.id, {**data, "branch": self.engine.branch})
+        result = await asyncio.to_thread(self.engine.rollback, request.generation)
+        self._ack(reply, "command", request.id, {"cmd": "rollback", **result.to_dict()})
 
     async def _agent_code(self, reply: Replier, request: GetAgentCode) -> None:
         code = await asyncio.to_thread(self.engine.agent_code, request.agent_id)

@@ -325,7 +325,7 @@ def test_rollback_command_is_exact_and_announced(tmp_path: Any) -> None:
             )
             assert reply["type"] == "ack"
             assert reply["data"] == {"request": "command", "cmd": "rollback", "generation": 4,
-                                     "branch": 1}  # fmt: skip
+                                     "branch": 1, "state": "stopped"}  # fmt: skip
             alert = await c.event("alert", kind="rollback")
             assert alert["severity"] == "warning"
             await c.wait_for(
