@@ -18,7 +18,7 @@ import threading
 import time
 from abc import abstractmethod
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, TypeAlias
 
 from tdevlab.engine.control import (
     ControlEvent,
@@ -26,16 +26,18 @@ from tdevlab.engine.control import (
     EngineState,
     RunControl,
 )
-from tdevlab.engine.events import GenerationResult, LogEntry
+from tdevlab.engine.events import AgentUpdate, Alert, EvolutionUpdate, GenerationResult, LogEntry
 from tdevlab.engine.params import Parameters
 from tdevlab.engine.storage import RunStore
 from tdevlab.exceptions import EvolutionFailed, InvalidParameters, InvalidState, TdevlabError
 
-__all__ = ["Listener", "RunLoops"]
+__all__ = ["EngineEvent", "Listener", "RunLoops"]
 
 log = logging.getLogger("tdevlab.engine")
 
-Listener = Callable[[Any], None]
+#: What listeners receive.
+EngineEvent: TypeAlias = EvolutionUpdate | AgentUpdate | LogEntry | Alert | ControlEvent
+Listener: TypeAlias = Callable[[EngineEvent], None]
 
 #: How long ``control_async("stop")`` waits for the generation in progress to end.
 STOP_WAIT = 60.0
@@ -87,7 +89,7 @@ class RunLoops:
         """The run's control state."""
         return self._run.state
 
-    def _publish(self, event: Any) -> None:
+    def _publish(self, event: EngineEvent) -> None:
         for listener in list(self._listeners):
             try:
                 listener(event)

@@ -23,6 +23,7 @@ import ssl as ssl_module
 import threading
 import time
 import weakref
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -33,11 +34,12 @@ from websockets.http11 import Request, Response
 from tdevlab.engine.control import ControlEvent, EngineState
 from tdevlab.engine.engine import Engine
 from tdevlab.engine.events import AgentUpdate, Alert, EvolutionUpdate, LogEntry
+from tdevlab.engine.loops import EngineEvent
 from tdevlab.exceptions import AuthFailed, InvalidParameters
 from tdevlab.protocol.auth import Claims, TokenVerifier, issue_token
 from tdevlab.protocol.envelope import Encoder
 from tdevlab.protocol.limits import Limits, UserRegistry
-from tdevlab.protocol.session import GOING_AWAY, Close, Dispatch, Replay, Send, Session
+from tdevlab.protocol.session import GOING_AWAY, Close, Dispatch, Outcome, Replay, Send, Session
 from tdevlab.server.hub import Connection, Hub, PastEvent
 from tdevlab.server.metrics import RequestStats
 from tdevlab.server.service import Service
@@ -132,7 +134,7 @@ class EvolutionServer:
         self._header_claims: weakref.WeakKeyDictionary[ServerConnection, Claims] = (
             weakref.WeakKeyDictionary()
         )
-        self._unsubscribe: Any = None
+        self._unsubscribe: Callable[[], None] | None = None
         self._closed: asyncio.Event | None = None  # created on the server's loop
         self._thread: threading.Thread | None = None
         self._thread_stop: asyncio.Event | None = None
@@ -211,7 +213,7 @@ class EvolutionServer:
         assert self._closed is not None
         self._closed.set()
 
-    def _spawn(self, coroutine: Any) -> asyncio.Task[Any]:
+    def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task: asyncio.Task[Any] = asyncio.ensure_future(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -331,7 +333,7 @@ class EvolutionServer:
                 except (TimeoutError, asyncio.CancelledError):
                     writer.cancel()
 
-    async def _carry_out(self, connection: Connection, outcomes: list[Any]) -> bool:
+    async def _carry_out(self, connection: Connection, outcomes: list[Outcome]) -> bool:
         """Send, close or dispatch; return whether an error reply was among them."""
         error = False
         for outcome in outcomes:
@@ -385,7 +387,7 @@ class EvolutionServer:
         if coroutine is not None:
             self._spawn(coroutine)
 
-    def _stored_evolution(self, since: int, first_in_memory: int) -> list[Any]:
+    def _stored_evolution(self, since: int, first_in_memory: int) -> list[PastEvent]:
         """Evolution events ``since+1 .. first_in_memory-1`` rebuilt from the store."""
         engine = self.engine
         assert engine.run_id is not None
@@ -418,7 +420,7 @@ class EvolutionServer:
 
     # -- engine events ---------------------------------------------------------------------
 
-    def _on_engine_event(self, event: Any) -> None:
+    def _on_engine_event(self, event: EngineEvent) -> None:
         # Engine listeners run on the engine's thread: hand the event to the loop, in order.
         loop = self._loop
         if loop is not None and not loop.is_closed():
@@ -435,7 +437,7 @@ class EvolutionServer:
             info = engine.store.run_info(engine.run_id)
             self.hub.epochs["evolution"] = f"run-{info.run_id}-{info.created_at:.6f}"
 
-    def _publish_engine_event(self, event: Any, seq: int | None = None) -> None:
+    def _publish_engine_event(self, event: EngineEvent, seq: int | None = None) -> None:
         hub = self.hub
         if isinstance(event, EvolutionUpdate):
             data = event.to_dict()
