@@ -28,20 +28,31 @@ what the frames hold, in the same dataset layout.
 
 Frames is not thread-safe: ingest and read from one thread (the client's loop does both).
 
-The row buffers are :mod:`tdevlab.client.columns`; :meth:`Frames.to_run` is built by
+The row buffers are :mod:`tdevlab.client.columns`, the checks a message passes before its
+row is appended :mod:`tdevlab.client.checks`; :meth:`Frames.to_run` is built by
 :mod:`tdevlab.client.frame_datasets`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from tdevlab.client.checks import (
+    EPOCH,
+    SECONDS_RANGE,
+    check_genes,
+    check_parents,
+    check_strings,
+    rollback_of,
+    row_caps,
+    seconds,
+)
 from tdevlab.client.columns import (
     _AGENT_NUMBERS,
     _AGENT_OBJECTS,
@@ -69,7 +80,6 @@ from tdevlab.client.columns import (
     _with_genes,
 )
 from tdevlab.client.frame_datasets import run_dataset
-from tdevlab.exceptions import InvalidParameters
 from tdevlab.store.export import RunDataset, write_dataset
 
 __all__ = ["CAPPED_TABLES", "DEFAULT_MAX_ROWS", "TABLES", "Frames"]
@@ -80,10 +90,7 @@ TABLES = ("evolution", "agents", "agent_history", "metrics", "alerts", "logs", "
 CAPPED_TABLES = ("evolution", "agent_history", "metrics", "alerts", "logs", "control")
 DEFAULT_MAX_ROWS = 100_000
 
-_SCALARS = (bool, int, float, str)
 _fromiso = datetime.fromisoformat
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_SECONDS = 9.2e9  # timestamps within +-_SECONDS of the epoch fit datetime64[ns]
 
 
 class Frames:
@@ -105,7 +112,7 @@ class Frames:
     """
 
     def __init__(self, max_rows: int | Mapping[str, int | None] | None = DEFAULT_MAX_ROWS) -> None:
-        self.max_rows = _caps(max_rows)
+        self.max_rows = row_caps(max_rows, CAPPED_TABLES, DEFAULT_MAX_ROWS)
         caps = self.max_rows
         self._evolution = _Table(_EVOLUTION_NUMBERS, (), _EVOLUTION_ORDER, caps["evolution"])
         self._agent_history = _Table(
@@ -190,8 +197,8 @@ class Frames:
 
     def _on_evolution(self, message: dict[str, Any]) -> None:
         data = message["data"]
-        stamp = (_fromiso(message["timestamp"]) - _EPOCH).total_seconds()  # _seconds, inlined
-        if not -_SECONDS < stamp < _SECONDS:
+        stamp = (_fromiso(message["timestamp"]) - EPOCH).total_seconds()  # seconds(), inlined
+        if not -SECONDS_RANGE < stamp < SECONDS_RANGE:
             raise ValueError("the timestamp is out of the datetime64[ns] range")
         best_id = data["best_agent_id"]
         best_name = data["best_agent_name"]
@@ -241,8 +248,8 @@ class Frames:
 
     def _on_metrics(self, message: dict[str, Any]) -> None:
         data = message["data"]
-        stamp = (_fromiso(message["timestamp"]) - _EPOCH).total_seconds()  # _seconds, inlined
-        if not -_SECONDS < stamp < _SECONDS:
+        stamp = (_fromiso(message["timestamp"]) - EPOCH).total_seconds()  # seconds(), inlined
+        if not -SECONDS_RANGE < stamp < SECONDS_RANGE:
             raise ValueError("the timestamp is out of the datetime64[ns] range")
         seq = message.get("seq")
         row = _pack_metrics(
@@ -264,7 +271,7 @@ class Frames:
 
     def _on_agent(self, message: dict[str, Any]) -> None:
         data = message["data"]
-        stamp = _seconds(message["timestamp"])
+        stamp = seconds(message["timestamp"])
         agent_id = data["agent_id"]
         objects = (
             agent_id,
@@ -274,9 +281,9 @@ class Frames:
             data["parents"],
             data["genes"],
         )
-        _check_strings(objects[:4], "agent_id, name, status and reason")
-        _check_parents(objects[4])
-        _check_genes(objects[5])
+        check_strings(objects[:4], "agent_id, name, status and reason")
+        check_parents(objects[4])
+        check_genes(objects[5])
         seq = message.get("seq")
         branch = self._row_branch(None)
         order = self._events + 1
@@ -303,14 +310,14 @@ class Frames:
 
     def _on_log(self, message: dict[str, Any]) -> None:
         data = message["data"]
-        stamp = _seconds(message["timestamp"])
+        stamp = seconds(message["timestamp"])
         objects = (message["level"], data["message"], data["details"])
-        _check_strings(objects[:2], "level and message")
+        check_strings(objects[:2], "level and message")
         self._append_event(self._logs, message, stamp, objects, objects[2])
 
     def _on_alert(self, message: dict[str, Any]) -> None:
         data = message["data"]
-        stamp = _seconds(message["timestamp"])
+        stamp = seconds(message["timestamp"])
         action = data["recommended_action"]
         objects = (
             message["severity"],
@@ -321,7 +328,7 @@ class Frames:
             action,
             data["details"],
         )
-        _check_strings(objects[:5], "severity, alert_id, kind, title and message")
+        check_strings(objects[:5], "severity, alert_id, kind, title and message")
         if action is not None and type(action) is not str:
             raise TypeError("recommended_action must be a string or null")
         self._append_event(self._alerts, message, stamp, objects, objects[6])
@@ -338,7 +345,7 @@ class Frames:
         if type(details) is not dict:
             raise TypeError("details must be an object")
         seq = message.get("seq")
-        rollback = _rollback(details)
+        rollback = rollback_of(details)
         branch = self._row_branch(rollback)
         order = self._events + 1
         generation = message["data"]["generation"]
@@ -354,9 +361,9 @@ class Frames:
 
     def _on_control(self, message: dict[str, Any]) -> None:
         data = message["data"]
-        stamp = _seconds(message["timestamp"])
+        stamp = seconds(message["timestamp"])
         objects = (data["action"], data["state"], data["previous_state"], data["parameters"])
-        _check_strings(objects[:3], "action, state and previous_state")
+        check_strings(objects[:3], "action, state and previous_state")
         if type(objects[3]) is not dict:
             raise TypeError("parameters must be an object")
         seq = message.get("seq")
@@ -569,73 +576,3 @@ class Frames:
             OSError: if the directory or its files cannot be written.
         """
         return write_dataset(self.to_run(metadata), path, format="parquet")
-
-
-# -- building ------------------------------------------------------------------------------
-
-
-def _caps(max_rows: int | Mapping[str, int | None] | None) -> dict[str, int | None]:
-    if max_rows is None or isinstance(max_rows, int):
-        chosen: dict[str, int | None] = dict.fromkeys(CAPPED_TABLES, max_rows)
-    elif isinstance(max_rows, Mapping):
-        unknown = set(max_rows) - set(CAPPED_TABLES)
-        if unknown:
-            raise InvalidParameters(
-                f"max_rows names unknown tables {sorted(unknown)}; "
-                f"the capped tables are {list(CAPPED_TABLES)}"
-            )
-        chosen = {name: max_rows.get(name, DEFAULT_MAX_ROWS) for name in CAPPED_TABLES}
-    else:
-        raise InvalidParameters(f"max_rows={max_rows!r} must be an int, a dict or None")
-    for name, cap in chosen.items():
-        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 0):
-            raise InvalidParameters(f"max_rows for {name!r} must be an int >= 0 or None")
-    return chosen
-
-
-# -- checks (run before a row is appended) -------------------------------------------------
-
-
-def _seconds(stamp: Any) -> float:
-    """Seconds since the epoch of an ISO 8601 time with a zone.
-
-    Raises:
-        TypeError: for a naive time (it cannot be subtracted from the aware epoch).
-        ValueError: for text that is no ISO 8601 time, or one beyond ``datetime64[ns]``.
-    """
-    seconds = (_fromiso(stamp) - _EPOCH).total_seconds()
-    if not -_SECONDS < seconds < _SECONDS:
-        raise ValueError("the timestamp is out of the datetime64[ns] range")
-    return seconds
-
-
-def _rollback(details: dict[str, Any]) -> tuple[int, int, int] | None:
-    """(new branch, parent branch, fork generation) if these are a rollback's details."""
-    if "abandoned_branch" not in details:
-        return None
-    new, parent, fork = (
-        details.get("branch"),
-        details.get("abandoned_branch"),
-        details.get("generation"),
-    )
-    if type(new) is int and type(parent) is int and type(fork) is int and new != parent:
-        return new, parent, fork
-    return None
-
-
-def _check_strings(values: Sequence[Any], names: str) -> None:
-    for value in values:
-        if type(value) is not str:
-            raise TypeError(f"{names} must be strings")
-
-
-def _check_parents(parents: Any) -> None:
-    if type(parents) is not list or not all(type(p) is str for p in parents):
-        raise TypeError("parents must be a list of strings")
-
-
-def _check_genes(genes: Any) -> None:
-    if type(genes) is not dict or not all(
-        type(k) is str and type(v) in _SCALARS for k, v in genes.items()
-    ):
-        raise TypeError("genes must be an object of numbers, strings and booleans")
