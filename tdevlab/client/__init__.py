@@ -7,7 +7,8 @@ which every client has.
 
 from __future__ import annotations
 
-from tdevlab.client.connection import Client, ConnectionState, connect
+from tdevlab.client.api import Client, connect
+from tdevlab.client.connection import ConnectionState
 from tdevlab.client.nested import enable_nested_asyncio
 from tdevlab.client.streams import AgentCode, Backoff
 from tdevlab.client.sync import SyncClient, connect_sync

@@ -19,36 +19,27 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tdevlab.exceptions import (
+    AuthFailed,
     InvalidParameters,
     TdevlabError,
     error_for_code,
 )
+from tdevlab.protocol.channels import CHANNEL_OF_EVENT, EVENT_OF_CHANNEL
+from tdevlab.protocol.session import POLICY_VIOLATION
 
 log = logging.getLogger("tdevlab.client")
 
 __all__ = [
-    "CHANNEL_OF_TYPE",
-    "CHANNELS",
-    "TYPE_OF_CHANNEL",
     "AgentCode",
     "Backoff",
+    "RunView",
     "StreamTracker",
+    "auth_refused",
     "error_from_message",
     "parse_agent_code",
     "resolve_event_name",
 ]
 
-#: Channel -> the message type it carries (README, "Protocol choices").
-TYPE_OF_CHANNEL: dict[str, str] = {
-    "evolution": "evolution_update",
-    "agents": "agent_update",
-    "metrics": "metrics",
-    "alerts": "alert",
-    "logs": "log",
-    "control": "control_update",
-}
-CHANNEL_OF_TYPE: dict[str, str] = {kind: channel for channel, kind in TYPE_OF_CHANNEL.items()}
-CHANNELS: tuple[str, ...] = tuple(TYPE_OF_CHANNEL)
 #: Names ``Client.on`` accepts besides message types: connection state changes, every message.
 _EXTRA_EVENTS = ("state", "message", "error", "agent_code")
 
@@ -59,11 +50,11 @@ def resolve_event_name(name: str) -> str:
     Raises:
         InvalidParameters: for a name that is neither.
     """
-    if name in TYPE_OF_CHANNEL:
-        return TYPE_OF_CHANNEL[name]
-    if name in CHANNEL_OF_TYPE or name in _EXTRA_EVENTS:
+    if name in EVENT_OF_CHANNEL:
+        return EVENT_OF_CHANNEL[name]
+    if name in CHANNEL_OF_EVENT or name in _EXTRA_EVENTS:
         return name
-    known = sorted({*TYPE_OF_CHANNEL, *CHANNEL_OF_TYPE, *_EXTRA_EVENTS})
+    known = sorted({*EVENT_OF_CHANNEL, *CHANNEL_OF_EVENT, *_EXTRA_EVENTS})
     raise InvalidParameters(f"unknown event {name!r}; use one of {known}")
 
 
@@ -120,6 +111,26 @@ class Backoff:
         except OverflowError:  # attempts are unbounded with max_attempts=None
             base = self.cap
         return base * (1 + self.jitter * (2 * rng.random() - 1))
+
+
+def auth_refused(close_code: int | None, error_code: str | None) -> bool:
+    """Whether a connection ended because the server refused its credentials for good.
+
+    Decided on codes, never on the words of a close reason. The server closes with 1008
+    (policy violation) for a refused ``auth`` and for flooding alike, so the close code
+    alone cannot tell them apart: the ``AUTH_FAILED`` error it sends before closing a
+    refused ``auth`` can. A connection closed with 1008 for an expired token carries no
+    such error: the client reconnects, and the server's answer to that handshake (HTTP
+    401, or ``AUTH_FAILED`` for an ``auth`` message) decides.
+
+    Args:
+        close_code: The code of the server's close frame (``None``: no close frame).
+        error_code: The code of the last error the server sent on the connection.
+
+    Returns:
+        True when reconnecting with the same token cannot help.
+    """
+    return close_code == POLICY_VIOLATION and error_code == AuthFailed.code
 
 
 @dataclass
@@ -231,6 +242,62 @@ class StreamTracker:
             for c in channels
             if c in self.positions and (epoch := self.positions[c].epoch) is not None
         }
+
+
+@dataclass
+class RunView:
+    """The run as the server last reported it: from ``control_update`` events and acks.
+
+    An ack's run snapshot was taken when the server handled the request; a
+    ``control_update`` that arrived after the request was made is newer (a run that failed
+    at once is announced before the start's ack), so the snapshot is taken only if none
+    did. :attr:`control_events` counts them, so a request can say how many it saw.
+
+    Attributes:
+        state: The run's state (``None`` until known).
+        generation: The latest generation seen (``None`` until known).
+        parameters: The engine parameters in force.
+        control_events: ``control_update`` events received.
+    """
+
+    state: str | None = None
+    generation: int | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    control_events: int = 0
+
+    def event(self, kind: object, data: object) -> None:
+        """Take in a published event's ``type`` and ``data``."""
+        if not isinstance(data, dict):
+            return
+        if kind == "evolution_update":
+            generation = data.get("generation")
+            if isinstance(generation, int):
+                self.generation = generation
+        elif kind == "control_update":
+            self.control_events += 1
+            self.note(data)
+
+    def acknowledged(self, data: dict[str, Any], control_events: int) -> None:
+        """Take in an ack's run snapshot, unless a control event came after ``control_events``.
+
+        Args:
+            data: The snapshot (``state``, ``generation``, ``parameters``).
+            control_events: :attr:`control_events` when the request was made.
+        """
+        if control_events == self.control_events:
+            self.note(data)
+
+    def note(self, data: dict[str, Any]) -> None:
+        """Take in what ``data`` says of the run (fields of the wrong type are ignored)."""
+        state = data.get("state")
+        if isinstance(state, str):
+            self.state = state
+        generation = data.get("generation")
+        if isinstance(generation, int) and generation >= 0:
+            self.generation = generation
+        parameters = data.get("parameters")
+        if isinstance(parameters, dict):
+            self.parameters = parameters
 
 
 def error_from_message(message: dict[str, Any]) -> TdevlabError:

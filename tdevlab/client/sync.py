@@ -1,7 +1,7 @@
 """The blocking twin of the client, for scripts: its own event loop in a background thread.
 
 ``tdevlab.connect_sync(url, token=...)`` returns a :class:`SyncClient` with the methods of
-:class:`~tdevlab.client.connection.Client`, each blocking until its reply. It works in a
+:class:`~tdevlab.client.api.Client`, each blocking until its reply. It works in a
 plain script and inside Jupyter alike (the loop is its own, so the kernel's running loop is
 never re-entered and nothing needs patching).
 
@@ -21,11 +21,15 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from tdevlab.client.connection import Client, ConnectionState, check_callable
+from tdevlab.client.api import Client, check_callable
+from tdevlab.client.connection import ConnectionState
 from tdevlab.client.streams import AgentCode, resolve_event_name
 from tdevlab.exceptions import ConnectionClosed, InvalidState, RequestTimeout
+
+if TYPE_CHECKING:
+    from tdevlab.notebook import Dashboard
 
 __all__ = ["SyncClient", "connect_sync"]
 
@@ -46,7 +50,7 @@ class SyncClient:
             thread (busy in a callback that does not return, say) before it raises
             :class:`~tdevlab.exceptions.RequestTimeout`. 30 s leaves room for building
             large DataFrames or writing a dataset on that thread.
-        options: See :class:`~tdevlab.client.connection.Client`.
+        options: See :class:`~tdevlab.client.api.Client`.
 
     Raises:
         AuthFailed: the token was refused.
@@ -259,11 +263,11 @@ class SyncClient:
         return self.client.reconnects
 
     @property
-    def subscriptions(self) -> dict[str, dict[str, Any]]:
+    def subscriptions(self) -> dict[str, dict[str, float]]:
         """See :attr:`Client.subscriptions`."""
         return self.client.subscriptions
 
-    def dashboard(self, **options: Any) -> Any:
+    def dashboard(self, **options: Any) -> Dashboard:
         """A live ipywidgets dashboard over this client (:class:`tdevlab.Dashboard`)."""
         from tdevlab.notebook import Dashboard
 
@@ -359,7 +363,7 @@ class SyncClient:
 
     # -- events -----------------------------------------------------------------------------
 
-    def on(self, event: str, callback: Callable[[Any], Any]) -> Callable[[], None]:
+    def on(self, event: str, callback: Callable[[Any], object]) -> Callable[[], None]:
         """See :meth:`Client.on`; callbacks run on the client's background thread."""
         return self.client.on(event, callback)
 

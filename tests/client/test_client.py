@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +23,7 @@ from tdevlab.exceptions import (
     RateLimited,
     Unauthorized,
 )
+from tdevlab.protocol.auth import TokenVerifier, issue_token
 from tdevlab.protocol.limits import Limits
 from tdevlab.server import EvolutionServer
 from tests.server.conftest import SECRET, TIMEOUT, make_server
@@ -280,6 +282,44 @@ def test_token_refused_on_reconnect_fails_once_without_retrying() -> None:
             assert client.reconnects == 0
             with pytest.raises(AuthFailed):
                 await client.ping()
+
+    run(scenario())
+
+
+def test_a_static_token_that_expires_ends_the_client_with_auth_failed() -> None:
+    """Close 1008 on expiry, then HTTP 401 on the reconnect: failed, and no more attempts."""
+
+    async def scenario() -> None:
+        async with make_server(verifier=TokenVerifier(SECRET, leeway=0)) as server:
+            token = issue_token(SECRET, "ada", "operator", now=time.time(), ttl=1.0)
+            client = await tdevlab.connect(server.url, token=token, backoff=FAST)
+            states: list[str] = []
+            client.on("state", states.append)
+            await _until(lambda: client.connection_state == "failed")
+            assert isinstance(client.error, AuthFailed)
+            assert "401" in str(client.error)
+            assert states == ["reconnecting", "failed"]
+            assert client.reconnects == 0
+
+    run(scenario())
+
+
+def test_a_client_closed_for_flooding_reconnects() -> None:
+    """Close 1008 without AUTH_FAILED (flooding) is no auth failure: the client comes back."""
+
+    async def scenario() -> None:
+        limits = Limits(messages_per_second=5, flood_factor=1)
+        async with make_server(limits=limits) as server:
+            client = await tdevlab.connect(
+                server.url, token=server.token("ada", "operator"), backoff=FAST
+            )
+            flood = [client.stop() for _ in range(30)]
+            outcomes = await asyncio.gather(*flood, return_exceptions=True)
+            assert any(isinstance(o, RateLimited) for o in outcomes)
+            await _until(lambda: client.reconnects >= 1 and client.connection_state == "open")
+            assert client.error is None
+            assert await client.ping() > 0
+            await client.close()
 
     run(scenario())
 

@@ -9,7 +9,9 @@ import pytest
 from tdevlab.client.streams import (
     AgentCode,
     Backoff,
+    RunView,
     StreamTracker,
+    auth_refused,
     error_from_message,
     parse_agent_code,
     resolve_event_name,
@@ -25,6 +27,7 @@ from tdevlab.exceptions import (
     TdevlabError,
     Unauthorized,
 )
+from tdevlab.protocol.channels import CHANNELS, EVENT_OF_CHANNEL
 
 
 def _event(channel: str, seq: int) -> dict[str, object]:
@@ -167,3 +170,50 @@ def test_event_names_accept_channels_and_types() -> None:
     assert resolve_event_name("state") == "state"
     with pytest.raises(InvalidParameters, match="unknown event 'alrets'"):
         resolve_event_name("alrets")
+
+
+def test_every_channel_names_the_events_it_carries() -> None:
+    """Each channel of the protocol's table resolves to its event type, and the type to itself."""
+    for channel in CHANNELS:
+        kind = EVENT_OF_CHANNEL[channel]
+        assert resolve_event_name(channel) == resolve_event_name(kind) == kind
+
+
+@pytest.mark.parametrize(
+    ("close_code", "error_code", "refused"),
+    [
+        (1008, "AUTH_FAILED", True),  # a refused auth message: error, then close 1008
+        (1008, None, False),  # an expired token: the reconnect's handshake decides
+        (1008, "RATE_LIMITED", False),  # flooding: reconnect
+        (1001, "AUTH_FAILED", False),  # the server went away after some refusal
+        (None, "AUTH_FAILED", False),  # dropped without a close frame
+        (1000, None, False),
+    ],
+)
+def test_auth_is_given_up_on_codes_not_on_close_reasons(
+    close_code: int | None, error_code: str | None, refused: bool
+) -> None:
+    """Only close 1008 after an AUTH_FAILED error means the token will not do."""
+    assert auth_refused(close_code, error_code) is refused
+
+
+def test_an_ack_snapshot_yields_to_a_newer_control_event() -> None:
+    """A run snapshot from an ack is kept only if no control_update came after the request."""
+    run = RunView()
+    seen = run.control_events
+    run.event("control_update", {"state": "failed", "generation": 3, "parameters": {}})
+    run.acknowledged({"state": "running", "generation": 2}, seen)
+    assert (run.state, run.generation, run.control_events) == ("failed", 3, 1)
+    run.acknowledged({"state": "paused", "generation": 4}, run.control_events)
+    assert (run.state, run.generation) == ("paused", 4)
+
+
+def test_the_run_view_follows_generations_and_ignores_malformed_fields() -> None:
+    """evolution_update moves the generation; fields of the wrong type change nothing."""
+    run = RunView()
+    run.event("evolution_update", {"generation": 5})
+    run.event("evolution_update", "not an object")
+    run.note({"state": 3, "generation": -1, "parameters": ["x"]})
+    assert (run.state, run.generation, run.parameters) == (None, 5, {})
+    run.note({"parameters": {"mutation_rate": 0.1}})
+    assert run.parameters == {"mutation_rate": 0.1}
