@@ -37,7 +37,16 @@ handshake). Run by hand::
 exits by itself after ``--timeout`` seconds or when its stdin closes.
 """
 
+# ruff: noqa: E402  (the path is set before the imports)
+
 from __future__ import annotations
+
+import os
+import sys
+
+if not __package__:  # run by its path (the fleet process): tdevlab from the same repository
+    _here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [os.path.dirname(_here), *(p for p in sys.path if os.path.abspath(p) != _here)]
 
 import argparse
 import asyncio
@@ -47,11 +56,9 @@ import gc
 import json
 import logging
 import math
-import os
 import resource
 import socket
 import statistics
-import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -537,10 +544,11 @@ class FleetProcess:
         return await self.receive(wait_s)
 
     async def wait_for_count(
-        self, expected: int, *, limit_s: float = 20.0, idle_s: float = 2.0
+        self, expected: int, *, limit_s: float = 20.0, idle_s: float = 2.0, stats: bool = True
     ) -> dict[str, Any]:
         """Poll the fleet until it received ``expected`` frames, or nothing came for
-        ``idle_s`` seconds, or ``limit_s`` passed; then return its stats.
+        ``idle_s`` seconds, or ``limit_s`` passed; then return its stats (with ``stats``)
+        or its count.
 
         The polls only ask for the count: the percentiles are computed once, at the end,
         so the fleet never sorts its samples while messages are still arriving.
@@ -555,7 +563,7 @@ class FleetProcess:
                 progress_at, last_count = time.monotonic(), counts["received"]
             elif time.monotonic() - progress_at > idle_s:
                 break
-        return await self.command("stats")
+        return await self.command("stats") if stats else counts
 
     async def quit(self, wait_s: float = 20.0) -> dict[str, Any]:
         """Ask the fleet to close its connections and exit; kill it if it does not."""

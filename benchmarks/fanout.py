@@ -2,8 +2,8 @@
 
 What is measured
 ----------------
-Two servers do the same work, one after the other in this process, each on a free
-loopback port:
+Two servers do the same work in this process, each on a free loopback port and each with
+its own client process, taking turns:
 
 1. ``bare``: a websockets 17 asyncio server (``websockets.asyncio.server.serve``,
    ``compression=None``) whose handler acknowledges a subscribe request and keeps the
@@ -24,34 +24,44 @@ plain ``asyncio.Protocol``, which counts each message and records ``time.time() 
 as its bytes are read: no task or queue per connection, so the clients' own cost per
 message (~20 us) stays well under what it was with ``websockets.asyncio.client`` (~33 us),
 which made the single client process, not the server, the latency tail at 1000
-subscribers. Both servers are measured by the same fleet, so the comparison stays fair.
+subscribers. Both servers are measured by the same kind of fleet, so the comparison stays
+fair.
 
-For each subscriber count (100 and 1000) and each server, per run:
+For each subscriber count (100 and 1000), a run starts both servers and both fleets and
+measures:
 
-* latency: 20 messages/second for 5 s (paced on the server's loop); the publish-to-receive
-  p50 and p99 over every delivery of the run;
+* latency: each server publishes 20 messages/second (paced on the loop) for 5 s in all; the
+  publish-to-receive p50 and p99 over every delivery of the run;
 * throughput: the publisher publishes a batch of k messages per loop turn
-  (``await asyncio.sleep(0)`` between batches) for 3 s, at most ``--max-deliveries``
+  (``await asyncio.sleep(0)`` between batches) for 3 s in all, at most ``--max-deliveries``
   deliveries; reported are the messages delivered per second as counted by the clients
-  (deliveries / (last receive - first publish)) and the server process's CPU time
-  (``time.process_time()``, from the first publish until the clients got everything) per
-  delivery. k=1 is one event per loop turn (the engine's pace); k=10 a burst of events.
-  On a small machine the single client process is often the flood's bottleneck (its CPU
-  use is in the diagnostics table): then delivered msg/s says how cheaply the clients can
-  take each server's output, and the server's CPU per delivery is its own cost.
+  (deliveries / (last receive - first publish), summed over the blocks) and the server
+  process's CPU time (``time.process_time()``, from the first publish until the clients got
+  everything) per delivery. k=1 is one event per loop turn (the engine's pace); k=10 a
+  burst of events. On a small machine the single client process is often the flood's
+  bottleneck (its CPU use is in the diagnostics table): then delivered msg/s says how
+  cheaply the clients can take each server's output, and the server's CPU per delivery is
+  its own cost.
 
-Runs are repeated (``--repeats``, default 3) with the servers interleaved and their order
-alternated; the table shows medians. Diagnostics (the server's and the clients' CPU use
-during throughput, deliveries lost, close codes) go to the JSON and to stderr.
+The servers take turns in blocks (1 s of latency, 0.5 s of flood), in the order ABBA, and
+each block waits until its clients got everything: whatever else runs on the machine falls
+on both alike. Runs are repeated (``--repeats``, default 5), the first server alternating.
+The table shows each server's median over the runs, the median of tdevlab / bare within a
+run, and that ratio's min-max over the runs. Diagnostics (the server's and the clients' CPU
+use during throughput, deliveries lost, close codes, the load average) go to the JSON and
+to stderr.
 
-Targets (checked at the end): tdevlab's throughput >= the bare server's at each subscriber
-count and batch size; tdevlab's p99 < 50 ms at 1000 subscribers and 20 updates/s.
+Targets (checked at the end, on the median ratio, with its spread): tdevlab's p50 and p99
+at most the bare server's, and its throughput at least the bare server's, at each
+subscriber count and batch size; tdevlab's p99 < 50 ms at 1000 subscribers and 20
+updates/s. A missed target is reported (FAIL), not an error: the exit status is 0 once the
+benchmark ran.
 
-Run it::
+Run it (by its path from anywhere, or ``python -m benchmarks.fanout`` from the root)::
 
-    python benchmarks/fanout.py                      # ~2.5 minutes, plain-text table
+    python benchmarks/fanout.py                      # ~5 minutes, plain-text table
     python benchmarks/fanout.py --markdown --json fanout.json
-    python benchmarks/fanout.py --quick              # a smoke run (~15 s)
+    python benchmarks/fanout.py --quick              # a smoke run (~3 s)
     python benchmarks/fanout.py --profile fanout.prof --repeats 1 --subscribers 1000
 """
 
@@ -71,6 +81,7 @@ import asyncio
 import cProfile
 import gc
 import json
+import math
 import pstats
 import secrets
 import time
@@ -92,6 +103,7 @@ from benchmarks._clients import (
 )
 from benchmarks._tables import (
     format_plain,
+    load_average,
     report_checks,
     versions,
     write_json,
@@ -215,16 +227,15 @@ CONTENDERS: dict[str, type[TdevlabContender] | type[BareContender]] = {
 # -- publishers ------------------------------------------------------------------------------
 
 
-async def publish_paced(contender: Contender, rate: float, duration: float) -> int:
-    """Publish ``rate`` messages per second for ``duration`` seconds; return the count."""
+async def publish_paced(contender: Contender, rate: float, count: int, first: int) -> int:
+    """Publish ``count`` messages at ``rate`` per second (numbered from ``first``)."""
     loop = asyncio.get_running_loop()
-    count = max(int(rate * duration), 1)
     start = loop.time()
     for i in range(count):
         delay = start + i / rate - loop.time()
         if delay > 0:
             await asyncio.sleep(delay)
-        contender.publish(i, evolution_data(i, time.time()))
+        contender.publish(first + i, evolution_data(first + i, time.time()))
     return count
 
 
@@ -241,6 +252,9 @@ async def publish_flood(contender: Contender, batch: int, duration: float, limit
 
 
 # -- one run ---------------------------------------------------------------------------------
+
+LATENCY_BLOCK_S = 1.0  # the servers take turns publishing in blocks of this many seconds
+FLOOD_BLOCK_S = 0.5
 
 
 @dataclass
@@ -277,59 +291,110 @@ class Run:
     closes: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass
+class Flood:
+    """Sums over one server's flood blocks at one batch size."""
+
+    published: int = 0
+    delivered: int = 0
+    span_s: float = 0.0
+    cpu_s: float = 0.0
+    client_cpu_s: float = 0.0
+
+
 def _cpu(process: psutil.Process) -> float:
     times = process.cpu_times()
     return float(times.user + times.system)
 
 
-async def run_one(
-    key: str, subscribers: int, repeat: int, settings: Settings, profiler: cProfile.Profile | None
-) -> Run:
-    """Start a server and a fleet, measure latency then throughput, stop both."""
-    contender: Contender = CONTENDERS[key]()
-    await contender.start()
-    run = Run(key, subscribers, repeat)
-    fleet: FleetProcess | None = None
+def _blocks(total_s: float, block_s: float) -> int:
+    return max(round(total_s / block_s), 1)
+
+
+async def run_pair(
+    subscribers: int, repeat: int, settings: Settings, profiler: cProfile.Profile | None
+) -> list[Run]:
+    """Start both servers, each with its fleet; measure them in turns; stop everything.
+
+    The servers take turns block by block (latency blocks of ``LATENCY_BLOCK_S``, flood
+    blocks of ``FLOOD_BLOCK_S``), in the order ABBA, so whatever else the machine does
+    falls on both alike. Each block ends once its fleet has everything, so the next
+    server's block starts on a quiet machine.
+    """
+    keys = list(CONTENDERS) if repeat % 2 == 0 else list(reversed(CONTENDERS))
+    contenders: dict[str, Contender] = {key: CONTENDERS[key]() for key in keys}
+    fleets: dict[str, FleetProcess] = {}
+    runs = {key: Run(key, subscribers, repeat) for key in keys}
+
+    def turns(block: int) -> list[str]:
+        return keys if block % 2 == 0 else keys[::-1]
+
     try:
-        fleet = await FleetProcess.start(
-            contender.url, subscribers, SECRET, user_prefix=f"{key}{repeat}"
-        )
-        client = psutil.Process(fleet.pid)
+        for key, contender in contenders.items():
+            await contender.start()
+            fleets[key] = await FleetProcess.start(
+                contender.url, subscribers, SECRET, user_prefix=f"{key}{repeat}"
+            )
+        clients = {key: psutil.Process(fleet.pid) for key, fleet in fleets.items()}
 
-        await fleet.command("mode", mode="latency")
-        gc.collect()
-        published = await publish_paced(contender, settings.rate, settings.latency_s)
-        stats = await fleet.wait_for_count(published * subscribers)
-        run.p50_ms, run.p99_ms, run.max_ms = stats["p50_ms"], stats["p99_ms"], stats["max_ms"]
-        run.latency_expected, run.latency_received = published * subscribers, stats["received"]
+        # Latency: the rate is each server's while it publishes.
+        per_block = max(round(settings.rate * min(LATENCY_BLOCK_S, settings.latency_s)), 1)
+        sent = dict.fromkeys(keys, 0)
+        for fleet in fleets.values():
+            await fleet.command("mode", mode="latency")
+        for block in range(_blocks(settings.latency_s, LATENCY_BLOCK_S)):
+            for key in turns(block):
+                gc.collect()
+                sent[key] += await publish_paced(
+                    contenders[key], settings.rate, per_block, sent[key]
+                )
+                await fleets[key].wait_for_count(sent[key] * subscribers, stats=False)
+        for key, fleet in fleets.items():
+            stats = await fleet.command("stats")
+            run = runs[key]
+            run.p50_ms, run.p99_ms, run.max_ms = stats["p50_ms"], stats["p99_ms"], stats["max_ms"]
+            run.latency_expected, run.latency_received = sent[key] * subscribers, stats["received"]
 
+        # Throughput, per batch size.
+        flood_blocks = _blocks(settings.flood_s, FLOOD_BLOCK_S)
+        block_s = settings.flood_s / flood_blocks
+        limit = max(settings.max_deliveries // subscribers // flood_blocks, 1)
         for batch in settings.batches:
-            await fleet.command("mode", mode="count")
-            gc.collect()
-            limit = max(settings.max_deliveries // subscribers, 1)
-            client_cpu0, cpu0, wall0 = _cpu(client), time.process_time(), time.time()
-            if profiler is not None and key == "tdevlab":
-                profiler.enable()
-            published = await publish_flood(contender, batch, settings.flood_s, limit)
-            stats = await fleet.wait_for_count(published * subscribers)
-            if profiler is not None and key == "tdevlab":
-                profiler.disable()
-            cpu = time.process_time() - cpu0
-            span = max(stats["last"] - wall0, 1e-9)
-            delivered = stats["received"]
-            run.published[batch] = published
-            run.delivered[batch] = delivered
-            run.lost[batch] = published * subscribers - delivered
-            run.msgs_per_s[batch] = delivered / span
-            run.cpu_us_per_delivery[batch] = cpu / max(delivered, 1) * 1e6
-            run.server_cpu_pct[batch] = cpu / span * 100
-            run.client_cpu_pct[batch] = (_cpu(client) - client_cpu0) / span * 100
-        run.closes = (await fleet.command("stats"))["closes"]
+            sums = {key: Flood() for key in keys}
+            for block in range(flood_blocks):
+                for key in turns(block):
+                    fleet, total = fleets[key], sums[key]
+                    await fleet.command("mode", mode="count")
+                    gc.collect()
+                    client_cpu0, cpu0, wall0 = _cpu(clients[key]), time.process_time(), time.time()
+                    if profiler is not None and key == "tdevlab":
+                        profiler.enable()
+                    published = await publish_flood(contenders[key], batch, block_s, limit)
+                    counts = await fleet.wait_for_count(published * subscribers, stats=False)
+                    if profiler is not None and key == "tdevlab":
+                        profiler.disable()
+                    total.cpu_s += time.process_time() - cpu0
+                    total.client_cpu_s += _cpu(clients[key]) - client_cpu0
+                    total.span_s += max(counts["last"] - wall0, 1e-9)
+                    total.published += published
+                    total.delivered += counts["received"]
+            for key, total in sums.items():
+                run = runs[key]
+                run.published[batch] = total.published
+                run.delivered[batch] = total.delivered
+                run.lost[batch] = total.published * subscribers - total.delivered
+                run.msgs_per_s[batch] = total.delivered / total.span_s
+                run.cpu_us_per_delivery[batch] = total.cpu_s / max(total.delivered, 1) * 1e6
+                run.server_cpu_pct[batch] = total.cpu_s / total.span_s * 100
+                run.client_cpu_pct[batch] = total.client_cpu_s / total.span_s * 100
+        for key, fleet in fleets.items():
+            runs[key].closes = (await fleet.command("stats"))["closes"]
     finally:
-        if fleet is not None:
+        for fleet in fleets.values():
             await fleet.quit()
-        await contender.stop()
-    return run
+        for contender in contenders.values():
+            await contender.stop()
+    return [runs[key] for key in CONTENDERS]
 
 
 def describe(run: Run) -> str:
@@ -350,108 +415,158 @@ def describe(run: Run) -> str:
 
 
 async def benchmark(settings: Settings, profiler: cProfile.Profile | None) -> list[Run]:
-    """Every server at every subscriber count, repeated, interleaved; return the runs."""
+    """Both servers at every subscriber count, repeated; return the runs."""
     runs = []
     for repeat in range(settings.repeats):
         for subscribers in settings.subscribers:
-            order = list(CONTENDERS) if repeat % 2 == 0 else list(reversed(CONTENDERS))
-            for key in order:
-                run = await run_one(key, subscribers, repeat, settings, profiler)
-                print(describe(run), file=sys.stderr, flush=True)
-                runs.append(run)
+            pair = await run_pair(subscribers, repeat, settings, profiler)
+            load = load_average()
+            for run in pair:
+                print(f"{describe(run)} (load {load})", file=sys.stderr, flush=True)
+            runs.extend(pair)
     return runs
 
 
 # -- results ---------------------------------------------------------------------------------
 
+# (name, Run attribute, batch size or None, format, the better direction for tdevlab / bare)
+Measure = tuple[str, str, int | None, str, str]
 
-def summarize(runs: list[Run], settings: Settings) -> dict[tuple[int, str], dict[str, Any]]:
-    """Medians over repeats per (subscribers, server)."""
-    out: dict[tuple[int, str], dict[str, Any]] = {}
-    for subscribers in settings.subscribers:
-        for key in CONTENDERS:
-            mine = [r for r in runs if r.key == key and r.subscribers == subscribers]
-            summary: dict[str, Any] = {
-                "p50_ms": median([r.p50_ms for r in mine]),
-                "p99_ms": median([r.p99_ms for r in mine]),
-                "latency_lost": sum(r.latency_expected - r.latency_received for r in mine),
-            }
-            for batch in settings.batches:
-                summary[f"msgs_per_s_k{batch}"] = median([r.msgs_per_s[batch] for r in mine])
-                summary[f"cpu_us_k{batch}"] = median([r.cpu_us_per_delivery[batch] for r in mine])
-                summary[f"server_cpu_pct_k{batch}"] = median(
-                    [r.server_cpu_pct[batch] for r in mine]
-                )
-                summary[f"client_cpu_pct_k{batch}"] = median(
-                    [r.client_cpu_pct[batch] for r in mine]
-                )
-                summary[f"lost_k{batch}"] = sum(r.lost[batch] for r in mine)
-            out[(subscribers, key)] = summary
+
+def measures(settings: Settings) -> list[Measure]:
+    out: list[Measure] = [
+        (f"p50 ms @{settings.rate:g}/s", "p50_ms", None, ".1f", "<="),
+        (f"p99 ms @{settings.rate:g}/s", "p99_ms", None, ".1f", "<="),
+    ]
+    for batch in settings.batches:
+        out.append((f"delivered msg/s (k={batch})", "msgs_per_s", batch, ",.0f", ">="))
+    for batch in settings.batches:
+        out.append((f"server CPU us/delivery (k={batch})", "cpu_us_per_delivery", batch, ".2f", ""))
     return out
 
 
-def table_rows(
-    summary: dict[tuple[int, str], dict[str, Any]], settings: Settings
-) -> list[list[str]]:
-    header = ["subscribers", "server", "p50 ms @20/s", "p99 ms @20/s"]
-    for batch in settings.batches:
-        header += [f"delivered msg/s (k={batch})", f"server CPU us/delivery (k={batch})"]
-    rows = [header]
-    for (subscribers, key), s in summary.items():
-        row = [str(subscribers), CONTENDERS[key].label, f"{s['p50_ms']:.1f}", f"{s['p99_ms']:.1f}"]
-        for batch in settings.batches:
-            row += [f"{s[f'msgs_per_s_k{batch}']:,.0f}", f"{s[f'cpu_us_k{batch}']:.2f}"]
-        rows.append(row)
+def _value(run: Run, attribute: str, batch: int | None) -> float:
+    value = getattr(run, attribute)
+    return float(value if batch is None else value[batch])
+
+
+def summarize(runs: list[Run], settings: Settings) -> list[dict[str, Any]]:
+    """Per subscriber count and measure: each server's median over the repeats, and the
+    median, min and max of tdevlab / bare within a repeat (the two ran side by side)."""
+    out = []
+    for subscribers in settings.subscribers:
+        pairs = [
+            (
+                next(
+                    r
+                    for r in runs
+                    if r.key == "bare" and r.subscribers == subscribers and r.repeat == i
+                ),
+                next(
+                    r
+                    for r in runs
+                    if r.key == "tdevlab" and r.subscribers == subscribers and r.repeat == i
+                ),
+            )
+            for i in range(settings.repeats)
+        ]
+        for name, attribute, batch, spec, better in measures(settings):
+            bare = [_value(b, attribute, batch) for b, _ in pairs]
+            ours = [_value(t, attribute, batch) for _, t in pairs]
+            ratios = [t / b for b, t in zip(bare, ours, strict=True) if b > 0]
+            out.append(
+                {
+                    "subscribers": subscribers,
+                    "measure": name,
+                    "format": spec,
+                    "better": better,
+                    "bare": median(bare),
+                    "tdevlab": median(ours),
+                    "ratio": median(ratios),
+                    "ratio_min": min(ratios, default=math.nan),
+                    "ratio_max": max(ratios, default=math.nan),
+                }
+            )
+    return out
+
+
+def table_rows(summary: list[dict[str, Any]], settings: Settings) -> list[list[str]]:
+    rows = [
+        [
+            "subscribers",
+            "measure",
+            BareContender.label,
+            TdevlabContender.label,
+            "tdevlab / bare",
+            f"min-max of {settings.repeats}",
+        ]
+    ]
+    for s in summary:
+        rows.append(
+            [
+                str(s["subscribers"]),
+                s["measure"],
+                format(s["bare"], s["format"]),
+                format(s["tdevlab"], s["format"]),
+                f"{s['ratio']:.2f}",
+                f"{s['ratio_min']:.2f}-{s['ratio_max']:.2f}",
+            ]
+        )
     return rows
 
 
-def diagnostic_rows(
-    summary: dict[tuple[int, str], dict[str, Any]], settings: Settings
-) -> list[list[str]]:
+def diagnostic_rows(runs: list[Run], settings: Settings) -> list[list[str]]:
     header = ["subscribers", "server"]
     for batch in settings.batches:
         header += [f"server CPU % (k={batch})", f"clients CPU % (k={batch})", f"lost (k={batch})"]
-    header.append("lost @20/s")
+    header.append(f"lost @{settings.rate:g}/s")
     rows = [header]
-    for (subscribers, key), s in summary.items():
-        row = [str(subscribers), key]
-        for batch in settings.batches:
-            row += [
-                f"{s[f'server_cpu_pct_k{batch}']:.0f}",
-                f"{s[f'client_cpu_pct_k{batch}']:.0f}",
-                str(s[f"lost_k{batch}"]),
-            ]
-        row.append(str(s["latency_lost"]))
-        rows.append(row)
+    for subscribers in settings.subscribers:
+        for key in CONTENDERS:
+            mine = [r for r in runs if r.key == key and r.subscribers == subscribers]
+            row = [str(subscribers), key]
+            for batch in settings.batches:
+                row += [
+                    f"{median([r.server_cpu_pct[batch] for r in mine]):.0f}",
+                    f"{median([r.client_cpu_pct[batch] for r in mine]):.0f}",
+                    str(sum(r.lost[batch] for r in mine)),
+                ]
+            row.append(str(sum(r.latency_expected - r.latency_received for r in mine)))
+            rows.append(row)
     return rows
 
 
-def checks(
-    summary: dict[tuple[int, str], dict[str, Any]], settings: Settings
-) -> list[dict[str, Any]]:
+def checks(summary: list[dict[str, Any]], settings: Settings) -> list[dict[str, Any]]:
+    """tdevlab / bare: latency <= 1 and throughput >= 1 in the median of the repeats, at
+    every subscriber count; and tdevlab's p99 < 50 ms at 1000 subscribers."""
     out = []
-    for subscribers in settings.subscribers:
-        ours, bare = summary[(subscribers, "tdevlab")], summary[(subscribers, "bare")]
-        for batch in settings.batches:
-            value = ours[f"msgs_per_s_k{batch}"] / bare[f"msgs_per_s_k{batch}"]
-            out.append(
-                {
-                    "name": f"throughput tdevlab / bare, {subscribers} subscribers, k={batch}",
-                    "value": value,
-                    "target": ">= 1.00",
-                    "status": "PASS" if value >= 1.0 else "FAIL",
-                }
-            )
-    if 1000 in settings.subscribers:
-        p99 = summary[(1000, "tdevlab")]["p99_ms"]
+    for s in summary:
+        better = s["better"]
+        if not better:
+            continue
+        value, low, high = s["ratio"], s["ratio_min"], s["ratio_max"]
+        passed = value <= 1.0 if better == "<=" else value >= 1.0
         out.append(
             {
-                "name": f"tdevlab p99 at 1000 subscribers, {settings.rate:g} updates/s (ms)",
-                "value": p99,
-                "target": f"< {P99_TARGET_MS:g}",
-                "status": "PASS" if p99 < P99_TARGET_MS else "FAIL",
+                "name": f"tdevlab / bare, {s['measure']}, {s['subscribers']} subscribers",
+                "value": value,
+                "spread": (low, high),
+                "crosses": low < 1.0 < high,
+                "target": f"{better} 1.00",
+                "status": "PASS" if passed else "FAIL",
             }
         )
+    for s in summary:
+        if s["subscribers"] == 1000 and s["measure"].startswith("p99"):
+            p99 = s["tdevlab"]
+            out.append(
+                {
+                    "name": f"tdevlab {s['measure']} at 1000 subscribers (median)",
+                    "value": p99,
+                    "target": f"< {P99_TARGET_MS:g}",
+                    "status": "PASS" if p99 < P99_TARGET_MS else "FAIL",
+                }
+            )
     return out
 
 
@@ -481,19 +596,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--subscribers", default="100,1000", help="comma-separated counts")
     parser.add_argument("--batches", default="1,10", help="messages per loop turn, flood phase")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5, help="runs of both servers, paired")
     parser.add_argument("--rate", type=float, default=20.0, help="updates/s, latency phase")
     parser.add_argument("--latency-seconds", type=float, default=5.0)
     parser.add_argument("--flood-seconds", type=float, default=3.0)
     parser.add_argument("--max-deliveries", type=int, default=600_000, help="bound per flood phase")
-    parser.add_argument("--quick", action="store_true", help="a short smoke run")
+    parser.add_argument("--quick", action="store_true", help="a smoke run of a few seconds")
     parser.add_argument("--profile", type=Path, metavar="PATH", help="cProfile tdevlab floods")
     parser.add_argument("--markdown", action="store_true", help="also print a Markdown table")
     parser.add_argument("--json", type=Path, metavar="PATH", help="write the raw numbers here")
     args = parser.parse_args(argv)
     if args.quick:
-        args.subscribers, args.repeats = "10,100", 1
-        args.latency_seconds, args.flood_seconds = 1.0, 0.5
+        args.subscribers, args.repeats = "20", 1
+        args.latency_seconds, args.flood_seconds = 0.5, 0.2
+    if args.repeats < 1 or args.rate <= 0 or args.latency_seconds <= 0 or args.flood_seconds <= 0:
+        parser.error("--repeats must be >= 1; --rate and the seconds > 0")
     return args
 
 
@@ -508,7 +625,7 @@ async def amain(args: argparse.Namespace) -> int:
         max_deliveries=args.max_deliveries,
     )
     info = versions("tdevlab", "websockets", "msgspec")
-    info["load_average"] = tuple(round(x, 2) for x in os.getloadavg())
+    info["load_average"] = load_average()
     sizes = message_sizes()
     print(
         f"fan-out: subscribers {settings.subscribers}, {settings.repeats} repeats, latency "
@@ -527,9 +644,9 @@ async def amain(args: argparse.Namespace) -> int:
 
     print(format_plain(rows))
     print()
-    print(format_plain(diagnostic_rows(summary, settings)))
+    print(format_plain(diagnostic_rows(runs, settings)))
     print()
-    status = report_checks(rows, results, elapsed, args.markdown)
+    report_checks(rows, results, elapsed, args.markdown)
     if profiler is not None:
         profiler.dump_stats(args.profile)
         print(f"\nprofile of tdevlab's flood phases written to {args.profile}; top functions:")
@@ -540,16 +657,16 @@ async def amain(args: argparse.Namespace) -> int:
             "versions": info,
             "message_bytes": sizes,
             "runs": [asdict(r) for r in runs],
-            "medians": {f"{n}/{k}": s for (n, k), s in summary.items()},
+            "summary": summary,
             "checks": results,
             "elapsed_s": elapsed,
         }
         write_json(args.json, payload)
-    return status
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the benchmark and print the tables; return 0 if every target passes."""
+    """Run the benchmark and print the tables; return 0 once it ran (targets are reported)."""
     args = parse_args(argv)
     quiet_logs()
     raise_fd_limit()

@@ -34,7 +34,7 @@ Run it::
 
     python benchmarks/stalled_reader.py               # about a minute
     python benchmarks/stalled_reader.py --markdown --json stalled.json
-    python benchmarks/stalled_reader.py --quick
+    python benchmarks/stalled_reader.py --quick       # a smoke run (~4 s)
 """
 
 # ruff: noqa: E402  (the package's own imports come after the path is set)
@@ -91,6 +91,7 @@ class Settings:
     seconds: float
     event_bytes: int
     repeats: int
+    drain_s: float = 30.0  # how long the stalled socket may read what the kernel kept
 
 
 @dataclass
@@ -215,7 +216,9 @@ async def run_one(stalled: bool, repeat: int, settings: Settings) -> Run:
             run.max_held_bytes = monitor.max_held
             if monitor.target is not None:
                 run.frames_written_to_stalled = monitor.target.sent
-            drained = await fleet.command("drain_stalled", wait_s=40.0, drain_timeout=30.0)
+            drained = await fleet.command(
+                "drain_stalled", wait_s=settings.drain_s + 10.0, drain_timeout=settings.drain_s
+            )
             run.stalled_end = drained["end"]
             run.stalled_backlog_bytes = drained["backlog_bytes"]
     finally:
@@ -351,17 +354,26 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=10.0, help="publishing per run")
     parser.add_argument("--event-bytes", type=int, default=20_000, help="padding per event")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each kind")
-    parser.add_argument("--quick", action="store_true", help="a short smoke run")
+    parser.add_argument("--quick", action="store_true", help="a smoke run of a few seconds")
     parser.add_argument("--markdown", action="store_true", help="also print a Markdown table")
     parser.add_argument("--json", type=Path, metavar="PATH", help="write the raw numbers here")
     args = parser.parse_args(argv)
     if args.quick:
-        args.subscribers, args.seconds, args.repeats = 20, 6.0, 1
+        # Enough bytes (~9 MB) to fill the stalled socket's kernel buffers and the budget.
+        args.subscribers, args.rate, args.seconds, args.repeats = 20, 100.0, 1.5, 1
+        args.event_bytes = 60_000
     return args
 
 
 async def amain(args: argparse.Namespace) -> int:
-    settings = Settings(args.subscribers, args.rate, args.seconds, args.event_bytes, args.repeats)
+    settings = Settings(
+        args.subscribers,
+        args.rate,
+        args.seconds,
+        args.event_bytes,
+        args.repeats,
+        drain_s=5.0 if args.quick else 30.0,
+    )
     info = versions("tdevlab", "websockets")
     info["load_average"] = tuple(round(x, 2) for x in os.getloadavg())
     print(
@@ -400,7 +412,7 @@ async def amain(args: argparse.Namespace) -> int:
         f"{s['rss_max_mb']:.1f} MB, {s['rss_final_mb']:.1f} MB after the last run"
     )
     print()
-    status = report_checks(rows, results, elapsed, args.markdown)
+    report_checks(rows, results, elapsed, args.markdown)
     if args.json is not None:
         payload = {
             "settings": asdict(settings),
@@ -411,11 +423,11 @@ async def amain(args: argparse.Namespace) -> int:
             "elapsed_s": elapsed,
         }
         write_json(args.json, payload)
-    return status
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the benchmark and print the table; return 0 if every target passes."""
+    """Run the benchmark and print the table; return 0 once it ran (targets are reported)."""
     args = parse_args(argv)
     quiet_logs()
     raise_fd_limit()
