@@ -70,6 +70,12 @@ import numpy as np
 
 from tdevlab.engine.genes import FloatArray
 from tdevlab.engine.problems import Evaluation, Problem, check_evaluation
+from tdevlab.engine.shipping import (
+    BUFFER_ALIGNMENT,
+    PickledProblem,
+    load_problem,
+    pickle_problem,
+)
 from tdevlab.exceptions import EvaluationError, InvalidParameters
 
 __all__ = [
@@ -92,8 +98,6 @@ __all__ = [
 #: How many problems a worker process keeps (the newest); older ones are dropped.
 WORKER_CACHE_SIZE = 4
 
-#: Byte alignment of the memory a worker gives each array of an unpickled problem.
-BUFFER_ALIGNMENT = 64
 
 # Exception types (by name, so Dask need not be imported) meaning "the worker went away".
 _LOST_WORKER_TYPES = frozenset({"KilledWorker", "CommClosedError", "FutureCancelledError"})
@@ -129,35 +133,6 @@ class ProblemToken(NamedTuple):
     """What a task carries instead of the problem, for executors without shared memory."""
 
     token: str
-
-
-class PickledProblem(NamedTuple):
-    """A problem pickled for worker processes: the pickle stream and its data buffers.
-
-    The buffers are the problem's C- or Fortran-contiguous NumPy arrays (and other objects
-    that pickle buffers out of band, such as pandas and pyarrow data), pickled out of band
-    (pickle protocol 5), so that each worker can give every one memory aligned to
-    ``BUFFER_ALIGNMENT`` bytes; other arrays (object dtype, non-contiguous views) travel
-    inside the pickle stream. In-band pickles, and Dask's own deserialization, leave
-    arrays at whatever offset their bytes land on; fitness code on arrays that do not
-    start on a cache line was measured 17% slower (an array product 8 bytes off a cache
-    line; one 1 byte off an 8-byte boundary, as Dask can leave it, about 7 times slower).
-    """
-
-    body: bytes
-    buffers: tuple[bytes, ...]
-
-
-def load_problem(pickled: PickledProblem) -> Any:
-    """Unpickle a :class:`PickledProblem`, each buffer copied to aligned, writable memory."""
-    aligned = []
-    for raw in pickled.buffers:
-        block = np.empty(len(raw) + BUFFER_ALIGNMENT, dtype=np.uint8)
-        offset = -block.ctypes.data % BUFFER_ALIGNMENT
-        view = block[offset : offset + len(raw)]
-        view[:] = np.frombuffer(raw, dtype=np.uint8)
-        aligned.append(view)
-    return pickle.loads(pickled.body, buffers=aligned)
 
 
 class _Shipment(NamedTuple):
@@ -443,7 +418,7 @@ class ExecutorEvaluator:
         elif self._client is not None:
             shipment = self._ship_to_dask(problem)
         else:
-            payload = _pickle_problem(problem, cloud=False)
+            payload = pickle_problem(problem, cloud=False)
             shipment = _Shipment(problem, ProblemToken(uuid.uuid4().hex), payload)
         self._shipment = shipment
         return shipment
@@ -458,7 +433,7 @@ class ExecutorEvaluator:
         problem (one that joined or restarted later) gets the bytes, from a peer.
         """
         token = ProblemToken(uuid.uuid4().hex)
-        payload = _pickle_problem(problem, cloud=True)
+        payload = pickle_problem(problem, cloud=True)
         try:
             future = self._client.scatter([payload], broadcast=True, hash=False)[0]
         except Exception as exc:
@@ -478,27 +453,6 @@ class ExecutorEvaluator:
 
     def __repr__(self) -> str:
         return f"ExecutorEvaluator({self.executor!r}, chunk_size={self.chunk_size})"
-
-
-def _pickle_problem(problem: Problem, *, cloud: bool) -> PickledProblem:
-    """Pickle a problem for worker processes (with cloudpickle for Dask, as Dask would)."""
-    dumps: Callable[..., bytes] = pickle.dumps
-    if cloud:
-        import importlib
-
-        dumps = importlib.import_module("cloudpickle").dumps  # a dependency of Dask
-    buffers: list[pickle.PickleBuffer] = []
-    try:
-        body = dumps(problem, protocol=5, buffer_callback=buffers.append)
-        return PickledProblem(body, tuple(buffer.raw().tobytes() for buffer in buffers))
-    except Exception as exc:
-        reason = f"problem not picklable: {type(exc).__name__}: {exc}"
-        raise EvaluationError(
-            f"cannot pickle the problem for the executor's worker processes: "
-            f"{type(exc).__name__}: {exc} (a problem for a process pool must pickle with "
-            "the standard pickle: no lambdas or local functions; Dask uses cloudpickle)",
-            details={"reason": reason},
-        ) from exc
 
 
 def _failure_error(failure: ChunkFailure) -> tuple[EvaluationError, BaseException]:

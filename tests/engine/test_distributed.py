@@ -37,11 +37,11 @@ from tdevlab.engine.distributed import (
     PickledProblem,
     ProblemToken,
     RemoteTraceback,
-    _pickle_problem,
     chunk_bounds,
     evaluate_chunk,
     executor_from_options,
     load_problem,
+    pickle_problem,
 )
 from tests.conftest import MS
 from tests.engine.distributed_problems import (
@@ -427,7 +427,7 @@ def test_killed_process_pool_worker_is_one_clean_error(tmp_path: Path) -> None:
 def test_shipped_arrays_get_aligned_writable_memory(cloud: bool) -> None:
     """Each array of a pickled problem travels out of band and loads aligned and writable."""
     probe = AlignmentProbe(3)
-    pickled = _pickle_problem(probe, cloud=cloud)
+    pickled = pickle_problem(probe, cloud=cloud)
     # The arrays' bytes are buffers of their own, not inside the pickle stream.
     assert len(pickled.buffers) >= 4
     assert len(pickled.body) < 2000
