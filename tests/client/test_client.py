@@ -291,7 +291,8 @@ def test_a_static_token_that_expires_ends_the_client_with_auth_failed() -> None:
 
     async def scenario() -> None:
         async with make_server(verifier=TokenVerifier(SECRET, leeway=0)) as server:
-            token = issue_token(SECRET, "ada", "operator", now=time.time(), ttl=1.0)
+            # exp is whole seconds: 2 s leave at least one for the first connect.
+            token = issue_token(SECRET, "ada", "operator", now=time.time(), ttl=2.0)
             client = await tdevlab.connect(server.url, token=token, backoff=FAST)
             states: list[str] = []
             client.on("state", states.append)
