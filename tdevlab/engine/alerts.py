@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from tdevlab.engine.events import Alert, LogEntry
 from tdevlab.exceptions import InvalidParameters
 
 __all__ = ["AlertDetector", "AlertFinding", "AlertThresholds"]
@@ -233,3 +234,54 @@ class AlertDetector:
                     )
                 )
         return findings
+
+
+def alerts_from(findings: list[AlertFinding], first_id: int, generation: int) -> list[Alert]:
+    """The API's alerts for a generation's findings, numbered from ``alert-<first_id>``."""
+    return [
+        Alert(
+            alert_id=f"alert-{first_id + i}",
+            severity=f.severity,
+            kind=f.kind,
+            title=f.title,
+            message=f.message,
+            details=f.details,
+            recommended_action=f.recommended_action,
+            generation=generation,
+        )
+        for i, f in enumerate(findings)
+    ]
+
+
+def rollback_events(
+    generation: int, branch: int, abandoned: tuple[int, int, int], alert_id: int
+) -> tuple[LogEntry, Alert]:
+    """The log entry and the ``Rollback Performed`` warning of a rollback to ``generation``.
+
+    Args:
+        generation: The generation rolled back to.
+        branch: The new branch the run continues on.
+        abandoned: (branch, first generation, last generation) left behind.
+        alert_id: The alert's number.
+    """
+    details = {"generation": generation, "branch": branch, "abandoned_branch": abandoned[0]}
+    entry = LogEntry(
+        level="warning",
+        message=f"Rolled back to generation {generation}",
+        details={**details, "abandoned_generations": [abandoned[1], abandoned[2]]},
+        generation=generation,
+    )
+    alert = Alert(
+        alert_id=f"alert-{alert_id}",
+        severity="warning",
+        kind="rollback",
+        title="Rollback Performed",
+        message=(
+            f"Rolled back from generation {abandoned[2]} to generation {generation}; "
+            f"generations {abandoned[1]}..{abandoned[2]} kept as branch {abandoned[0]}"
+        ),
+        details=details,
+        recommended_action=None,
+        generation=generation,
+    )
+    return entry, alert

@@ -30,7 +30,7 @@ import numpy as np
 
 from tdevlab.engine import generation as gen
 from tdevlab.engine.agents import AgentAccess, Pending, agent_id, mutation_logs, shown
-from tdevlab.engine.alerts import AlertDetector, AlertThresholds
+from tdevlab.engine.alerts import AlertDetector, AlertThresholds, alerts_from, rollback_events
 from tdevlab.engine.control import ControlEvent, EngineState, RollbackResult
 from tdevlab.engine.distributed import Evaluator, make_evaluator
 from tdevlab.engine.events import Alert, GenerationResult, LogEntry
@@ -55,6 +55,15 @@ __all__ = ["ControlEvent", "Engine", "EngineState"]
 
 log = logging.getLogger("tdevlab.engine")
 
+#: Default of ``Engine(max_population_memory=...)``: 256 MiB.
+DEFAULT_POPULATION_MEMORY = 256 * 1024 * 1024
+#: Bytes per agent besides its genes: fitness, memory, speed, violation, id, two parents,
+#: birth generation (8 bytes each) and status (1).
+AGENT_BYTES = 8 * 8 + 1
+#: Copies of a population's arrays alive while a generation is made (the current one,
+#: offspring, candidates, crossover and mutation temporaries, scores, the snapshot written).
+WORKING_COPIES = 8
+
 
 class Engine(RunLoops, AgentAccess):
     """A run of a strategy (by default the genetic algorithm) over a population of agents.
@@ -78,6 +87,9 @@ class Engine(RunLoops, AgentAccess):
             The generations are the same with or without one. The engine does not shut the
             executor down. See :mod:`tdevlab.engine.distributed`.
         chunk_size: Most agents per executor task; by default two chunks per worker.
+        max_population_memory: Bytes a generation's arrays may take, counting the working
+            copies a generation makes; it bounds ``population_size`` (for 10 genes, the
+            default 256 MiB allows about 230,000 agents). See :meth:`max_population`.
         **parameters: Initial :class:`Parameters` (population_size, mutation_rate, ...).
 
     Raises:
@@ -99,13 +111,23 @@ class Engine(RunLoops, AgentAccess):
         clock: Callable[[], float] = time.time,
         executor: Any = None,
         chunk_size: int | None = None,
+        max_population_memory: int = DEFAULT_POPULATION_MEMORY,
         **parameters: Any,
     ) -> None:
         self.problem: Problem = problem if problem is not None else AgentDesign()
         self.strategy: Strategy = _strategy(strategy)
         self._evaluator: Evaluator = make_evaluator(executor, chunk_size)
         self.space = self.problem.gene_space
-        self.params: Parameters = Parameters().replace(parameters)
+        if (
+            isinstance(max_population_memory, bool)
+            or not isinstance(max_population_memory, int)
+            or max_population_memory < 1
+        ):
+            raise InvalidParameters(
+                f"max_population_memory={max_population_memory!r} must be a number of bytes"
+            )
+        self.max_population_memory = max_population_memory
+        self.params: Parameters = self._checked(Parameters().replace(parameters))
         if log_sample < 0:
             raise InvalidParameters(f"log_sample={log_sample} must be >= 0")
         self.log_sample = int(log_sample)
@@ -138,6 +160,30 @@ class Engine(RunLoops, AgentAccess):
         super().__init__()
         if run_id is not None:
             self._restore_latest(run_id)
+
+    # -- resources -------------------------------------------------------------------------
+
+    @property
+    def max_population(self) -> int:
+        """The largest ``population_size`` this engine's memory budget allows."""
+        per_agent = AGENT_BYTES + 8 * len(self.space.genes)
+        return max(2, self.max_population_memory // (per_agent * WORKING_COPIES))
+
+    def _checked(self, params: Parameters) -> Parameters:
+        """``params`` if the engine can afford them; the control owner calls this."""
+        top = self.max_population
+        if params.population_size > top:
+            raise InvalidParameters(
+                f"population_size={params.population_size} is over this engine's maximum of "
+                f"{top} ({len(self.space.genes)} genes within max_population_memory="
+                f"{self.max_population_memory} bytes)",
+                details={
+                    "parameter": "population_size",
+                    "value": params.population_size,
+                    "maximum": top,
+                },
+            )
+        return params
 
     # -- construction from a store ---------------------------------------------------------
 
@@ -381,19 +427,7 @@ class Engine(RunLoops, AgentAccess):
             best_violation=gen.best_violation(population, best, p),
             worst_new_agents=lambda: gen.worst_agents(population, generation),
         )
-        alerts = [
-            Alert(
-                alert_id=f"alert-{self._next_alert_id + i}",
-                severity=f.severity,
-                kind=f.kind,
-                title=f.title,
-                message=f.message,
-                details=f.details,
-                recommended_action=f.recommended_action,
-                generation=generation,
-            )
-            for i, f in enumerate(findings)
-        ]
+        alerts = alerts_from(findings, self._next_alert_id, generation)
         new_last = first + k - 1
         snapshot_state = {
             "parameters": p.to_dict(),
@@ -494,30 +528,7 @@ class Engine(RunLoops, AgentAccess):
             abandoned = (self.branch, generation + 1, self.generation)
             self.branch = self.store.create_branch(self.run_id, self.branch, generation)
             self._restore(snapshot)
-            details = {
-                "generation": generation,
-                "branch": self.branch,
-                "abandoned_branch": abandoned[0],
-            }
-            entry = LogEntry(
-                level="warning",
-                message=f"Rolled back to generation {generation}",
-                details={**details, "abandoned_generations": [abandoned[1], abandoned[2]]},
-                generation=generation,
-            )
-            alert = Alert(
-                alert_id=f"alert-{self._next_alert_id}",
-                severity="warning",
-                kind="rollback",
-                title="Rollback Performed",
-                message=(
-                    f"Rolled back from generation {abandoned[2]} to generation {generation}; "
-                    f"generations {abandoned[1]}..{abandoned[2]} kept as branch {abandoned[0]}"
-                ),
-                details=details,
-                recommended_action=None,
-                generation=generation,
-            )
+            entry, alert = rollback_events(generation, self.branch, abandoned, self._next_alert_id)
             self._next_alert_id += 1
             self._record_side_events([entry], [alert])
             return RollbackResult(generation, self.branch, self.state)

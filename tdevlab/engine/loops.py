@@ -62,6 +62,9 @@ class RunLoops:
     def _step(self) -> GenerationResult: ...
 
     @abstractmethod
+    def _checked(self, params: Parameters) -> Parameters: ...
+
+    @abstractmethod
     def _record_side_events(
         self, logs: list[LogEntry], alerts: list[Any], generation: int | None = None
     ) -> None: ...
@@ -178,7 +181,7 @@ class RunLoops:
 
         def apply(previous: EngineState) -> tuple[Parameters, Parameters]:
             old = self.params
-            new = old.replace(changes) if changes else old
+            new = self._checked(old.replace(changes)) if changes else old
             self.params = new
             return old, new
 

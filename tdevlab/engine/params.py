@@ -10,24 +10,39 @@ import msgspec
 
 from tdevlab.exceptions import InvalidParameters
 
-__all__ = ["Parameters"]
+__all__ = ["BOUNDS", "MAX_POPULATION", "Parameters"]
+
+#: The largest population any engine accepts; an engine's memory budget usually allows
+#: fewer (``Engine(max_population_memory=...)``).
+MAX_POPULATION = 10_000_000
+#: Upper bounds of the numeric parameters (inclusive): beyond them a value is a mistake or
+#: an attack, never a setting (a sigma of 10 spans already move a gene anywhere).
+BOUNDS: dict[str, float] = {
+    "mutation_sigma": 10.0,
+    "blend_alpha": 10.0,
+    "memory_limit_kb": 1e9,
+    "speed_limit_us": 1e9,
+}
 
 
 class Parameters(msgspec.Struct, frozen=True, kw_only=True):
     """Evolution parameters in force for a generation.
 
     Attributes:
-        population_size: Agents per generation (>= 2).
+        population_size: Agents per generation (2 ..= ``MAX_POPULATION``; an engine's
+            memory budget may allow fewer).
         mutation_rate: Probability that each gene of a child mutates, in [0, 1].
         crossover_rate: Probability that a child is a crossover of two parents, in [0, 1].
-        tournament_size: Agents per selection tournament (>= 1).
+        tournament_size: Agents per selection tournament (1 ..= population_size).
         elite_count: Best agents copied unchanged into the next generation
             (0 <= elite_count < population_size).
-        mutation_sigma: Gaussian mutation step as a fraction of a gene's search span (> 0).
+        mutation_sigma: Gaussian mutation step as a fraction of a gene's search span
+            (0 < sigma <= 10).
         crossover: ``"uniform"`` or ``"blend"`` (BLX-alpha on numeric genes).
-        blend_alpha: The widening of blend crossover (>= 0).
-        memory_limit_kb: Constraint on memory_kb (> 0). spec: agent memory 6.5 KB.
-        speed_limit_us: Constraint on speed_us (> 0). spec: agent speed 3.0 us.
+        blend_alpha: The widening of blend crossover (0 ..= 10).
+        memory_limit_kb: Constraint on memory_kb (0 < limit <= 1e9). spec: agent memory
+            6.5 KB.
+        speed_limit_us: Constraint on speed_us (0 < limit <= 1e9). spec: agent speed 3.0 us.
     """
 
     population_size: int = 100
@@ -48,11 +63,12 @@ class Parameters(msgspec.Struct, frozen=True, kw_only=True):
             InvalidParameters: naming every unknown parameter, or the first invalid value;
                 nothing is changed.
         """
-        unknown = sorted(set(changes) - set(self.__struct_fields__))
+        unknown = sorted(str(k)[:64] for k in set(changes) - set(self.__struct_fields__))
         if unknown:
+            shown = unknown[:10]  # names come from clients: echo a bounded few
             raise InvalidParameters(
-                f"unknown parameter(s) {unknown}; known: {list(self.__struct_fields__)}",
-                details={"unknown_parameters": unknown},
+                f"unknown parameter(s) {shown}; known: {list(self.__struct_fields__)}",
+                details={"unknown_parameters": shown},
             )
         fields = {name: getattr(self, name) for name in self.__struct_fields__}
         fields.update(changes)
@@ -79,10 +95,17 @@ class Parameters(msgspec.Struct, frozen=True, kw_only=True):
         f["blend_alpha"] = _number("blend_alpha", f["blend_alpha"])
         if f["blend_alpha"] < 0:
             _fail("blend_alpha", f["blend_alpha"], "must be >= 0")
-        if f["population_size"] < 2:
-            _fail("population_size", f["population_size"], "must be at least 2")
-        if f["tournament_size"] < 1:
-            _fail("tournament_size", f["tournament_size"], "must be at least 1")
+        for name, top in BOUNDS.items():
+            if f[name] > top:
+                _fail(name, f[name], f"must be at most {top:g}")
+        if not 2 <= f["population_size"] <= MAX_POPULATION:
+            _fail("population_size", f["population_size"], f"must be within [2, {MAX_POPULATION}]")
+        if not 1 <= f["tournament_size"] <= f["population_size"]:
+            _fail(
+                "tournament_size",
+                f["tournament_size"],
+                f"must be within [1, population_size ({f['population_size']})]",
+            )
         if not 0 <= f["elite_count"] < f["population_size"]:
             _fail(
                 "elite_count",
@@ -99,9 +122,9 @@ class Parameters(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def _fail(name: str, value: Any, why: str) -> None:
-    raise InvalidParameters(
-        f"{name}={value!r} {why}", details={"parameter": name, "value": repr(value)}
-    )
+    shown = repr(value)
+    shown = shown if len(shown) <= 64 else shown[:61] + "..."  # values come from clients
+    raise InvalidParameters(f"{name}={shown} {why}", details={"parameter": name, "value": shown})
 
 
 def _integer(name: str, value: Any) -> int:

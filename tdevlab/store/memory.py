@@ -1,11 +1,12 @@
 """A run store in memory: what an engine uses when no database is given.
 
-Memory stays bounded on long runs: it keeps the newest ``keep_generations`` generation rows
-(with their agent updates, logs and alerts) and the newest ``keep_snapshots`` snapshots (a
-snapshot holds the whole population), so rollback reaches that far back and an export
-covers that window. Recording is just appending references: a population's arrays are
-never modified after they are built, so nothing is copied. Use the SQLite store to keep a
-whole run.
+Memory stays bounded on long runs and large populations: it keeps the newest
+``keep_generations`` generation rows (and up to eight times as many agent updates, logs and
+alerts) and the newest snapshots (a snapshot holds the whole population), at most
+``keep_snapshots`` of them and at most ``keep_bytes`` of arrays, so rollback reaches that far
+back and an export covers that window. Recording is just appending references: a
+population's arrays are never modified after they are built, so nothing is copied. Use
+the SQLite store to keep a whole run.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from tdevlab.engine.events import Alert, GenerationResult, LogEntry
+from tdevlab.engine.events import Alert, EvolutionUpdate, GenerationResult, LogEntry
 from tdevlab.engine.population import Snapshot
 from tdevlab.exceptions import GenerationNotFound, InvalidParameters, RunNotFound
 from tdevlab.store.base import BranchInfo, RunInfo, branch_holding
@@ -31,10 +32,11 @@ __all__ = ["MemoryStore"]
 class _Run:
     info: RunInfo
     branches: dict[int, BranchInfo]
-    results: deque[tuple[int, GenerationResult]]
+    results: deque[tuple[int, EvolutionUpdate]]
     events: deque[tuple[int, int, str, Any, float]]
     dropped: int = 0  # generation rows no longer kept (the oldest)
     snapshots: OrderedDict[tuple[int, int], Snapshot] = field(default_factory=OrderedDict)
+    snapshot_bytes: int = 0
     # (first id, last id, branch, generation) per generation, in creation order.
     new_ids: deque[tuple[int, int, int, int]] = field(default_factory=deque)
 
@@ -45,17 +47,28 @@ class MemoryStore:
     Args:
         keep_snapshots: How many generation snapshots to keep per run (oldest dropped
             first); ``None`` keeps all. Rollback further back raises ``GenerationNotFound``.
+        keep_generations: How many generation rows to keep per run.
+        keep_bytes: The most bytes of population arrays the snapshots of a run may hold
+            (oldest dropped first; the newest is always kept); ``None``: no byte bound.
     """
 
     durable = False
 
-    def __init__(self, keep_snapshots: int | None = 512, keep_generations: int = 20_000) -> None:
+    def __init__(
+        self,
+        keep_snapshots: int | None = 512,
+        keep_generations: int = 20_000,
+        keep_bytes: int | None = 256 * 1024 * 1024,
+    ) -> None:
         if keep_snapshots is not None and keep_snapshots < 1:
             raise InvalidParameters(f"keep_snapshots={keep_snapshots} must be >= 1 or None")
         if keep_generations < 1:
             raise InvalidParameters(f"keep_generations={keep_generations} must be >= 1")
+        if keep_bytes is not None and keep_bytes < 1:
+            raise InvalidParameters(f"keep_bytes={keep_bytes} must be >= 1 or None")
         self.keep_snapshots = keep_snapshots
         self.keep_generations = keep_generations
+        self.keep_bytes = keep_bytes
         self._runs: dict[int, _Run] = {}
 
     def _run(self, run_id: int) -> _Run:
@@ -85,10 +98,20 @@ class MemoryStore:
         if len(run.results) == self.keep_generations:
             run.dropped += 1
             run.new_ids.popleft()
-        run.results.append((snapshot.branch, result))
-        run.snapshots[(snapshot.branch, snapshot.generation)] = snapshot
-        if self.keep_snapshots is not None and len(run.snapshots) > self.keep_snapshots:
-            run.snapshots.popitem(last=False)
+        # Only the row: agent updates live in `events`, which has its own bound.
+        run.results.append((snapshot.branch, result.evolution))
+        key = (snapshot.branch, snapshot.generation)
+        old = run.snapshots.pop(key, None)
+        if old is not None:
+            run.snapshot_bytes -= _nbytes(old)
+        run.snapshots[key] = snapshot
+        run.snapshot_bytes += _nbytes(snapshot)
+        while len(run.snapshots) > 1 and (
+            (self.keep_snapshots is not None and len(run.snapshots) > self.keep_snapshots)
+            or (self.keep_bytes is not None and run.snapshot_bytes > self.keep_bytes)
+        ):
+            _, dropped = run.snapshots.popitem(last=False)
+            run.snapshot_bytes -= _nbytes(dropped)
         run.new_ids.append((new_ids[0], new_ids[1], snapshot.branch, snapshot.generation))
         g, b, t = snapshot.generation, snapshot.branch, result.evolution.timestamp
         for agent in result.agents:
@@ -125,7 +148,8 @@ class MemoryStore:
             kept = (
                 ""
                 if self.keep_snapshots is None
-                else f" (memory keeps the last {self.keep_snapshots}; pass store= to keep all)"
+                else f" (memory keeps the last {self.keep_snapshots}, within keep_bytes; "
+                "pass store= to keep all)"
             )
             raise GenerationNotFound(
                 f"generation {generation} is not available in run {run_id}{kept}",
@@ -135,7 +159,7 @@ class MemoryStore:
 
     def generation_rows(self, run_id: int) -> list[dict[str, Any]]:
         run = self._run(run_id)
-        return [generation_row(result.evolution, branch) for branch, result in run.results]
+        return [generation_row(evolution, branch) for branch, evolution in run.results]
 
     def recorded_generations(
         self, run_id: int, after: int = 0, limit: int = -1
@@ -145,7 +169,7 @@ class MemoryStore:
         start = max(after - run.dropped, 0)
         stop = len(run.results) if limit < 0 else min(start + limit, len(run.results))
         kept = itertools.islice(run.results, start, stop)
-        return [generation_row(result.evolution, branch) for branch, result in kept]
+        return [generation_row(evolution, branch) for branch, evolution in kept]
 
     def count_generations(self, run_id: int) -> int:
         """How many generation rows the run has recorded (all branches)."""
@@ -193,3 +217,7 @@ class MemoryStore:
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+def _nbytes(snapshot: Snapshot) -> int:
+    return sum(int(a.nbytes) for a in snapshot.population.arrays().values())
