@@ -17,6 +17,7 @@ Errors from tdevlab print as one line on stderr (``tdevlab: error: ...``) with e
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections.abc import Sequence
@@ -24,10 +25,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import tdevlab.engine  # noqa: F401  (registers the built-in strategies and problems)
 from tdevlab.engine.distributed import executor_from_options
 from tdevlab.engine.engine import Engine
 from tdevlab.engine.events import GenerationResult
 from tdevlab.engine.problems import make_problem, problem_names
+from tdevlab.engine.strategy import Strategy, make_strategy, strategy_names
 from tdevlab.exceptions import TdevlabError
 
 __all__ = ["main"]
@@ -54,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
         "--problem", default="agent_design", choices=problem_names(), help="problem to optimize"
     )
     run.add_argument("--dims", type=int, help="dimensions of sphere/rastrigin/ackley (10)")
+    _strategy_arguments(run)
     run.add_argument("--db", type=Path, help="SQLite run store (default: keep the run in memory)")
     run.add_argument("--resume", type=int, metavar="RUN_ID", help="continue this run of --db")
     run.add_argument("--export", type=Path, metavar="DIR", help="write the run dataset here")
@@ -89,6 +93,7 @@ def _parser() -> argparse.ArgumentParser:
         "--problem", default="agent_design", choices=problem_names(), help="problem to optimize"
     )
     serve.add_argument("--dims", type=int, help="dimensions of sphere/rastrigin/ackley (10)")
+    _strategy_arguments(serve)
     serve.add_argument("--seed", type=int, help="random seed of a new run")
     serve.add_argument("--population-size", type=int, help="agents per generation (100)")
     serve.add_argument("--mutation-rate", type=float, help="per-gene mutation probability")
@@ -182,6 +187,7 @@ def _run_engine(args: argparse.Namespace, executor: Any) -> int:
         config: dict[str, Any] = {} if args.dims is None else {"dims": args.dims}
         engine = Engine(
             make_problem(args.problem, **config),
+            strategy=_strategy(args),
             seed=args.seed,
             store=args.db,
             executor=executor,
@@ -342,11 +348,38 @@ def _serving_engine(
     config: dict[str, Any] = {} if args.dims is None else {"dims": args.dims}
     return Engine(
         make_problem(args.problem, **config),
+        strategy=_strategy(args),
         seed=args.seed,
         store=args.db,
         executor=executor,
         **parameters,
     )
+
+
+def _strategy_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--strategy",
+        default="ga",
+        choices=strategy_names(),
+        help="what makes each generation (ga: the genetic algorithm)",
+    )
+    parser.add_argument(
+        "--strategy-config",
+        metavar="JSON",
+        help='the strategy\'s settings, e.g. \'{"objectives": ["max:fitness", "min:memory_kb"]}\'',
+    )
+
+
+def _strategy(args: argparse.Namespace) -> Strategy:
+    config: Any = {}
+    if args.strategy_config:
+        try:
+            config = json.loads(args.strategy_config)
+        except json.JSONDecodeError as exc:
+            raise _usage(f"--strategy-config is not JSON: {exc}") from exc
+        if not isinstance(config, dict):
+            raise _usage("--strategy-config must be a JSON object")
+    return make_strategy(args.strategy, config)
 
 
 def _token(args: argparse.Namespace) -> int:

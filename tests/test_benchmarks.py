@@ -19,6 +19,7 @@ TABLES = {
     "frames": "phase",
     "stalled_reader": "run",
     "churn_soak": "quantity",
+    "strategies_vs_peers": "case",
 }
 CASES = [
     *((name, "path") for name in TABLES),

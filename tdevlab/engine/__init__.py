@@ -1,9 +1,12 @@
-"""The evolution engine: genes, operators, problems, the Engine, alerts, agent code."""
+"""The evolution engine: genes, operators, problems, strategies, the Engine, alerts, code."""
 
 from tdevlab.engine.alerts import AlertThresholds
 from tdevlab.engine.engine import ControlEvent, Engine, EngineState
 from tdevlab.engine.events import AgentUpdate, Alert, EvolutionUpdate, GenerationResult, LogEntry
+from tdevlab.engine.ga import GeneticAlgorithm
 from tdevlab.engine.genes import Categorical, Float, GeneSpace, Integer
+from tdevlab.engine.map_elites import MapElites
+from tdevlab.engine.nsga2 import NSGA2
 from tdevlab.engine.params import Parameters
 from tdevlab.engine.problems import (
     Ackley,
@@ -16,8 +19,20 @@ from tdevlab.engine.problems import (
     make_problem,
     problem_names,
 )
+from tdevlab.engine.strategy import (
+    Offspring,
+    RunView,
+    Scored,
+    Strategy,
+    make_strategy,
+    strategy_names,
+)
+from tdevlab.engine.suites import ZDT1, ZDT2, ProjectedRastrigin
 
 __all__ = [
+    "NSGA2",
+    "ZDT1",
+    "ZDT2",
     "Ackley",
     "AgentDesign",
     "AgentUpdate",
@@ -33,12 +48,21 @@ __all__ = [
     "FunctionProblem",
     "GeneSpace",
     "GenerationResult",
+    "GeneticAlgorithm",
     "Integer",
     "LogEntry",
+    "MapElites",
+    "Offspring",
     "Parameters",
     "Problem",
+    "ProjectedRastrigin",
     "Rastrigin",
+    "RunView",
+    "Scored",
     "Sphere",
+    "Strategy",
     "make_problem",
+    "make_strategy",
     "problem_names",
+    "strategy_names",
 ]

@@ -89,7 +89,8 @@ def _take(previous: np.ndarray | None, new: np.ndarray, keep: IntArray, carry: i
         if previous is None or carry == 0:
             return new
         return np.concatenate([previous[keep[:carry]], new])
-    assert previous is not None
+    if previous is None:
+        return new[keep]
     return np.concatenate([previous, new])[keep]
 
 

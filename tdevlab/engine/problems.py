@@ -364,6 +364,11 @@ _REGISTRY: dict[str, Callable[..., Any]] = {
 }
 
 
+def register_problem(name: str, factory: Callable[..., Any]) -> None:
+    """Make ``make_problem(name, **config)`` build a problem with ``factory(**config)``."""
+    _REGISTRY[name] = factory
+
+
 def problem_names() -> list[str]:
     """Return the names of the built-in problems."""
     return sorted(_REGISTRY)

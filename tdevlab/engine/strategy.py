@@ -210,7 +210,7 @@ def make_strategy(name: str, config: Mapping[str, Any] | None = None) -> Strateg
 
 
 def check_keep(keep: object, candidates: int) -> IntArray:
-    """Validate what ``tell`` returned: distinct candidate rows, at least two.
+    """Validate what ``tell`` returned: distinct candidate rows, at least one.
 
     Raises:
         EvolutionFailed: naming what is wrong (a strategy bug fails the run cleanly).
@@ -218,8 +218,8 @@ def check_keep(keep: object, candidates: int) -> IntArray:
     rows = np.asarray(keep)
     if rows.ndim != 1 or not np.issubdtype(rows.dtype, np.integer):
         raise EvolutionFailed(f"tell() must return a 1-D integer array of rows, got {rows!r}")
-    if rows.size < 2:
-        raise EvolutionFailed(f"tell() kept {rows.size} agents; a population needs >= 2")
+    if rows.size < 1:
+        raise EvolutionFailed("tell() kept no agent; a population needs at least one")
     if rows.min() < 0 or rows.max() >= candidates:
         raise EvolutionFailed(f"tell() returned rows outside 0..{candidates - 1}")
     if np.unique(rows).size != rows.size:

@@ -1,0 +1,243 @@
+"""MAP-Elites (Mouret & Clune 2015) as a strategy: a diverse archive of good agents, live.
+
+The archive is a grid over two (or more) behaviour descriptors, each a problem output or a
+gene by name (default: ``memory_kb`` x ``speed_us``); each cell keeps its best agent. The
+run's population *is* the archive (one agent per occupied cell), so a snapshot stores it,
+rollback restores it exactly, and the events, store and datasets show it like any
+population. Each generation an emitter makes ``population_size`` new agents from elites
+chosen uniformly: ``gaussian`` (every gene mutated with probability ``mutation_rate`` by
+``mutation_sigma`` of its span, as pyribs' ``GaussianEmitter``) or ``iso_line``
+(Vassiliades & Mouret 2018: ``x + sigma_iso N(0, I) + sigma_line N(0, 1) (y - x)`` towards a
+second elite). A cell is won feasibility-first: a feasible agent beats an infeasible one,
+then higher fitness (smaller violation between infeasible ones).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from tdevlab.engine import operators as ops
+from tdevlab.engine.genes import FloatArray, GeneSpace
+from tdevlab.engine.objectives import check_names, columns
+from tdevlab.engine.operators import IntArray
+from tdevlab.engine.params import Parameters
+from tdevlab.engine.strategy import (
+    Offspring,
+    RunView,
+    Scored,
+    StrategyState,
+    register_strategy,
+)
+from tdevlab.exceptions import InvalidParameters
+
+__all__ = ["MapElites"]
+
+EMITTERS = ("gaussian", "iso_line")
+
+
+class MapElites:
+    """A grid archive of elites over behaviour descriptors.
+
+    Args:
+        descriptors: Names of the descriptors (outputs or genes).
+        bins: Cells per descriptor.
+        ranges: ``(low, high)`` per descriptor; values outside fall in the edge cells.
+            ``None`` for ``memory_kb`` / ``speed_us``: from 0 to twice the run's limit.
+        emitter: ``"gaussian"`` or ``"iso_line"``.
+        iso_sigma: For ``iso_line``: the isotropic step, as a fraction of each gene's span.
+        line_sigma: For ``iso_line``: the step along the line to the second elite.
+        x0: A genome (``{gene: value}``) the first batch is drawn around, as pyribs'
+            emitters start from ``x0``; ``None``: the first batch is uniform over the space.
+        initial_sigma: With ``x0``: the first batch's gaussian step, as a fraction of each
+            gene's span (categorical genes keep x0's choice).
+
+    Raises:
+        InvalidParameters: naming a malformed setting; unknown descriptor names are
+            refused when the strategy meets the problem.
+    """
+
+    name = "map-elites"
+
+    def __init__(
+        self,
+        descriptors: Sequence[str] = ("memory_kb", "speed_us"),
+        bins: Sequence[int] = (20, 20),
+        ranges: Sequence[Sequence[float]] | None = None,
+        emitter: str = "gaussian",
+        iso_sigma: float = 0.01,
+        line_sigma: float = 0.2,
+        x0: Mapping[str, Any] | None = None,
+        initial_sigma: float = 0.05,
+    ) -> None:
+        self.descriptors = [str(d) for d in descriptors]
+        if not 1 <= len(self.descriptors) <= 4:
+            raise InvalidParameters(f"descriptors={self.descriptors!r}: give 1 to 4 names")
+        if len(bins) != len(self.descriptors) or not all(
+            isinstance(b, int) and not isinstance(b, bool) and 1 <= b <= 1000 for b in bins
+        ):
+            raise InvalidParameters(
+                f"bins={list(bins)!r}: one integer within [1, 1000] per descriptor"
+            )
+        self.bins = [int(b) for b in bins]
+        self.ranges = None if ranges is None else [_range(r) for r in ranges]
+        if self.ranges is not None and len(self.ranges) != len(self.descriptors):
+            raise InvalidParameters("ranges: one (low, high) per descriptor")
+        if emitter not in EMITTERS:
+            raise InvalidParameters(f"emitter={emitter!r} must be one of {list(EMITTERS)}")
+        sigmas = (
+            ("iso_sigma", iso_sigma),
+            ("line_sigma", line_sigma),
+            ("initial_sigma", initial_sigma),
+        )
+        for label, value in sigmas:
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not 0 <= value <= 10
+            ):
+                raise InvalidParameters(f"{label}={value!r} must be a number within [0, 10]")
+        self.emitter = emitter
+        self.iso_sigma, self.line_sigma = float(iso_sigma), float(line_sigma)
+        self.x0 = None if x0 is None else dict(x0)
+        self.initial_sigma = float(initial_sigma)
+        self._x0_row: FloatArray | None = None
+        self.config: dict[str, Any] = {
+            "x0": self.x0,
+            "initial_sigma": self.initial_sigma,
+            "descriptors": self.descriptors,
+            "bins": self.bins,
+            "ranges": self.ranges,
+            "emitter": emitter,
+            "iso_sigma": self.iso_sigma,
+            "line_sigma": self.line_sigma,
+        }
+
+    @property
+    def cells(self) -> int:
+        """How many cells the grid has."""
+        return int(np.prod(self.bins))
+
+    def init(self, space: GeneSpace, params: Parameters) -> StrategyState:
+        """Check the descriptors against the problem; no state (the archive is the population).
+
+        Raises:
+            InvalidParameters: naming an unknown descriptor, or one without a range.
+        """
+        check_names(self.descriptors, space, "descriptor")
+        if self.x0 is not None:
+            self._x0_row = space.encode(self.x0)  # names a bad gene
+        if self.ranges is None:
+            missing = [d for d in self.descriptors if d not in ("memory_kb", "speed_us")]
+            if missing:
+                raise InvalidParameters(f"descriptor(s) {missing} need ranges=")
+        return {}
+
+    def grid_ranges(self, params: Parameters) -> FloatArray:
+        """``(descriptors, 2)`` low/high of the grid under the run's limits."""
+        if self.ranges is not None:
+            return np.array(self.ranges, dtype=np.float64)
+        limit = {"memory_kb": params.memory_limit_kb, "speed_us": params.speed_limit_us}
+        return np.array([[0.0, 2.0 * limit[d]] for d in self.descriptors], dtype=np.float64)
+
+    def cell_of(self, descriptors: FloatArray, params: Parameters) -> IntArray:
+        """The flat cell index of each row of descriptor values."""
+        bounds = self.grid_ranges(params)
+        bins = np.array(self.bins)
+        scaled = (descriptors - bounds[:, 0]) / (bounds[:, 1] - bounds[:, 0])
+        index = np.clip(np.floor(scaled * bins), 0, bins - 1).astype(np.int64)
+        flat: IntArray = np.ravel_multi_index(tuple(index.T), tuple(self.bins)).astype(np.int64)
+        return flat
+
+    def ask(
+        self, rng: np.random.Generator, state: StrategyState, run: RunView
+    ) -> tuple[Offspring, StrategyState]:
+        """Mutants of uniformly chosen elites (a random batch to start)."""
+        p = run.params
+        n = p.population_size
+        if run.population is None:
+            return Offspring(self._first_batch(rng, run.space, n)), state
+        size = len(run.population)
+        parents = rng.integers(0, size, n)
+        genes = run.population.genes
+        if self.emitter == "gaussian":
+            children, mutation = ops.mutate(
+                rng, genes[parents], p.mutation_rate, p.mutation_sigma, run.space
+            )
+            return Offspring(children, parent_a=parents, mutation=mutation), state
+        others = rng.integers(0, size, n)
+        search = run.space.to_search(genes) if run.space.any_log else genes
+        x, y = search[parents], search[others]
+        span = run.space.search_span
+        step = self.iso_sigma * span * rng.standard_normal(x.shape)
+        line = self.line_sigma * rng.standard_normal((n, 1)) * (y - x)
+        children = run.space.from_search(x + step + line)
+        if run.space.any_categorical:
+            cols = run.space.categorical_columns
+            children[:, cols] = genes[parents][:, cols]
+        return Offspring(children, parent_a=parents, parent_b=others), state
+
+    def _first_batch(self, rng: np.random.Generator, space: GeneSpace, n: int) -> FloatArray:
+        if self._x0_row is None:
+            return space.random(rng, n)
+        center = self._x0_row[None, :]
+        search = space.to_search(center) if space.any_log else center.copy()
+        step = self.initial_sigma * space.search_span * rng.standard_normal((n, len(space)))
+        genes = space.from_search(search + step)
+        if space.any_categorical:
+            cols = space.categorical_columns
+            genes[:, cols] = center[:, cols]
+        return genes
+
+    def tell(
+        self,
+        rng: np.random.Generator,
+        state: StrategyState,
+        run: RunView,
+        offspring: Offspring,
+        scored: Scored,
+    ) -> tuple[IntArray, StrategyState]:
+        """The best agent of every occupied cell, old elites and offspring competing."""
+        space, p = run.space, run.params
+        pop = run.population
+        genes, fitness, memory, speed = (
+            offspring.genes,
+            scored.fitness,
+            scored.memory_kb,
+            scored.speed_us,
+        )
+        violation = scored.violation
+        if pop is not None:
+            genes = np.concatenate([pop.genes, genes])
+            fitness = np.concatenate([pop.fitness, fitness])
+            memory = np.concatenate([pop.memory_kb, memory])
+            speed = np.concatenate([pop.speed_us, speed])
+            violation = np.concatenate(
+                [
+                    ops.constraint_violation(
+                        pop.memory_kb, pop.speed_us, p.memory_limit_kb, p.speed_limit_us
+                    ),
+                    violation,
+                ]
+            )
+        values = columns(self.descriptors, space, genes, fitness, memory, speed)
+        cell = self.cell_of(values, p)
+        rows = np.arange(cell.size)
+        # Per cell, best first: feasible, smaller violation, higher fitness; then older row.
+        order = np.lexsort((rows, -fitness, violation, cell))
+        first = np.r_[True, cell[order][1:] != cell[order][:-1]]
+        return order[first].astype(np.int64), state
+
+
+def _range(pair: Sequence[float]) -> list[float]:
+    if len(pair) != 2:
+        raise InvalidParameters(f"range {pair!r} must be (low, high)")
+    low, high = float(pair[0]), float(pair[1])
+    if not (np.isfinite(low) and np.isfinite(high) and low < high):
+        raise InvalidParameters(f"range {pair!r} must be finite with low < high")
+    return [low, high]
+
+
+register_strategy("map-elites", MapElites)

@@ -1,0 +1,169 @@
+"""NSGA-II and MAP-Elites through the engine: fronts, archives, exact rollback, bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tdevlab import Engine
+from tdevlab.engine import NSGA2, ZDT1, AgentDesign, MapElites, ProjectedRastrigin
+from tdevlab.engine.pareto import hypervolume, non_dominated_ranks
+from tdevlab.engine.strategy import make_strategy
+from tdevlab.exceptions import InvalidParameters
+
+FREE = {"memory_limit_kb": 1e9, "speed_limit_us": 1e9}
+
+
+def _nsga2(**kwargs: Any) -> Engine:
+    return Engine(
+        ZDT1(dims=8),
+        strategy=NSGA2(objectives=["memory_kb", "speed_us"]),
+        seed=3,
+        population_size=24,
+        crossover_rate=0.9,
+        mutation_rate=1 / 8,
+        elite_count=0,
+        **FREE,
+        **kwargs,
+    )
+
+
+def _map_elites(**kwargs: Any) -> Engine:
+    return Engine(
+        ProjectedRastrigin(dims=6),
+        strategy=MapElites(bins=(8, 8), ranges=[(-15.36, 15.36)] * 2),
+        seed=4,
+        population_size=30,
+        mutation_rate=1.0,
+        mutation_sigma=0.05,
+        elite_count=0,
+        **FREE,
+        **kwargs,
+    )
+
+
+def _state(engine: Engine) -> tuple[Any, ...]:
+    pop = engine.population
+    assert pop is not None
+    return (engine.generation, pop.genes.tobytes(), pop.fitness.tobytes(), pop.memory_kb.tobytes())
+
+
+def test_nsga2_improves_the_front_and_keeps_the_population_size() -> None:
+    """Hypervolume grows; survivors are sorted by fronts; the size stays population_size."""
+    engine = _nsga2()
+    engine.step()
+    ref = np.array([1.1, 10.0])
+
+    def hv() -> float:
+        pop = engine.population
+        assert pop is not None
+        return hypervolume(np.column_stack([pop.memory_kb, pop.speed_us]), ref)
+
+    first = hv()
+    for _ in range(40):
+        engine.step()
+    assert hv() > first
+    pop = engine.population
+    assert pop is not None
+    assert len(pop) == 24
+    ranks = non_dominated_ranks(np.column_stack([pop.memory_kb, pop.speed_us]))
+    assert (ranks == 0).sum() >= 2
+
+
+def test_nsga2_constrained_domination_prefers_feasible_agents() -> None:
+    """With the run's limits, feasible agents survive before any infeasible one."""
+    engine = Engine(AgentDesign(), strategy=NSGA2(), seed=2, population_size=30)
+    for _ in range(15):
+        engine.step()
+    pop = engine.population
+    assert pop is not None
+    feasible = pop.violation == 0
+    assert feasible.any()
+    assert feasible.mean() > 0.5
+
+
+def test_map_elites_archive_has_one_best_agent_per_cell() -> None:
+    """The population is the archive: distinct cells, coverage grows, elites never lost."""
+    engine = _map_elites()
+    strategy = engine.strategy
+    assert isinstance(strategy, MapElites)
+    coverage = []
+    best_per_cell: dict[int, float] = {}
+    for _ in range(25):
+        engine.step()
+        pop = engine.population
+        assert pop is not None
+        cells = strategy.cell_of(np.column_stack([pop.memory_kb, pop.speed_us]), engine.params)
+        assert len(np.unique(cells)) == len(cells)
+        now = dict(zip(cells.tolist(), pop.fitness.tolist(), strict=True))
+        for cell, fitness in best_per_cell.items():
+            assert now[cell] >= fitness  # an elite is only ever replaced by a better one
+        best_per_cell = now
+        coverage.append(len(pop))
+    assert coverage[-1] > coverage[0]
+
+
+@pytest.mark.parametrize("make", [_nsga2, _map_elites], ids=["nsga2", "map-elites"])
+def test_rollback_mid_run_replays_the_same_fronts_and_archives(make: Any) -> None:
+    """Roll back and continue: the same generations (genes, fitness, outputs) bit for bit."""
+    engine = make()
+    original = []
+    for _ in range(14):
+        engine.step()
+        original.append(_state(engine))
+    engine.rollback(6)
+    replay = []
+    for _ in range(7):
+        engine.step()
+        replay.append(_state(engine))
+    assert replay == original[7:]
+
+
+@pytest.mark.parametrize("make", [_nsga2, _map_elites], ids=["nsga2", "map-elites"])
+def test_reopened_sqlite_run_continues_exactly(make: Any, tmp_path: Path) -> None:
+    """A run reopened from its SQLite store (strategy rebuilt from the store) continues as
+    the uninterrupted run does."""
+    reference = make()
+    for _ in range(12):
+        reference.step()
+    engine = make(store=tmp_path / "runs.db")
+    for _ in range(6):
+        engine.step()
+    run_id = engine.run_id
+    engine.close()
+    assert run_id is not None
+    reopened = Engine.open(tmp_path / "runs.db", run_id)  # strategy from the store
+    assert reopened.strategy.name == engine.strategy.name
+    for _ in range(6):
+        reopened.step()
+    assert _state(reopened) == _state(reference)
+    reopened.close()
+
+
+@pytest.mark.parametrize(
+    ("strategy", "named"),
+    [
+        (lambda: NSGA2(objectives=["fitness", "latency"]), "unknown objective(s) ['latency']"),
+        (lambda: NSGA2(objectives=["sideways:fitness"]), "direction 'sideways'"),
+        (lambda: MapElites(descriptors=("memory_kb", "colour")), "['colour']"),
+        (lambda: MapElites(descriptors=("memory_kb", "temperature")), "need ranges="),
+        (lambda: MapElites(bins=(0, 5)), "bins=[0, 5]"),
+        (lambda: MapElites(ranges=[(1, 1), (0, 2)]), "low < high"),
+        (lambda: MapElites(emitter="cma"), "emitter='cma'"),
+    ],
+)
+def test_bad_strategy_settings_are_named(strategy: Any, named: str) -> None:
+    """Unknown objectives or descriptors, bad bins, ranges or emitters: named, no run made."""
+    with pytest.raises(InvalidParameters) as info:
+        Engine(AgentDesign(), strategy=strategy(), seed=1)
+    assert named in str(info.value)
+
+
+def test_strategies_rebuild_from_their_config() -> None:
+    """make_strategy(name, config) rebuilds each built-in strategy from its stored config."""
+    for strategy in (NSGA2(objectives=["max:fitness", "min:memory_kb"]), MapElites(bins=(4, 5))):
+        rebuilt = make_strategy(strategy.name, strategy.config)
+        assert rebuilt.config == strategy.config  # type: ignore[attr-defined]
