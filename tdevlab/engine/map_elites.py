@@ -224,9 +224,12 @@ class MapElites:
             )
         values = columns(self.descriptors, space, genes, fitness, memory, speed)
         cell = self.cell_of(values, p)
-        rows = np.arange(cell.size)
-        # Per cell, best first: feasible, smaller violation, higher fitness; then older row.
-        order = np.lexsort((rows, -fitness, violation, cell))
+        # Per cell, best first: feasible, smaller violation, higher fitness; then the older
+        # row (lexsort is stable, and old elites come before offspring).
+        if violation.any():
+            order = np.lexsort((-fitness, violation, cell))
+        else:
+            order = np.lexsort((-fitness, cell))
         first = np.r_[True, cell[order][1:] != cell[order][:-1]]
         return order[first].astype(np.int64), state
 
