@@ -44,7 +44,8 @@ _EVOLUTION_NUMBERS = _spec(
     "generation:i average_fitness:f best_fitness:f improvement:f agents_evolved:i "
     "mutations_applied:i crossovers:i run_id:n branch:i population_size:i feasible_fraction:f "
     "diversity:f worst_fitness:f best_memory_kb:f best_speed_us:f mutation_rate:f "
-    "crossover_rate:f evaluation_ms:f seq:n timestamp:t best_agent_id:k best_agent_name:k"
+    "crossover_rate:f evaluation_ms:f front_size:f hypervolume:f archive_coverage:f qd_score:f "
+    "seq:n timestamp:t best_agent_id:k best_agent_name:k"
 )
 # The evolution_update fields in the order of EvolutionUpdate, then the envelope's.
 _EVOLUTION_ORDER = (

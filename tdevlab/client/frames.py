@@ -93,6 +93,9 @@ DEFAULT_MAX_ROWS = 100_000
 _fromiso = datetime.fromisoformat
 
 
+_NAN = float("nan")
+
+
 class Frames:
     """Turns the server's messages into pandas DataFrames, built lazily and cached.
 
@@ -235,6 +238,11 @@ class Frames:
             data["mutation_rate"],
             data["crossover_rate"],
             data["evaluation_ms"],
+            # A strategy's measures (NSGA-II, MAP-Elites); NaN when it has none (the GA).
+            data.get("front_size", _NAN),
+            data.get("hypervolume", _NAN),
+            data.get("archive_coverage", _NAN),
+            data.get("qd_score", _NAN),
             _NA if seq is None else seq,
             stamp,
             id_code,

@@ -29,21 +29,21 @@ import msgspec
 import numpy as np
 
 from tdevlab.engine import generation as gen
-from tdevlab.engine.agents import AgentAccess, Pending, agent_id, mutation_logs, shown
+from tdevlab.engine.agents import AgentAccess, Pending, mutation_logs, shown
 from tdevlab.engine.alerts import AlertDetector, AlertThresholds, alerts_from, rollback_events
 from tdevlab.engine.control import ControlEvent, EngineState, RollbackResult
 from tdevlab.engine.distributed import Evaluator, make_evaluator
+from tdevlab.engine.evaluation import evaluate_batch
 from tdevlab.engine.events import Alert, GenerationResult, LogEntry
 from tdevlab.engine.ga import GeneticAlgorithm
 from tdevlab.engine.genes import FloatArray
 from tdevlab.engine.loops import RunLoops
 from tdevlab.engine.params import Parameters
 from tdevlab.engine.population import Population, Snapshot
-from tdevlab.engine.problems import AgentDesign, Evaluation, Problem, check_evaluation, make_problem
+from tdevlab.engine.problems import AgentDesign, Evaluation, Problem, make_problem
 from tdevlab.engine.storage import RunStore, export_run, open_store
 from tdevlab.engine.strategy import RunView, Scored, Strategy, check_keep, make_strategy
 from tdevlab.exceptions import (
-    EvaluationError,
     EvolutionFailed,
     GenerationNotFound,
     InvalidParameters,
@@ -150,6 +150,7 @@ class Engine(RunLoops, AgentAccess):
         self._detector = AlertDetector(self.thresholds)
         self._strategy_state: dict[str, Any] = self.strategy.init(self.space, self.params)
         self._elite_ids: list[int] = []
+        self._members: list[int] = []  # the strategy's front or archive, by agent number
         self._best_id = -1
         self._last_best = math.nan
         self._score_cache: tuple[Population, float, float, FloatArray] | None = None
@@ -309,28 +310,7 @@ class Engine(RunLoops, AgentAccess):
         )
 
     def _evaluate(self, genes: FloatArray, first_id: int) -> tuple[Evaluation, float]:
-        started = time.perf_counter()
-        ids = np.arange(first_id, first_id + genes.shape[0])
-        try:
-            raw = self._evaluator.evaluate(self.problem, genes, first_id)
-        except EvaluationError as exc:
-            row = exc.details.get("row")
-            if row is not None and "agent_id" not in exc.details:
-                exc.details["agent_id"] = agent_id(first_id + int(row))
-                exc.message = f"{exc.message} [{agent_id(first_id + int(row))}]"
-                exc.args = (exc.message,)
-            exc.details.setdefault("generation", self.generation + 1)
-            raise
-        except Exception as exc:
-            raise EvaluationError(
-                f"{type(self.problem).__name__}.evaluate failed: {type(exc).__name__}: {exc}",
-                details={
-                    "reason": f"{type(exc).__name__}: {exc}",
-                    "generation": self.generation + 1,
-                },
-            ) from exc
-        evaluation = check_evaluation(raw, genes.shape[0], ids)
-        return evaluation, (time.perf_counter() - started) * 1000.0
+        return evaluate_batch(self._evaluator, self.problem, genes, first_id, self.generation + 1)
 
     def _score_of(self, population: Population, p: Parameters) -> FloatArray:
         """Feasibility-first scores under the limits in force (cached from the last build)."""
@@ -383,6 +363,16 @@ class Engine(RunLoops, AgentAccess):
         population, pop_score, order = gen.assemble(previous, born, keep, generation, p)
         self._score_cache = (population, p.memory_limit_kb, p.speed_limit_us, pop_score)
 
+        measures, member_updates, members = gen.strategy_outcome(
+            strategy=self.strategy,
+            state=state,
+            problem=self.problem,
+            population=population,
+            previous=previous,
+            params=p,
+            previous_members=self._members,
+            generation=generation,
+        )
         mutation = offspring.mutation
         mutations = 0 if mutation is None else int(mutation.rows.size)
         crossed = offspring.crossed
@@ -402,6 +392,7 @@ class Engine(RunLoops, AgentAccess):
             params=p,
             evaluation_ms=ms,
             timestamp=self._clock(),
+            measures=measures,
         )
         agents, elite_ids = gen.elite_changes(
             problem=self.problem,
@@ -413,6 +404,7 @@ class Engine(RunLoops, AgentAccess):
             previous_best=self._best_id,
             generation=generation,
         )
+        agents += member_updates
         logs = (
             []
             if mutation is None
@@ -434,6 +426,7 @@ class Engine(RunLoops, AgentAccess):
             "rng": self.rng.bit_generator.state,
             "detector": detector.state(),
             "strategy": state,
+            "members": members,
             "elite_ids": elite_ids,
             "best_id": int(population.agent_id[best]),
             "last_best": best_fitness,
@@ -455,6 +448,7 @@ class Engine(RunLoops, AgentAccess):
             stored if stored is not None else self.strategy.init(self.space, self.params)
         )
         self._elite_ids = list(state["elite_ids"])
+        self._members = list(state.get("members") or [])
         self._best_id = int(state["best_id"])
         self._last_best = float(state["last_best"])
         self._next_agent_id = max(self._next_agent_id, int(state["next_agent_id"]))

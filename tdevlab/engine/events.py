@@ -25,6 +25,10 @@ class EvolutionUpdate(msgspec.Struct, frozen=True, kw_only=True):
     ``improvement`` is the change of ``best_fitness`` from the previous generation of the
     same lineage (0 for generation 0). ``best_fitness`` is the fitness of the best agent in
     the feasibility-first order (a feasible agent beats an infeasible one).
+
+    The strategy's own measures (:data:`STRATEGY_FIELDS`) are ``None`` when the strategy
+    has none (the GA), and then left out of :meth:`to_dict`: NSGA-II reports
+    ``front_size`` and ``hypervolume``, MAP-Elites ``archive_coverage`` and ``qd_score``.
     """
 
     generation: int
@@ -49,10 +53,23 @@ class EvolutionUpdate(msgspec.Struct, frozen=True, kw_only=True):
     crossover_rate: float
     evaluation_ms: float
     timestamp: float
+    # the strategy's measures
+    front_size: int | None = None
+    hypervolume: float | None = None
+    archive_coverage: float | None = None
+    qd_score: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the update as a plain dict."""
-        return msgspec.structs.asdict(self)
+        """Return the update as a plain dict (strategy measures only when present)."""
+        data = msgspec.structs.asdict(self)
+        for name in STRATEGY_FIELDS:
+            if data[name] is None:
+                del data[name]
+        return data
+
+
+#: EvolutionUpdate fields a strategy fills in (``Strategy.measures``).
+STRATEGY_FIELDS: tuple[str, ...] = ("front_size", "hypervolume", "archive_coverage", "qd_score")
 
 
 class AgentUpdate(msgspec.Struct, frozen=True, kw_only=True):

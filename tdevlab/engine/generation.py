@@ -10,8 +10,8 @@ events. None of them draws from the run's generator or reads a clock.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import NamedTuple
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -23,6 +23,7 @@ from tdevlab.engine.operators import IntArray
 from tdevlab.engine.params import Parameters
 from tdevlab.engine.population import Population
 from tdevlab.engine.problems import Evaluation, Problem
+from tdevlab.engine.strategy import StrategyState
 
 __all__ = [
     "Newborn",
@@ -31,6 +32,7 @@ __all__ = [
     "evolution_update",
     "inject_uploads",
     "population_score",
+    "strategy_outcome",
     "worst_agents",
 ]
 
@@ -166,8 +168,10 @@ def evolution_update(
     params: Parameters,
     evaluation_ms: float,
     timestamp: float,
+    measures: Mapping[str, Any] | None = None,
 ) -> EvolutionUpdate:
-    """The ``evolution_update`` of a generation whose best row is ``best``."""
+    """The ``evolution_update`` of a generation whose best row is ``best``, with the
+    strategy's ``measures`` (see ``STRATEGY_FIELDS``)."""
     best_fitness = float(population.fitness[best])
     number = int(population.agent_id[best])
     return EvolutionUpdate(
@@ -192,6 +196,7 @@ def evolution_update(
         crossover_rate=params.crossover_rate,
         evaluation_ms=evaluation_ms,
         timestamp=timestamp,
+        **(measures or {}),
     )
 
 
@@ -237,6 +242,55 @@ def elite_changes(
                     agent_update(problem, previous, old, generation, "left_elite", retired=True)
                 )
     return updates, elite_ids
+
+
+def strategy_outcome(
+    *,
+    strategy: object,
+    state: StrategyState,
+    problem: Problem,
+    population: Population,
+    previous: Population | None,
+    params: Parameters,
+    previous_members: Sequence[int],
+    generation: int,
+) -> tuple[dict[str, float], list[AgentUpdate], list[int] | None]:
+    """What a strategy with a member set (a front, an archive) reports for a generation.
+
+    A strategy may have ``members(state, space, population, params) -> rows``, its
+    ``member_reason`` (``"front"``, ``"archive"``), and ``measures(state, space, population,
+    params, members) -> {field: value}``; the GA has none.
+
+    Returns:
+        The measures, agent updates for members that entered (reason ``member_reason``)
+        or left (``left_<reason>``; retired when no longer in the population), and the
+        members' agent numbers (``None`` without a member set).
+    """
+    members_of = getattr(strategy, "members", None)
+    measures_of = getattr(strategy, "measures", None)
+    if members_of is None:
+        return {}, [], None
+    space = problem.gene_space
+    rows = np.asarray(members_of(state, space, population, params), dtype=np.int64)
+    measures = (
+        {} if measures_of is None else dict(measures_of(state, space, population, params, rows))
+    )
+    reason = str(getattr(strategy, "member_reason", "member"))
+    ids = population.agent_id[rows]
+    before = np.asarray(previous_members, dtype=np.int64)
+    updates = [
+        agent_update(problem, population, int(row), generation, reason)
+        for row in rows[~np.isin(ids, before)]
+    ]
+    for number in before[~np.isin(before, ids)]:
+        row = population.row_of(int(number))
+        if row is not None:
+            updates.append(agent_update(problem, population, row, generation, f"left_{reason}"))
+        elif previous is not None and (old := previous.row_of(int(number))) is not None:
+            updates.append(
+                agent_update(problem, previous, old, generation, f"left_{reason}", retired=True)
+            )
+    return measures, updates, [int(i) for i in ids]
 
 
 def worst_agents(population: Population, generation: int, count: int = 5) -> list[str]:

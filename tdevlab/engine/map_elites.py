@@ -24,6 +24,7 @@ from tdevlab.engine.genes import FloatArray, GeneSpace
 from tdevlab.engine.objectives import check_names, columns
 from tdevlab.engine.operators import IntArray
 from tdevlab.engine.params import Parameters
+from tdevlab.engine.population import Population
 from tdevlab.engine.strategy import (
     Offspring,
     RunView,
@@ -49,6 +50,8 @@ class MapElites:
         emitter: ``"gaussian"`` or ``"iso_line"``.
         iso_sigma: For ``iso_line``: the isotropic step, as a fraction of each gene's span.
         line_sigma: For ``iso_line``: the step along the line to the second elite.
+        qd_offset: Subtracted from each elite's fitness in the QD score (elites below it
+            count 0); ``None``: the lowest fitness of generation 0, fixed for the run.
         x0: A genome (``{gene: value}``) the first batch is drawn around, as pyribs'
             emitters start from ``x0``; ``None``: the first batch is uniform over the space.
         initial_sigma: With ``x0``: the first batch's gaussian step, as a fraction of each
@@ -71,6 +74,7 @@ class MapElites:
         line_sigma: float = 0.2,
         x0: Mapping[str, Any] | None = None,
         initial_sigma: float = 0.05,
+        qd_offset: float | None = None,
     ) -> None:
         self.descriptors = [str(d) for d in descriptors]
         if not 1 <= len(self.descriptors) <= 4:
@@ -104,7 +108,15 @@ class MapElites:
         self.x0 = None if x0 is None else dict(x0)
         self.initial_sigma = float(initial_sigma)
         self._x0_row: FloatArray | None = None
+        if qd_offset is not None and not (
+            isinstance(qd_offset, int | float) and np.isfinite(qd_offset)
+        ):
+            raise InvalidParameters(f"qd_offset={qd_offset!r} must be a finite number")
+        self.qd_offset = None if qd_offset is None else float(qd_offset)
+        #: Agents entering and leaving the archive are announced with this reason.
+        self.member_reason = "archive"
         self.config: dict[str, Any] = {
+            "qd_offset": self.qd_offset,
             "x0": self.x0,
             "initial_sigma": self.initial_sigma,
             "descriptors": self.descriptors,
@@ -231,7 +243,36 @@ class MapElites:
         else:
             order = np.lexsort((-fitness, cell))
         first = np.r_[True, cell[order][1:] != cell[order][:-1]]
+        if "qd_offset" not in state:
+            offset = self.qd_offset if self.qd_offset is not None else float(fitness.min())
+            state = {**state, "qd_offset": offset}
         return order[first].astype(np.int64), state
+
+    def members(
+        self, state: StrategyState, space: GeneSpace, pop: Population, params: Parameters
+    ) -> IntArray:
+        """The whole archive (announced as reason ``archive``)."""
+        return np.arange(len(pop), dtype=np.int64)
+
+    def measures(
+        self,
+        state: StrategyState,
+        space: GeneSpace,
+        pop: Population,
+        params: Parameters,
+        members: IntArray,
+    ) -> dict[str, float]:
+        """``archive_coverage`` (share of cells filled) and ``qd_score`` (feasible elites'
+        fitness above the offset, summed)."""
+        offset = float(state.get("qd_offset", 0.0))
+        feasible = (
+            ops.constraint_violation(
+                pop.memory_kb, pop.speed_us, params.memory_limit_kb, params.speed_limit_us
+            )
+            <= 0
+        )
+        qd = float(np.maximum(pop.fitness[feasible] - offset, 0.0).sum())
+        return {"archive_coverage": len(pop) / self.cells, "qd_score": qd}
 
 
 def _range(pair: Sequence[float]) -> list[float]:

@@ -23,7 +23,12 @@ from tdevlab.engine.genes import FloatArray, GeneSpace
 from tdevlab.engine.objectives import Objective, check_names, columns, parse_objectives
 from tdevlab.engine.operators import IntArray
 from tdevlab.engine.params import Parameters
-from tdevlab.engine.pareto import crowding_distance, non_dominated_ranks, survivors
+from tdevlab.engine.pareto import (
+    crowding_distance,
+    hypervolume,
+    non_dominated_ranks,
+    survivors,
+)
 from tdevlab.engine.population import Population
 from tdevlab.engine.strategy import (
     Offspring,
@@ -48,6 +53,9 @@ class NSGA2:
             ``(name, "max"|"min")`` pairs; a bare name other than fitness is minimised.
         crossover_eta: SBX distribution index.
         mutation_eta: Polynomial mutation distribution index.
+        reference: The hypervolume's reference point, one value per objective in the
+            objectives' own units; ``None``: the worst value of each objective in
+            generation 0 plus a tenth of its range, fixed for the run (in the state).
 
     Raises:
         InvalidParameters: for a malformed objective; an unknown name is refused when the
@@ -61,8 +69,17 @@ class NSGA2:
         objectives: Sequence[str | Sequence[str]] = DEFAULT_OBJECTIVES,
         crossover_eta: float = 15.0,
         mutation_eta: float = 20.0,
+        reference: Sequence[float] | None = None,
     ) -> None:
         self.objectives: list[Objective] = parse_objectives(objectives)
+        if reference is not None and (
+            len(reference) != len(self.objectives)
+            or not all(isinstance(v, int | float) and np.isfinite(v) for v in reference)
+        ):
+            raise InvalidParameters(
+                f"reference={list(reference)!r} must be one finite number per objective"
+            )
+        self.reference = None if reference is None else [float(v) for v in reference]
         for label, eta in (("crossover_eta", crossover_eta), ("mutation_eta", mutation_eta)):
             if isinstance(eta, bool) or not isinstance(eta, int | float) or not 0 <= eta <= 1e3:
                 raise InvalidParameters(f"{label}={eta!r} must be a number within [0, 1000]")
@@ -72,7 +89,10 @@ class NSGA2:
             "objectives": [f"{'max' if s > 0 else 'min'}:{n}" for n, s in self.objectives],
             "crossover_eta": self.crossover_eta,
             "mutation_eta": self.mutation_eta,
+            "reference": self.reference,
         }
+        #: Agents entering and leaving the first front are announced with this reason.
+        self.member_reason = "front"
 
     @property
     def names(self) -> list[str]:
@@ -170,7 +190,47 @@ class NSGA2:
             objectives = np.concatenate([previous, children])
             violation = np.concatenate([previous_violation, scored.violation])
         keep, _, _ = survivors(objectives, violation, min(n_keep, objectives.shape[0]))
+        if "reference" not in state:
+            state = {**state, "reference": self._reference(objectives)}
         return keep, state
+
+    def _reference(self, objectives: FloatArray) -> list[float]:
+        """The hypervolume reference in minimisation space (see ``reference``)."""
+        signs = np.array([-sign for _, sign in self.objectives], dtype=np.float64)
+        if self.reference is not None:
+            return [float(v) for v in np.asarray(self.reference) * signs]
+        worst, best = objectives.max(axis=0), objectives.min(axis=0)
+        margin = np.where(worst > best, 0.1 * (worst - best), 0.1 * np.maximum(np.abs(worst), 1))
+        return [float(v) for v in worst + margin]
+
+    def front(self, run_space: GeneSpace, pop: Population, params: Parameters) -> IntArray:
+        """Rows of the feasible first front of a population."""
+        objectives = self.minimised(run_space, pop.genes, pop.fitness, pop.memory_kb, pop.speed_us)
+        violation = ops.constraint_violation(
+            pop.memory_kb, pop.speed_us, params.memory_limit_kb, params.speed_limit_us
+        )
+        ranks = non_dominated_ranks(objectives, violation)
+        return np.flatnonzero((ranks == 0) & (violation <= 0)).astype(np.int64)
+
+    def members(
+        self, state: StrategyState, space: GeneSpace, pop: Population, params: Parameters
+    ) -> IntArray:
+        """The feasible first front (announced as reason ``front``)."""
+        return self.front(space, pop, params)
+
+    def measures(
+        self,
+        state: StrategyState,
+        space: GeneSpace,
+        pop: Population,
+        params: Parameters,
+        members: IntArray,
+    ) -> dict[str, float]:
+        """``front_size`` and ``hypervolume`` of the feasible first front."""
+        objectives = self.minimised(space, pop.genes, pop.fitness, pop.memory_kb, pop.speed_us)
+        reference = np.array(state.get("reference") or self._reference(objectives))
+        volume = hypervolume(objectives[members], reference) if members.size else 0.0
+        return {"front_size": int(members.size), "hypervolume": volume}
 
 
 register_strategy("nsga2", NSGA2)

@@ -50,6 +50,11 @@ _GENERATION_DTYPES: dict[str, str] = {
     "best_agent_name": "string",
     "timestamp": _UTC,
     "active": "bool",
+    # A strategy's measures: NaN where it has none (the GA) or for runs made before them.
+    "front_size": "float64",
+    "hypervolume": "float64",
+    "archive_coverage": "float64",
+    "qd_score": "float64",
 }
 _EVENT_DTYPES: dict[str, str] = {
     "run_id": "int64",

@@ -22,7 +22,7 @@ from typing import Any, Literal
 import msgspec
 import numpy as np
 
-from tdevlab.engine.events import Alert, GenerationResult, LogEntry
+from tdevlab.engine.events import STRATEGY_FIELDS, Alert, GenerationResult, LogEntry
 from tdevlab.engine.population import Population, Snapshot
 from tdevlab.exceptions import GenerationNotFound, InvalidParameters, RunNotFound, StoreError
 from tdevlab.store.base import BranchInfo, RunInfo, branch_holding
@@ -30,7 +30,7 @@ from tdevlab.store.rows import EVENT_COLUMNS, GENERATION_COLUMNS, event_row, gen
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the generations' strategy measures (events.STRATEGY_FIELDS)
 
 # Blob columns of a snapshot and their dtypes (explicit little-endian: files move machines).
 _ARRAYS: dict[str, str] = {
@@ -145,8 +145,19 @@ class SQLiteStore:
                     )
                 self._db.executescript(_SCHEMA)
                 self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            elif version == 1:
+                self._migrate_from_1()
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open run store {self.path}: {exc}") from exc
+
+    def _migrate_from_1(self) -> None:
+        """Schema 1 -> 2: add the strategy measures to the generations (NULL for old rows)."""
+        with self._tx() as db:
+            present = {row[1] for row in db.execute("PRAGMA table_info(generations)")}
+            for name in STRATEGY_FIELDS:
+                if name not in present:
+                    db.execute(f"ALTER TABLE generations ADD COLUMN {name} REAL")
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def _tx(self) -> _Transaction:
         return _Transaction(self._db, self._lock)

@@ -262,10 +262,12 @@ def test_process_pool_unpickles_the_problem_once_per_worker_process(tmp_path: Pa
     assert 1 <= len(pids) <= 2  # the pool starts its processes when work arrives
     assert set(pids.values()) == {1}  # each worker process unpickled it exactly once
     # Chunks go out with the token only; a chunk that met a worker process without the
-    # problem came back and was resent with it (at most the 4 chunks of one generation per
-    # process); the other tasks carried no pickled problem.
+    # problem came back and was resent with it. A resend may land on the process that
+    # already holds the problem, so the other one can miss again in a later generation: at
+    # most every chunk of the run once (this bound was 4 per process, which failed about
+    # one run in ten on a loaded machine).
     resent = [payload for _, payload in carried if payload is not None]
-    assert 1 <= len(resent) <= 4 * len(pids)
+    assert 1 <= len(resent) <= 6 * 4
     assert len(carried) == 6 * 4 + len(resent)
     _assert_same_run(engine, _run(Sphere(dims=4), 6))
 

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tdevlab import Engine
+from tdevlab import Engine, load_run
 from tdevlab.engine import NSGA2, ZDT1, AgentDesign, MapElites, ProjectedRastrigin
 from tdevlab.engine.pareto import hypervolume, non_dominated_ranks
 from tdevlab.engine.strategy import make_strategy
@@ -167,3 +167,52 @@ def test_strategies_rebuild_from_their_config() -> None:
     for strategy in (NSGA2(objectives=["max:fitness", "min:memory_kb"]), MapElites(bins=(4, 5))):
         rebuilt = make_strategy(strategy.name, strategy.config)
         assert rebuilt.config == strategy.config  # type: ignore[attr-defined]
+
+
+def test_nsga2_reports_its_front_live_and_in_the_dataset(tmp_path: Path) -> None:
+    """evolution_update carries front_size and hypervolume (a fixed reference point); agents
+    entering and leaving the front are agent_updates; the dataset has the columns."""
+    engine = _nsga2(store=tmp_path / "runs.db")
+    results = [engine.step()]
+    reference = list(engine._strategy_state["reference"])  # set from generation 0
+    results += [engine.step() for _ in range(24)]
+    updates = [r.evolution for r in results]
+    assert all(u.front_size is not None and u.front_size >= 1 for u in updates)
+    assert updates[-1].hypervolume is not None
+    assert updates[0].hypervolume is not None
+    assert updates[-1].hypervolume > updates[0].hypervolume
+    assert engine._strategy_state["reference"] == reference  # fixed for the run
+    reasons = {a.reason for r in results for a in r.agents}
+    assert {"front", "left_front"} <= reasons
+    wire = updates[-1].to_dict()
+    assert {"front_size", "hypervolume"} <= set(wire)
+    assert "qd_score" not in wire
+    data = load_run(engine.export(tmp_path / "ds"))
+    assert data.generations["front_size"].tolist() == [u.front_size for u in updates]
+    assert data.generations["hypervolume"].tolist() == pytest.approx(
+        [u.hypervolume for u in updates]
+    )
+    engine.close()
+
+
+def test_map_elites_reports_coverage_qd_score_and_archive_changes() -> None:
+    """archive_coverage is the share of cells filled, qd_score the elites above the offset;
+    new elites are agent_updates with reason archive, replaced ones left_archive (retired)."""
+    engine = _map_elites()
+    results = [engine.step() for _ in range(15)]
+    strategy = engine.strategy
+    assert isinstance(strategy, MapElites)
+    last = results[-1].evolution
+    pop = engine.population
+    assert pop is not None
+    assert last.archive_coverage == len(pop) / strategy.cells
+    offset = engine._strategy_state["qd_offset"]
+    assert last.qd_score == pytest.approx(float(np.maximum(pop.fitness - offset, 0).sum()))
+    assert [r.evolution.qd_score for r in results] == sorted(
+        r.evolution.qd_score for r in results
+    )  # elites are only ever replaced by better ones: the QD score never drops
+    left = [a for r in results for a in r.agents if a.reason == "left_archive"]
+    assert left
+    assert all(a.status == "retired" for a in left)
+    entered = {a.agent_id for a in results[-1].agents if a.reason == "archive"}
+    assert entered <= {f"agent-{i}" for i in pop.agent_id}

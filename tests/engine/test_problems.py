@@ -196,7 +196,9 @@ def test_make_problem_unknown_name_lists_the_names() -> None:
         make_problem("nope")
     for name in problem_names():
         assert name in str(info.value)
-    assert problem_names() == sorted(["agent_design", "sphere", "rastrigin", "ackley"])
+    assert problem_names() == sorted(
+        ["agent_design", "sphere", "rastrigin", "ackley", "zdt1", "zdt2", "projected_rastrigin"]
+    )
 
 
 def test_make_problem_unexpected_argument_is_invalid_parameters() -> None:

@@ -215,3 +215,32 @@ def test_killed_process_loses_no_announced_generation(tmp_path: Path) -> None:
             e.average_fitness,
             e.mutations_applied,
         )
+
+
+def test_schema_1_store_is_migrated_and_continues(tmp_path: Path) -> None:
+    """A store of schema 1 (before strategy measures) opens as schema 2 and runs go on."""
+    import sqlite3
+
+    from tdevlab import Engine
+    from tdevlab.engine.events import STRATEGY_FIELDS
+    from tdevlab.store.sqlite import SCHEMA_VERSION
+
+    db = tmp_path / "old.db"
+    with Engine(seed=1, population_size=10, store=db) as engine:
+        list(engine.run(generations=3))
+        run_id = engine.run_id
+    raw = sqlite3.connect(db)
+    for name in STRATEGY_FIELDS:  # what a schema-1 file looks like
+        raw.execute(f"ALTER TABLE generations DROP COLUMN {name}")
+    raw.execute("PRAGMA user_version=1")
+    raw.commit()
+    raw.close()
+    assert run_id is not None
+    with Engine.open(db, run_id) as engine:
+        list(engine.run(generations=2))
+        rows = engine.store.generation_rows(run_id)
+    assert [r["generation"] for r in rows] == [0, 1, 2, 3, 4]
+    assert all(r[name] is None for r in rows for name in STRATEGY_FIELDS)
+    check = sqlite3.connect(db)
+    assert check.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    check.close()
