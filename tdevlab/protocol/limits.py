@@ -6,6 +6,12 @@
 * 10 concurrent connections per user (``sub``).
 * 10 MB/minute of inbound data per user, across all of their connections: a token bucket
   of 10 MB refilled at 10 MB per 60 s, charged with each frame's size.
+
+Before a connection authenticates it belongs to no user, so those budgets cannot charge
+it; it gets smaller ones of its own (as real-time servers do until the connect/identify
+message): frames of at most 16 KiB (an ``auth`` message is a few KB), 64 KiB in all, and
+a place among at most 256 unauthenticated connections, 32 per source address
+(:class:`Admissions`).
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from dataclasses import dataclass, field
 
 from tdevlab.exceptions import InvalidParameters
 
-__all__ = ["FloodGuard", "Limits", "TokenBucket", "UserRegistry"]
+__all__ = ["Admissions", "FloodGuard", "Limits", "Refusal", "TokenBucket", "UserRegistry"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,16 @@ class Limits:
             budget: a replay of megabytes over a link only a few times faster than the live
             stream takes seconds, and cutting the client off then would make its next
             replay larger still.
+        pre_auth_frame_bytes: Largest frame before the connection has authenticated
+            (16 KiB); a larger one closes it with 1009. Send bigger messages after the
+            ``auth`` ack: frames that arrive before it are held to this size.
+        pre_auth_bytes: Inbound bytes a connection may send before it has authenticated
+            (64 KiB, the ``auth`` message included); past them it is closed with 1008.
+        unauthenticated_connections: Connections that have not authenticated yet, from
+            all addresses (256); more are refused at the handshake (HTTP 503).
+        unauthenticated_per_address: Of those, from one source address (32); more are
+            refused at the handshake (HTTP 429). A connection authenticated by its
+            ``Authorization`` header never counts.
     """
 
     messages_per_second: float = 100.0
@@ -44,6 +60,10 @@ class Limits:
     max_frame_bytes: int = 1024 * 1024
     outbound_budget_bytes: int = 1024 * 1024
     replay_hold_bytes: int = 16 * 1024 * 1024
+    pre_auth_frame_bytes: int = 16 * 1024
+    pre_auth_bytes: int = 64 * 1024
+    unauthenticated_connections: int = 256
+    unauthenticated_per_address: int = 32
 
     def __post_init__(self) -> None:
         for name in (
@@ -54,6 +74,10 @@ class Limits:
             "max_frame_bytes",
             "outbound_budget_bytes",
             "replay_hold_bytes",
+            "pre_auth_frame_bytes",
+            "pre_auth_bytes",
+            "unauthenticated_connections",
+            "unauthenticated_per_address",
         ):
             if not getattr(self, name) > 0:
                 raise InvalidParameters(f"limit {name}={getattr(self, name)!r} must be > 0")
@@ -106,13 +130,65 @@ class FloodGuard:
         return self.refused > self.threshold
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """Why a connection is turned away: the HTTP status of a refused handshake and a reason."""
+
+    status: int
+    reason: str
+
+
+@dataclass
+class Admissions:
+    """Connections that have not authenticated yet, in all and per source address."""
+
+    limits: Limits
+    per_address: dict[str, int] = field(default_factory=dict)
+    total: int = 0
+
+    def refusal(self, address: str) -> Refusal | None:
+        """Why one more unauthenticated connection from ``address`` would be refused (None:
+        it would not be). Counts nothing: the handshake asks, :meth:`admit` counts."""
+        limit = self.limits.unauthenticated_connections
+        if self.total >= limit:
+            return Refusal(503, f"too many unauthenticated connections (limit {limit})")
+        limit = self.limits.unauthenticated_per_address
+        if self.per_address.get(address, 0) >= limit:
+            return Refusal(
+                429, f"too many unauthenticated connections from this address (limit {limit})"
+            )
+        return None
+
+    def admit(self, address: str) -> Refusal | None:
+        """Count an unauthenticated connection from ``address``, or say why not."""
+        refused = self.refusal(address)
+        if refused is None:
+            self.total += 1
+            self.per_address[address] = self.per_address.get(address, 0) + 1
+        return refused
+
+    def leave(self, address: str) -> None:
+        """Forget one (it authenticated, or went away)."""
+        count = self.per_address.get(address, 0) - 1
+        if count > 0:
+            self.per_address[address] = count
+        else:
+            self.per_address.pop(address, None)
+        self.total = max(self.total - 1, 0)
+
+
 @dataclass
 class UserRegistry:
-    """Per-user connection counts and shared inbound data buckets."""
+    """Per-user connection counts and shared inbound data buckets, and the connections
+    not authenticated yet (:attr:`unauthenticated`)."""
 
     limits: Limits
     connections: dict[str, int] = field(default_factory=dict)
     buckets: dict[str, TokenBucket] = field(default_factory=dict)
+    unauthenticated: Admissions = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.unauthenticated = Admissions(self.limits)
 
     def connect(self, user: str) -> bool:
         """Count a new connection of ``user``; False (and not counted) if over the limit."""

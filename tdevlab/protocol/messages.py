@@ -1,8 +1,9 @@
 """Client → server messages: typed records, and parsing that names what is wrong.
 
 Text frames are JSON objects with a ``type`` (spec: "Client → Server Events"). Every message
-may carry an ``id`` (a string or integer chosen by the client); replies and errors name it
-in ``reply_to``. Fields the spec does not name are ignored, so clients may add their own.
+may carry an ``id`` (a string of at most 256 UTF-8 bytes or a 64-bit integer, chosen by the
+client); replies and errors name it in ``reply_to``. A longer id is refused, and the refusal
+does not repeat it. Fields the spec does not name are ignored, so clients may add their own.
 
 Binary frames are agent code uploads in the spec's shape: a JSON metadata object
 (``{"type": "agent_code", ...}``), then the UTF-8 code. The spec's receiving example splits
@@ -19,11 +20,13 @@ import msgspec
 
 from tdevlab.exceptions import InvalidCommand
 from tdevlab.protocol.channels import CHANNELS
+from tdevlab.protocol.envelope import ECHO_BYTES, MAX_REPLY_BYTES, clip, shown, utf8_size
 
 __all__ = [
     "COMMANDS",
     "CHANNELS",
     "FILTERS",
+    "MAX_CODE_BYTES",
     "AgentCodeUpload",
     "Auth",
     "ClientMessage",
@@ -49,6 +52,10 @@ FILTERS: tuple[str, ...] = ("generation_min", "fitness_min")
 COMMANDS: tuple[str, ...] = ("rollback", "set_parameters")
 
 RequestId: TypeAlias = str | int | None
+#: The most bytes of agent code one upload may carry: its ``get_agent_code`` reply (the
+#: code and a metadata line) must fit in a reply (MAX_REPLY_BYTES).
+MAX_CODE_BYTES = MAX_REPLY_BYTES - 4096
+_INT64 = (-(2**63), 2**63)
 
 
 class _Message(msgspec.Struct, tag_field="type", kw_only=True):
@@ -56,9 +63,13 @@ class _Message(msgspec.Struct, tag_field="type", kw_only=True):
 
 
 class Auth(_Message, tag="auth"):
-    """spec: "Authentication Message"."""
+    """spec: "Authentication Message".
 
-    token: str
+    ``token`` is not typed here: whatever it is, the verifier refuses what is not a valid
+    JWT string with ``AUTH_FAILED`` (and the connection is closed, 1008).
+    """
+
+    token: Any = None
 
 
 class Subscribe(_Message, tag="subscribe"):
@@ -134,9 +145,12 @@ class SetParameters(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Ping(_Message, tag="ping"):
-    """spec: "Heartbeat": the server answers ``pong`` echoing ``timestamp``."""
+    """spec: "Heartbeat": the server answers ``pong`` echoing ``timestamp``.
 
-    timestamp: Any = None
+    The timestamp is a number or a string of at most 256 UTF-8 bytes (it is echoed).
+    """
+
+    timestamp: str | int | float | None = None
 
 
 class AgentCodeUpload(msgspec.Struct, frozen=True, kw_only=True):
@@ -177,15 +191,17 @@ def parse_text(text: str | bytes) -> Request:
     Raises:
         InvalidCommand: naming what is wrong (not JSON, not an object, unknown type, a
             field of the wrong type, nesting too deep, an unknown channel, filter or
-            command, rollback arguments that are not one integer ``generation``), with the
-            request ``id`` in ``details["id"]`` when it could be read.
+            command, rollback arguments that are not one integer ``generation``, an ``id``
+            or ping ``timestamp`` over the echo cap), with the request ``id`` in
+            ``details["id"]`` when it could be read and is within the cap.
     """
     try:
         message: ClientMessage = _DECODER.decode(text)
     except msgspec.ValidationError as exc:
-        raise _invalid(_explain(str(exc), text), text) from exc
+        # msgspec's text can quote the offending value (an unknown type): keep it short.
+        raise _invalid(_explain(clip(str(exc), 2 * ECHO_BYTES), text), text) from exc
     except msgspec.DecodeError as exc:
-        raise _invalid(f"message is not valid JSON: {exc}", text) from exc
+        raise _invalid(f"message is not valid JSON: {clip(str(exc))}", text) from exc
     except RecursionError:
         raise _invalid("message nests too deeply", None) from None
     except (UnicodeDecodeError, UnicodeEncodeError) as exc:  # bad bytes, lone surrogates
@@ -200,8 +216,9 @@ def parse_binary(data: bytes) -> AgentCodeUpload:
     """Parse a binary frame: JSON metadata, then (after an optional newline) the code.
 
     Raises:
-        InvalidCommand: if the frame is not UTF-8, has no JSON object first, or its
-            metadata is not ``{"type": "agent_code", ...}``.
+        InvalidCommand: if the frame is not UTF-8, has no JSON object first, its metadata
+            is not ``{"type": "agent_code", ...}``, its ``id`` is over the echo cap, or the
+            code is over :data:`MAX_CODE_BYTES`.
     """
     try:
         text = data.decode("utf-8")
@@ -221,22 +238,31 @@ def parse_binary(data: bytes) -> AgentCodeUpload:
     except UnicodeEncodeError as exc:
         raise InvalidCommand(f"binary frame metadata is not valid Unicode: {exc}") from exc
     request = meta.get("id")
+    if not isinstance(request, str | int | type(None)) or isinstance(request, bool):
+        request = None
+    _check_id(request)
     if meta.get("type") != "agent_code":
         raise InvalidCommand(
             f"binary frames carry agent code: metadata type must be 'agent_code', "
-            f"got {meta.get('type')!r}",
+            f"got {shown(meta.get('type'))}",
             details={"id": request},
         )
     agent_id = meta.get("agent_id")
-    if agent_id is not None and not isinstance(agent_id, str):
-        raise InvalidCommand("agent_id must be a string", details={"id": request})
-    if not isinstance(request, str | int | type(None)) or isinstance(request, bool):
-        request = None
+    if agent_id is not None and (not isinstance(agent_id, str) or not _id_fits(agent_id)):
+        raise InvalidCommand(
+            f"agent_id must be a string of at most {ECHO_BYTES} bytes", details={"id": request}
+        )
     code = text[end:]
     if code.startswith("\r\n"):
         code = code[2:]
     elif code.startswith("\n"):
         code = code[1:]
+    size = utf8_size(code)
+    if size > MAX_CODE_BYTES:
+        raise InvalidCommand(
+            f"agent code is {size} bytes; an upload carries at most {MAX_CODE_BYTES}",
+            details={"id": request, "limit_bytes": MAX_CODE_BYTES},
+        )
     return AgentCodeUpload(id=request, agent_id=agent_id, code=code)
 
 
@@ -248,9 +274,35 @@ def request_id(text: str | bytes) -> RequestId:
         return None
     if isinstance(value, dict):
         rid = value.get("id")
-        if isinstance(rid, str | int) and not isinstance(rid, bool):
+        if isinstance(rid, str | int) and not isinstance(rid, bool) and _id_fits(rid):
             return rid
     return None
+
+
+def _id_fits(rid: str | int) -> bool:
+    """Whether a request id is within the echo cap (it comes back in ``reply_to``)."""
+    if isinstance(rid, int):
+        return _INT64[0] <= rid < _INT64[1]
+    return len(rid) * 4 <= ECHO_BYTES or utf8_size(rid) <= ECHO_BYTES
+
+
+def _timestamp_fits(timestamp: str | int | float | None) -> bool:
+    """Whether a ping timestamp is within the echo cap (a pong repeats it)."""
+    if isinstance(timestamp, str | int):
+        return _id_fits(timestamp)
+    return True
+
+
+def _check_id(rid: RequestId) -> None:
+    """Refuse an id over the echo cap, without repeating it."""
+    if rid is None or _id_fits(rid):
+        return
+    what = f"{utf8_size(rid)} bytes" if isinstance(rid, str) else "an integer past 64 bits"
+    raise InvalidCommand(
+        f"request id is {what}; an id is a string of at most {ECHO_BYTES} bytes "
+        "or a 64-bit integer",
+        details={"limit_bytes": ECHO_BYTES},
+    )
 
 
 def _invalid(message: str, text: str | bytes | None) -> InvalidCommand:
@@ -276,9 +328,22 @@ def _refuse_constant(name: str) -> Any:
 
 
 def _check(message: ClientMessage) -> None:
-    """Checks msgspec's types cannot express: channel names, filters, actions."""
+    """Checks msgspec's types cannot express: id and timestamp sizes, channel names, filters."""
     rid = message.id
+    _check_id(rid)
     details = {"id": rid} if rid is not None else {}
+    if isinstance(message, GetAgent | GetAgentCode) and not _id_fits(message.agent_id):
+        # Agent ids are "agent-<number>": a longer one names no agent, and is not echoed.
+        raise InvalidCommand(
+            f"agent_id is {utf8_size(message.agent_id)} bytes; an agent id is at most {ECHO_BYTES}",
+            details={**details, "limit_bytes": ECHO_BYTES},
+        )
+    if isinstance(message, Ping) and not _timestamp_fits(message.timestamp):
+        raise InvalidCommand(
+            f"ping timestamp {shown(message.timestamp, 64)} is too long to echo: a timestamp "
+            f"is a number or a string of at most {ECHO_BYTES} bytes",
+            details={**details, "limit_bytes": ECHO_BYTES},
+        )
     if isinstance(message, Subscribe | Unsubscribe):
         names = list(message.channels or [])
         if message.channel is not None:
@@ -289,26 +354,28 @@ def _check(message: ClientMessage) -> None:
             )
         unknown = [n for n in names if n not in CHANNELS]
         if unknown:
+            named = [clip(n) for n in unknown[:10]]  # names come from clients: a bounded few
             raise InvalidCommand(
-                f"unknown channel(s) {unknown}; channels are {list(CHANNELS)}",
-                details={**details, "unknown_channels": unknown},
+                f"unknown channel(s) {shown(named, 4 * ECHO_BYTES)}; channels are {list(CHANNELS)}",
+                details={**details, "unknown_channels": named},
             )
     if isinstance(message, Subscribe):
         for name, value in (message.filters or {}).items():
             if name not in FILTERS:
                 raise InvalidCommand(
-                    f"unknown filter {name!r}; filters are {list(FILTERS)}",
-                    details={**details, "filter": name},
+                    f"unknown filter {shown(name)}; filters are {list(FILTERS)}",
+                    details={**details, "filter": clip(name)},
                 )
             if isinstance(value, bool) or not isinstance(value, int | float) or not _finite(value):
                 raise InvalidCommand(
-                    f"filter {name} must be a finite number, got {value!r}",
+                    f"filter {name} must be a finite number, got {shown(value)}",
                     details={**details, "filter": name},
                 )
         for name in message.since or {}:
             if name not in CHANNELS:
                 raise InvalidCommand(
-                    f"'since' names unknown channel {name!r}", details={**details, "channel": name}
+                    f"'since' names unknown channel {shown(name)}",
+                    details={**details, "channel": clip(name)},
                 )
 
 
@@ -319,20 +386,21 @@ def _typed_command(message: Command) -> Rollback | SetParameters:
         return SetParameters(id=rid, parameters=dict(message.args))
     if message.cmd == "rollback":
         args = message.args
-        unknown = sorted(set(args) - {"generation"})
+        unknown = sorted(clip(str(k)) for k in set(args) - {"generation"})[:10]
         if unknown:
             raise InvalidCommand(
-                f"unknown rollback argument(s) {unknown}; rollback takes 'generation'",
+                f"unknown rollback argument(s) {shown(unknown, 4 * ECHO_BYTES)}; rollback "
+                "takes 'generation'",
                 details={**details, "unknown_arguments": unknown},
             )
         generation = args.get("generation")
         if isinstance(generation, bool) or not isinstance(generation, int):
             raise InvalidCommand(
-                f"rollback needs an integer 'generation', got {generation!r}",
+                f"rollback needs an integer 'generation', got {shown(generation)}",
                 details={**details, "cmd": "rollback"},
             )
         return Rollback(id=rid, generation=generation)
     raise InvalidCommand(
-        f"unknown command {message.cmd!r}; commands are {list(COMMANDS)}",
-        details={**details, "cmd": message.cmd},
+        f"unknown command {shown(message.cmd)}; commands are {list(COMMANDS)}",
+        details={**details, "cmd": clip(message.cmd)},
     )

@@ -14,7 +14,13 @@ States (``SessionState``)::
 
     AWAITING_AUTH --valid auth message--> OPEN --close / expiry--> CLOSED
           |  (a valid Authorization header starts in OPEN)
-          +--bad auth / auth timeout--> CLOSED
+          +--bad auth / auth timeout / a pre-auth limit--> CLOSED
+
+Until it authenticates a connection has the pre-auth limits of :class:`Limits`: it takes
+one of the places for unauthenticated connections (or is refused, 1013), its frames are at
+most :attr:`Session.frame_limit` (the driver also sets the WebSocket parser to it, so a
+larger frame is refused from its header, 1009) and it may send ``pre_auth_bytes`` in all
+(1008). Such a connection closed before authenticating is :attr:`Session.rejected`.
 """
 
 from __future__ import annotations
@@ -52,9 +58,10 @@ from tdevlab.protocol.messages import (
 
 __all__ = ["Close", "Dispatch", "Filters", "Replay", "Send", "Session", "SessionState"]
 
-#: Close codes (RFC 6455): policy violation (auth), going away (shutdown).
+#: Close codes (RFC 6455): policy violation (auth), going away (shutdown), message too big.
 POLICY_VIOLATION = 1008
 GOING_AWAY = 1001
+MESSAGE_TOO_BIG = 1009
 TRY_AGAIN_LATER = 1013
 
 # Requests a viewer may make; everything else needs the operator role.
@@ -140,6 +147,10 @@ class Session:
         now: The connection's start time.
         auth_timeout: Seconds allowed to authenticate before the connection is closed.
         header_claims: Claims from a valid ``Authorization`` header (the session starts OPEN).
+        registry: The server's per-user and unauthenticated connection counts (none: no
+            per-user or admission limits, as for a session tested alone).
+        address: The client's source address, for the unauthenticated connections per
+            address.
     """
 
     verifier: TokenVerifier
@@ -148,18 +159,24 @@ class Session:
     auth_timeout: float = 10.0
     header_claims: Claims | None = None
     registry: UserRegistry | None = None
+    address: str = "unknown"
     state: SessionState = SessionState.AWAITING_AUTH
     claims: Claims | None = None
     subscriptions: dict[str, Filters] = field(default_factory=dict)
     deadline: float = 0.0
 
     def __post_init__(self) -> None:
-        limits = self.registry.limits if self.registry is not None else Limits()
+        limits = self.limits = self.registry.limits if self.registry is not None else Limits()
         self.messages = TokenBucket(
             limits.messages_per_second, limits.messages_per_second, self.now
         )
         self.flood = FloodGuard(limits.flood_factor * limits.messages_per_second)
         self.counted_user: str | None = None  # the user this connection counts against
+        #: Inbound bytes before authentication (charged against ``pre_auth_bytes``).
+        self.pre_auth_received = 0
+        #: Closed before it ever authenticated, by a limit, a failed auth or the timeout.
+        self.rejected = False
+        self._admitted = False  # holds a place among the unauthenticated connections
         #: What the driver must do before reading any frame (a refused connection).
         self.start: list[Outcome] = []
         if self.header_claims is not None:
@@ -169,6 +186,15 @@ class Session:
             self.start = self._count_connection(self.header_claims.user, None, self.now)
         else:
             self.deadline = self.now + self.auth_timeout
+            self.start = self._admit()
+
+    @property
+    def frame_limit(self) -> int:
+        """The largest frame this connection may send now: ``pre_auth_frame_bytes`` until it
+        has authenticated, ``max_frame_bytes`` after."""
+        if self.claims is not None:
+            return self.limits.max_frame_bytes
+        return min(self.limits.pre_auth_frame_bytes, self.limits.max_frame_bytes)
 
     # -- input -----------------------------------------------------------------------------
 
@@ -223,14 +249,27 @@ class Session:
         """Check the auth deadline and token expiry; return a Close when one has passed."""
         if self.state is SessionState.CLOSED or now < self.deadline:
             return []
-        self.state = SessionState.CLOSED
         if self.claims is None:
-            return [Close(POLICY_VIOLATION, "authentication timeout: no valid auth message")]
+            return self._reject(POLICY_VIOLATION, "authentication timeout: no valid auth message")
+        self.state = SessionState.CLOSED
         return [Close(POLICY_VIOLATION, "token expired: authenticate again with a new token")]
 
-    def close(self) -> None:
-        """Mark the session closed (the connection is gone) and release its user slot."""
+    def close(self, sent: int | None = None) -> None:
+        """Mark the session closed (the connection is gone) and release its places.
+
+        Args:
+            sent: The close code the connection sent, when the WebSocket layer closed it
+                by itself (a frame over :attr:`frame_limit` is refused there, 1009): a
+                policy close before authentication makes the connection :attr:`rejected`.
+        """
+        if (
+            self.state is not SessionState.CLOSED
+            and self.claims is None
+            and sent in (POLICY_VIOLATION, MESSAGE_TOO_BIG)
+        ):
+            self.rejected = True
         self.state = SessionState.CLOSED
+        self._leave_admissions()
         if self.counted_user is not None and self.registry is not None:
             self.registry.disconnect(self.counted_user)
             self.counted_user = None
@@ -239,10 +278,18 @@ class Session:
 
     def _limit(self, size: int, now: float, text: str | bytes | None) -> list[Outcome]:
         """spec: "Rate Limiting". Refuse (not process) a message over a limit."""
+        if self.claims is None:
+            refused = self._pre_auth_limit(size)
+            if refused:
+                return refused
         if not self.messages.take(now):
             if self.flood.refuse(now):
-                self.state = SessionState.CLOSED
                 rate = f"{self.messages.capacity:g}"
+                if self.claims is None:
+                    return self._reject(
+                        POLICY_VIOLATION, f"flooding: far over {rate} messages/second"
+                    )
+                self.state = SessionState.CLOSED
                 return [Close(POLICY_VIOLATION, f"flooding: far over {rate} messages/second")]
             rid = None if text is None else request_id(text)
             limit = self.messages.capacity
@@ -274,6 +321,43 @@ class Session:
                 ]
         return []
 
+    def _pre_auth_limit(self, size: int) -> list[Outcome]:
+        """The limits of a connection that has not authenticated: frame size, bytes in all."""
+        if size > self.frame_limit:
+            return self._reject(
+                MESSAGE_TOO_BIG,
+                f"frame of {size} bytes before authenticating; the limit is "
+                f"{self.frame_limit} until auth succeeds",
+            )
+        self.pre_auth_received += size
+        if self.pre_auth_received > self.limits.pre_auth_bytes:
+            return self._reject(
+                POLICY_VIOLATION,
+                f"over {self.limits.pre_auth_bytes} bytes sent before authenticating",
+            )
+        return []
+
+    def _admit(self) -> list[Outcome]:
+        """Take a place among the unauthenticated connections, or close (1013)."""
+        if self.registry is None:
+            return []
+        refused = self.registry.unauthenticated.admit(self.address)
+        if refused is not None:
+            return self._reject(TRY_AGAIN_LATER, refused.reason)
+        self._admitted = True
+        return []
+
+    def _leave_admissions(self) -> None:
+        if self._admitted and self.registry is not None:
+            self.registry.unauthenticated.leave(self.address)
+            self._admitted = False
+
+    def _reject(self, code: int, reason: str) -> list[Outcome]:
+        """Close a connection that has not authenticated (counted as rejected)."""
+        self.state = SessionState.CLOSED
+        self.rejected = True
+        return [Close(code, _reason(reason))]
+
     def _count_connection(self, user: str, reply_to: Any, now: float) -> list[Outcome]:
         """Count this connection against ``user``'s limit; refuse it when over."""
         if self.registry is None or self.counted_user == user:
@@ -290,7 +374,7 @@ class Session:
                     now,
                     reply_to,
                 ),
-                Close(TRY_AGAIN_LATER, f"too many connections for user {user!r}"[:120]),
+                Close(TRY_AGAIN_LATER, _reason(f"too many connections for user {user!r}")),
             ]
         self.counted_user = user
         return []
@@ -370,6 +454,7 @@ class Session:
             claims = self.verifier.verify(message.token, now)
         except AuthFailed as exc:
             self.state = SessionState.CLOSED
+            self.rejected = self.claims is None
             return [
                 self._error(exc, now, message.id),
                 Close(POLICY_VIOLATION, _reason(f"authentication failed: {exc.message}")),
@@ -385,9 +470,11 @@ class Session:
             ]
         refused = self._count_connection(claims.user, message.id, now)
         if refused:
+            self.rejected = self.claims is None
             return refused
         self.claims = claims
         self.state = SessionState.OPEN
+        self._leave_admissions()
         self.deadline = claims.expires_at + self.verifier.leeway  # as verify() accepts it
         return [self._ack("auth", message.id, now, user=claims.user, role=claims.role)]
 

@@ -2,7 +2,10 @@
 
 A thin driver: it reads frames, hands them to the connection's :class:`Session` (all
 validation, auth and subscription logic lives in ``tdevlab.protocol``), sends what comes
-back, runs engine requests, and publishes the engine's events to the channels.
+back, runs engine requests, and publishes the engine's events to the channels. It applies
+the session's limits where only the driver can: a refused handshake (too many
+unauthenticated connections), and the WebSocket parser's frame limit, small until the
+connection authenticates, so an oversized frame is refused from its header.
 
 Usage::
 
@@ -16,6 +19,7 @@ Usage::
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import secrets
@@ -36,7 +40,7 @@ from tdevlab.engine.engine import Engine
 from tdevlab.engine.events import AgentUpdate, Alert, EvolutionUpdate, LogEntry
 from tdevlab.engine.loops import EngineEvent
 from tdevlab.exceptions import AuthFailed, InvalidParameters
-from tdevlab.protocol.auth import Claims, TokenVerifier, issue_token
+from tdevlab.protocol.auth import Claims, TokenVerifier
 from tdevlab.protocol.envelope import Encoder
 from tdevlab.protocol.limits import Limits, UserRegistry
 from tdevlab.protocol.session import GOING_AWAY, Close, Dispatch, Outcome, Replay, Send, Session
@@ -58,14 +62,16 @@ class EvolutionServer:
         host: Interface to listen on.
         port: TCP port; 0 picks a free one (see :attr:`port` once started).
         secret: HS256 secret (>= 32 bytes); default ``$TDEVLAB_SECRET`` or a random one.
-        verifier: A :class:`TokenVerifier` (for RS256), instead of ``secret``.
+        verifier: A :class:`TokenVerifier` (for RS256), instead of ``secret``; give it
+            ``signing_key`` for :meth:`token` to work.
         ssl: An ``ssl.SSLContext`` to serve ``wss://``.
         auth_timeout: Seconds a connection may take to authenticate.
         metrics_interval: Seconds between ``metrics`` events (0 disables them).
         compression: ``"deflate"`` to enable permessage-deflate (off by default: it
             triples the CPU cost of each delivery).
-        max_size: Largest accepted frame, in bytes (larger ones close with 1009); default
-            ``limits.max_frame_bytes``.
+        max_size: Largest accepted frame of an authenticated connection, in bytes (larger
+            ones close with 1009); default ``limits.max_frame_bytes``. Before it
+            authenticates a connection is held to ``limits.pre_auth_frame_bytes``.
         ping_interval: Seconds between protocol keepalive pings (``None`` disables them).
         ping_timeout: Seconds to wait for a keepalive ping's pong before closing the
             connection (1011); ``None`` never gives up.
@@ -104,8 +110,13 @@ class EvolutionServer:
             raise InvalidParameters("give either secret or verifier, not both")
         self.engine = engine if engine is not None else Engine()
         self.host, self._requested_port = host, port
-        self.secret = secret or os.environ.get("TDEVLAB_SECRET") or secrets.token_urlsafe(32)
-        self.verifier = verifier or TokenVerifier(self.secret)
+        if verifier is None:
+            self.secret: str | None = (
+                secret or os.environ.get("TDEVLAB_SECRET") or secrets.token_urlsafe(32)
+            )
+            self.verifier = TokenVerifier(self.secret)
+        else:
+            self.secret, self.verifier = None, verifier
         self.ssl = ssl
         self.auth_timeout = auth_timeout
         self.metrics_interval = metrics_interval
@@ -116,8 +127,10 @@ class EvolutionServer:
         self.generation_interval = float(generation_interval)
         self.compression = compression
         self.limits = limits or Limits()
+        if max_size:
+            self.limits = dataclasses.replace(self.limits, max_frame_bytes=max_size)
         self.registry = UserRegistry(self.limits)
-        self.max_size = max_size or self.limits.max_frame_bytes
+        self.max_size = self.limits.max_frame_bytes
         self.ping_interval = ping_interval
         # Configurable beside the interval: with only the interval, a peer that stopped
         # answering was still held for websockets' fixed 20 s timeout.
@@ -149,8 +162,13 @@ class EvolutionServer:
         return f"{scheme}://{host}:{self.port or self._requested_port}{PATH}"
 
     def token(self, user: str = "operator", role: str = "operator", ttl: float = 3600.0) -> str:
-        """Issue a token signed with this server's secret (HS256 only)."""
-        return issue_token(self.secret, user, role, now=time.time(), ttl=ttl)
+        """Issue a token this server accepts (see :meth:`TokenVerifier.issue`).
+
+        Raises:
+            InvalidParameters: if the verifier cannot sign (RS256 without its
+                ``signing_key``), for an unknown role, or a user name that is too long.
+        """
+        return self.verifier.issue(user, role, now=time.time(), ttl=ttl)
 
     # -- lifecycle in a running loop -------------------------------------------------------
 
@@ -169,7 +187,9 @@ class EvolutionServer:
             self._requested_port,
             process_request=self._process_request,
             compression=self.compression,
-            max_size=self.max_size,
+            # Every connection starts held to the pre-auth frame size; the session's
+            # frame_limit raises it once it authenticates.
+            max_size=min(self.limits.pre_auth_frame_bytes, self.max_size),
             ping_interval=self.ping_interval,
             ping_timeout=self.ping_timeout,
             ssl=self.ssl,
@@ -266,24 +286,37 @@ class EvolutionServer:
             return connection.respond(404, f"Not Found: the API is at {PATH}\n")
         header = request.headers.get("Authorization")
         if header is None:
-            return None  # browsers authenticate with the first message
+            # Browsers authenticate with the first message: a place among the
+            # unauthenticated connections is needed (the session takes it).
+            refused = self.registry.unauthenticated.refusal(_address(connection))
+            if refused is None:
+                return None
+            self.stats.rejected += 1
+            response = connection.respond(refused.status, refused.reason + "\n")
+            response.headers = Headers(response.headers)
+            response.headers["Retry-After"] = "1"
+            return response
         scheme, _, token = header.partition(" ")
         try:
             if scheme.lower() != "bearer" or not token.strip():
                 raise AuthFailed("the Authorization header must be 'Bearer <jwt>'")
             claims = self.verifier.verify(token.strip(), time.time())
         except AuthFailed as exc:
+            self.stats.rejected += 1
             response = connection.respond(401, f"authentication failed: {exc.message}\n")
             response.headers = Headers(response.headers)
             response.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
             return response
         if self.registry.connections.get(claims.user, 0) >= self.limits.connections_per_user:
+            self.stats.rejected += 1
             return connection.respond(
                 429,
                 f"too many connections for user {claims.user!r} "
                 f"(limit {self.limits.connections_per_user})\n",
             )
         self._header_claims[connection] = claims
+        # Authenticated from the start: no pre-auth frame limit (set before any frame).
+        _set_frame_limit(connection, self.limits.max_frame_bytes)
         return None
 
     # -- connections -----------------------------------------------------------------------
@@ -296,7 +329,9 @@ class EvolutionServer:
             auth_timeout=self.auth_timeout,
             header_claims=self._header_claims.pop(ws, None),
             registry=self.registry,
+            address=_address(ws),
         )
+        frame_limit = session.frame_limit
         connection = Connection(
             ws,
             session,
@@ -316,12 +351,18 @@ class EvolutionServer:
                     outcomes = session.receive_binary(frame, time.time())
                 error = await self._carry_out(connection, outcomes)
                 self.stats.record(time.perf_counter() - started, error)
+                if session.frame_limit != frame_limit:  # it authenticated
+                    frame_limit = session.frame_limit
+                    _set_frame_limit(ws, frame_limit)
                 if writer.done():
                     break
         except ConnectionClosed:
             pass
         finally:
-            session.close()
+            sent = ws.protocol.close_sent
+            session.close(sent.code if sent is not None else None)
+            if session.rejected:
+                self.stats.rejected += 1
             self.hub.connections.discard(connection)
             self.stats.dropped += connection.dropped
             watchdog.cancel()
@@ -480,3 +521,24 @@ class EvolutionServer:
     def state(self) -> EngineState:
         """The engine's control state."""
         return self.engine.state
+
+
+def _address(ws: ServerConnection) -> str:
+    """The client's source address (its host, without the port)."""
+    peer = ws.remote_address
+    if isinstance(peer, tuple | list) and peer:
+        return str(peer[0])
+    return str(peer) if peer else "unknown"
+
+
+def _set_frame_limit(ws: ServerConnection, size: int) -> None:
+    """Set the largest message websockets' parser accepts on ``ws`` from its next frame on.
+
+    websockets reads the limit from its sans-I/O protocol before each frame
+    (``max_message_size`` since 15; ``max_size`` before).
+    """
+    protocol = ws.protocol
+    if hasattr(protocol, "max_message_size"):
+        protocol.max_message_size = size
+    else:  # pragma: no cover - websockets 14
+        setattr(protocol, "max_size", size)  # noqa: B010

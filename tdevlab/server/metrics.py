@@ -4,7 +4,11 @@
 ``top`` shows it) and share of the machine's memory, from psutil. ``requests_per_second``,
 ``average_latency_ms`` (from a frame's arrival to its reply being queued) and
 ``error_rate`` (error replies per request) cover the last interval. ``active_agents`` is
-the population size; ``connections`` and ``dropped_messages`` are extras.
+the population size. Extras: ``connections`` (open now); ``dropped_messages`` (frames not
+delivered to clients that were cut off for not reading) and ``rejected_connections``
+(connections turned away at the handshake — a bad ``Authorization`` header, too many
+connections — or closed before authenticating: a pre-auth limit, a failed ``auth``, the
+auth timeout), both counted since the server started.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ class RequestStats:
     errors: int = 0
     latency_total: float = 0.0
     dropped: int = 0
+    rejected: int = 0
     _process: psutil.Process = field(default_factory=psutil.Process)
     _last: float = field(default_factory=time.monotonic)
 
@@ -54,6 +59,7 @@ class RequestStats:
             "error_rate": round(self.errors / self.requests, 4) if self.requests else 0.0,
             "connections": connections,
             "dropped_messages": self.dropped,
+            "rejected_connections": self.rejected,
         }
         self.requests = self.errors = 0
         self.latency_total = 0.0

@@ -17,7 +17,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tdevlab.exceptions import AuthFailed, InvalidParameters
-from tdevlab.protocol.auth import MIN_SECRET_BYTES, ROLES, Claims, TokenVerifier, issue_token
+from tdevlab.protocol.auth import (
+    MAX_TOKEN_BYTES,
+    MAX_USER_BYTES,
+    MIN_SECRET_BYTES,
+    ROLES,
+    Claims,
+    TokenVerifier,
+    issue_token,
+)
 
 SECRET = "0123456789abcdef0123456789abcdef"
 OTHER_SECRET = "fedcba9876543210fedcba9876543210"
@@ -428,3 +436,68 @@ def test_issued_token_does_not_verify_with_another_secret() -> None:
     """An issued token is bound to its secret."""
     token = issue_token(SECRET, "carol", "viewer", now=NOW)
     assert "bad signature" in refused(token, check=TokenVerifier(OTHER_SECRET))
+
+
+# -- sizes and signing ------------------------------------------------------------------------
+
+
+def test_sub_of_128_bytes_passes_and_of_129_is_refused() -> None:
+    """'sub' is at most MAX_USER_BYTES of UTF-8; the refusal does not repeat it."""
+    assert verifier().verify(hs256(claims(sub="u" * MAX_USER_BYTES)), NOW).user == "u" * 128
+    message = refused(hs256(claims(sub="é" * 65)))  # 130 bytes
+    assert "'sub' is 130 bytes" in message
+    assert "é" not in message
+
+
+def test_token_over_8_kib_is_refused_before_decoding() -> None:
+    """A token longer than MAX_TOKEN_BYTES is refused, whatever it holds."""
+    assert "longer than" in refused("a" * (MAX_TOKEN_BYTES + 1))
+    assert "longer than" in refused(hs256(claims(pad="p" * MAX_TOKEN_BYTES)))
+
+
+@pytest.mark.parametrize("token", [{"a": 1}, ["t"], 5, True, None, ""])
+def test_a_token_that_is_not_a_string_is_refused(token: Any) -> None:
+    """Only a non-empty string can be a token."""
+    assert "JWT string" in refused(token)
+
+
+@pytest.mark.parametrize("user", ["", "u" * 129, "é" * 65])
+def test_issue_token_refuses_a_user_no_verifier_would_accept(user: str) -> None:
+    """issue_token refuses an empty user or one over MAX_USER_BYTES."""
+    with pytest.raises(InvalidParameters, match="user"):
+        issue_token(SECRET, user, "viewer", now=NOW)
+
+
+def test_hs256_verifier_issues_tokens_it_accepts() -> None:
+    """An HS256 verifier signs with its secret."""
+    token = verifier().issue("dora", "operator", now=NOW, ttl=60)
+    assert verifier().verify(token, NOW) == Claims("dora", "operator", NOW + 60)
+
+
+def test_rs256_verifier_without_a_private_key_cannot_issue(rsa_keys: tuple[bytes, bytes]) -> None:
+    """Only the public key: issue() raises, saying how to sign."""
+    _, public = rsa_keys
+    with pytest.raises(InvalidParameters, match="signing_key"):
+        TokenVerifier(public, "RS256").issue("dora", "viewer", now=NOW)
+
+
+def test_rs256_verifier_with_its_private_key_issues_tokens_it_accepts(
+    rsa_keys: tuple[bytes, bytes],
+) -> None:
+    """With signing_key, issue() signs RS256 tokens that verify with the public key."""
+    private, public = rsa_keys
+    check = TokenVerifier(public, "RS256", signing_key=private)
+    token = check.issue("dora", "viewer", now=NOW, ttl=60)
+    assert jwt.get_unverified_header(token)["alg"] == "RS256"
+    assert TokenVerifier(public, "RS256").verify(token, NOW) == Claims("dora", "viewer", NOW + 60)
+
+
+def test_a_signing_key_that_does_not_match_is_refused(
+    rsa_keys: tuple[bytes, bytes], other_rsa_private: bytes
+) -> None:
+    """A private key of another pair, or a second HS256 secret, is refused at once."""
+    _, public = rsa_keys
+    with pytest.raises(InvalidParameters, match="does not match"):
+        TokenVerifier(public, "RS256", signing_key=other_rsa_private)
+    with pytest.raises(InvalidParameters, match="own secret"):
+        TokenVerifier(SECRET, signing_key=OTHER_SECRET)

@@ -26,7 +26,7 @@ from tdevlab.exceptions import (
     TdevlabError,
     Unauthorized,
 )
-from tdevlab.protocol.envelope import Encoder, iso_time
+from tdevlab.protocol.envelope import ECHO_BYTES, MAX_REPLY_BYTES, Encoder, clip, iso_time, shown
 from tdevlab.protocol.messages import parse_binary
 
 FAST = settings(max_examples=200, deadline=None, database=None)
@@ -301,3 +301,78 @@ def test_any_agent_code_frame_parses_back(agent_id: str, body: str) -> None:
     frame = Encoder("srv").binary({"type": "agent_code", "agent_id": agent_id}, body, now=NOW)
     upload = parse_binary(frame)
     assert (upload.agent_id, upload.code) == (agent_id, body)
+
+
+# -- echo caps ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "limit", "expected"),
+    [
+        ("short", 256, "short"),
+        ("x" * 256, 256, "x" * 256),
+        ("x" * 257, 256, "x" * 253 + "..."),
+        ("é" * 200, 256, "é" * 126 + "..."),  # 2 bytes each: cut on a character boundary
+    ],
+)
+def test_clip_cuts_to_utf8_bytes(text: str, limit: int, expected: str) -> None:
+    """clip keeps text within `limit` UTF-8 bytes and marks a cut with "..."."""
+    assert clip(text, limit) == expected
+    assert len(clip(text, limit).encode()) <= limit
+
+
+@given(
+    st.recursive(
+        st.text() | st.integers() | st.floats(),
+        lambda v: st.lists(v) | st.dictionaries(st.text(), v),
+    )
+)
+@FAST
+def test_shown_is_a_bounded_repr_of_anything(value: Any) -> None:
+    """shown(value) is at most ECHO_BYTES of UTF-8, whatever the value."""
+    assert len(shown(value).encode("utf-8", "surrogatepass")) <= ECHO_BYTES
+
+
+def test_shown_does_not_repr_a_huge_value_whole() -> None:
+    """A megabyte string or list is shown abbreviated."""
+    assert len(shown("x" * 1_000_000)) <= ECHO_BYTES
+    assert shown([list(range(1000))] * 1000).startswith("[[0, 1, 2")
+
+
+def test_error_is_bounded_whatever_the_exception_holds() -> None:
+    """A huge message and details: the message cut to 2 KiB, detail strings to 256 bytes,
+    lists to 16 items; the error stays far under MAX_REPLY_BYTES."""
+    exc = InvalidCommand(
+        "m" * 1_000_000,
+        details={
+            "value": "v" * 1_000_000,
+            "names": ["n" * 1000] * 1000,
+            "nested": {"a": {"b": {"c": {"d": "x" * 1000}}}},
+            "number": 10**400,
+        },
+    )
+    data = Encoder("srv").error(exc, now=NOW)
+    assert len(data) < 8 * 1024
+    error = json.loads(data)["error"]
+    assert len(error["message"].encode()) <= 2048
+    assert error["details"]["value"] == "v" * 253 + "..."
+    assert len(error["details"]["names"]) == 16
+    assert isinstance(error["details"]["nested"]["a"]["b"]["c"], str)
+    assert len(error["details"]["number"]) <= ECHO_BYTES
+
+
+def test_error_with_details_too_big_even_when_bounded_drops_them() -> None:
+    """Details that stay over MAX_REPLY_BYTES after bounding are replaced by a marker."""
+    wide = {f"k{i}": {f"j{j}": ["x" * 300] * 16 for j in range(16)} for i in range(16)}
+    data = Encoder("srv").error(InvalidCommand("wide", details=wide), now=NOW)
+    assert len(data) < MAX_REPLY_BYTES
+    assert json.loads(data)["error"]["details"] == {"truncated": True}
+
+
+@pytest.mark.parametrize("reply_to", ["r" * 257, "é" * 129, 2**63, -(2**63) - 1])
+def test_a_reply_to_over_the_echo_cap_is_left_out(reply_to: Any) -> None:
+    """Neither errors nor messages repeat an id no request could carry."""
+    encoder = Encoder("srv")
+    assert "reply_to" not in error_of(encoder, InvalidCommand("x"), reply_to=reply_to)
+    assert "reply_to" not in encoder.message("ack", {}, now=NOW, reply_to=reply_to)
+    assert encoder.message("ack", {}, now=NOW, reply_to="r" * 256)["reply_to"] == "r" * 256
