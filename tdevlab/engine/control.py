@@ -105,6 +105,7 @@ class ControlResult:
         previous_state: The state before it.
         generation: The last generation produced when it was accepted.
         parameters: The parameters in force from the next generation on.
+        strategy: The run's strategy: ``{"name": ..., "config": {...}}``.
     """
 
     action: str
@@ -112,14 +113,16 @@ class ControlResult:
     previous_state: EngineState
     generation: int
     parameters: dict[str, Any]
+    strategy: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the ack's fields: action, state, generation, parameters."""
+        """Return the ack's fields: action, state, generation, parameters, strategy."""
         return {
             "action": self.action,
             "state": self.state.value,
             "generation": self.generation,
             "parameters": self.parameters,
+            "strategy": self.strategy,
         }
 
 

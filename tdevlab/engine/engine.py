@@ -42,7 +42,14 @@ from tdevlab.engine.params import Parameters
 from tdevlab.engine.population import Population, Snapshot
 from tdevlab.engine.problems import AgentDesign, Evaluation, Problem, make_problem
 from tdevlab.engine.storage import RunStore, export_run, open_store
-from tdevlab.engine.strategy import RunView, Scored, Strategy, check_keep, make_strategy
+from tdevlab.engine.strategy import (
+    RunView,
+    Scored,
+    Strategy,
+    check_keep,
+    describe,
+    make_strategy,
+)
 from tdevlab.exceptions import (
     EvolutionFailed,
     GenerationNotFound,
@@ -296,10 +303,7 @@ class Engine(RunLoops, AgentAccess):
             "parameters": self.params.to_dict(),
             "gene_space": self.space.describe(),
             "problem_config": dict(getattr(self.problem, "config", {})),
-            "strategy": {
-                "name": self.strategy.name,
-                "config": dict(getattr(self.strategy, "config", {})),
-            },
+            "strategy": describe(self.strategy),
             "alert_thresholds": {
                 f: getattr(self.thresholds, f) for f in self.thresholds.__struct_fields__
             },

@@ -272,9 +272,9 @@ def strategy_outcome(
         return {}, [], None
     space = problem.gene_space
     rows = np.asarray(members_of(state, space, population, params), dtype=np.int64)
-    measures = (
-        {} if measures_of is None else dict(measures_of(state, space, population, params, rows))
-    )
+    raw = {} if measures_of is None else measures_of(state, space, population, params, rows)
+    # Plain numbers (a NumPy scalar would not encode to JSON), integers where the field is.
+    measures = {k: int(v) if k == "front_size" else float(v) for k, v in raw.items()}
     reason = str(getattr(strategy, "member_reason", "member"))
     ids = population.agent_id[rows]
     before = np.asarray(previous_members, dtype=np.int64)

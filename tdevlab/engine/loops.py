@@ -27,8 +27,10 @@ from tdevlab.engine.control import (
     RunControl,
 )
 from tdevlab.engine.events import AgentUpdate, Alert, EvolutionUpdate, GenerationResult, LogEntry
+from tdevlab.engine.genes import GeneSpace
 from tdevlab.engine.params import Parameters
 from tdevlab.engine.storage import RunStore
+from tdevlab.engine.strategy import Strategy, StrategyState, describe, strategy_from_spec
 from tdevlab.exceptions import EvolutionFailed, InvalidParameters, InvalidState, TdevlabError
 
 __all__ = ["EngineEvent", "Listener", "RunLoops"]
@@ -50,6 +52,10 @@ class RunLoops:
     generation: int
     run_id: int | None
     store: RunStore
+    space: GeneSpace
+    strategy: Strategy
+    _strategy_state: StrategyState
+    _lock: threading.RLock
 
     def __init__(self) -> None:
         self._run = RunControl()
@@ -68,6 +74,41 @@ class RunLoops:
     def _record_side_events(
         self, logs: list[LogEntry], alerts: list[Any], generation: int | None = None
     ) -> None: ...
+
+    # -- the strategy (chosen by control) -------------------------------------------------
+
+    def strategy_description(self) -> dict[str, Any]:
+        """The run's strategy: ``{"name": ..., "config": {...}}``."""
+        return describe(self.strategy)
+
+    def _strategy_for(self, spec: object) -> Strategy:
+        strategy = strategy_from_spec(spec)
+        strategy.init(self.space, self.params)  # names unknown objectives, descriptors...
+        return strategy
+
+    def _switch_strategy(self, strategy: Strategy, state: EngineState) -> None:
+        """Make ``strategy`` the run's (called by control, under its lock).
+
+        Raises:
+            InvalidState: once the run has a generation, or while one is being made; the
+                same strategy with the same settings is accepted and changes nothing.
+        """
+        if describe(strategy) == describe(self.strategy):
+            return
+        if self.generation >= 0 or not self._lock.acquire(blocking=False):
+            raise InvalidState(
+                f"the run's strategy is {self.strategy.name!r}: a strategy is chosen before "
+                f"the first generation (this run is at generation {self.generation})",
+                details={"state": state.value, "strategy": self.strategy.name},
+            )
+        try:
+            self.strategy = strategy
+            self._strategy_state = strategy.init(self.space, self.params)
+            if self.run_id is not None:  # the run's record already exists (a durable store)
+                config = dict(self.store.run_info(self.run_id).config)
+                self.store.set_config(self.run_id, {**config, "strategy": describe(strategy)})
+        finally:
+            self._lock.release()
 
     # -- listeners and state ---------------------------------------------------------------
 
@@ -178,10 +219,15 @@ class RunLoops:
         self, action: str, parameters: Mapping[str, Any] | None
     ) -> tuple[ControlResult, int]:
         changes = dict(parameters or {})
+        spec = changes.pop("strategy", None)
+        # Built and checked against the problem before the lock: a bad name changes nothing.
+        chosen = None if spec is None else self._strategy_for(spec)
 
         def apply(previous: EngineState) -> tuple[Parameters, Parameters]:
             old = self.params
             new = self._checked(old.replace(changes)) if changes else old
+            if chosen is not None:
+                self._switch_strategy(chosen, previous)  # the last check that can refuse
             self.params = new
             return old, new
 
@@ -205,7 +251,10 @@ class RunLoops:
             self._publish(ControlEvent(action, state, previous, generation, new.to_dict()))
         if state is not previous and self.run_id is not None:
             self.store.set_status(self.run_id, state.value)
-        return ControlResult(action, state, previous, generation, new.to_dict()), token
+        result = ControlResult(
+            action, state, previous, generation, new.to_dict(), self.strategy_description()
+        )
+        return result, token
 
     def pause(self) -> None:
         """Pause a running loop after the generation in progress.

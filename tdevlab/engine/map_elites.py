@@ -44,7 +44,7 @@ class MapElites:
 
     Args:
         descriptors: Names of the descriptors (outputs or genes).
-        bins: Cells per descriptor.
+        bins: Cells per descriptor (default 20 each).
         ranges: ``(low, high)`` per descriptor; values outside fall in the edge cells.
             ``None`` for ``memory_kb`` / ``speed_us``: from 0 to twice the run's limit.
         emitter: ``"gaussian"`` or ``"iso_line"``.
@@ -67,7 +67,7 @@ class MapElites:
     def __init__(
         self,
         descriptors: Sequence[str] = ("memory_kb", "speed_us"),
-        bins: Sequence[int] = (20, 20),
+        bins: Sequence[int] | None = None,
         ranges: Sequence[Sequence[float]] | None = None,
         emitter: str = "gaussian",
         iso_sigma: float = 0.01,
@@ -79,6 +79,8 @@ class MapElites:
         self.descriptors = [str(d) for d in descriptors]
         if not 1 <= len(self.descriptors) <= 4:
             raise InvalidParameters(f"descriptors={self.descriptors!r}: give 1 to 4 names")
+        if bins is None:
+            bins = [20] * len(self.descriptors)
         if len(bins) != len(self.descriptors) or not all(
             isinstance(b, int) and not isinstance(b, bool) and 1 <= b <= 1000 for b in bins
         ):

@@ -133,7 +133,7 @@ def hypervolume(objectives: FloatArray, reference: FloatArray) -> float:
     points = objectives[(objectives < reference).all(axis=1)]
     if points.size == 0:
         return 0.0
-    return _hv(np.unique(points, axis=0), np.asarray(reference, dtype=np.float64))
+    return float(_hv(np.unique(points, axis=0), np.asarray(reference, dtype=np.float64)))
 
 
 def _hv(points: FloatArray, reference: FloatArray) -> float:

@@ -135,6 +135,10 @@ class RunStore(Protocol):
         """Record the run's state (idle, running, failed, ...)."""
         ...
 
+    def set_config(self, run_id: int, config: dict[str, Any]) -> None:
+        """Replace the run's configuration (the engine does so only before generation 0)."""
+        ...
+
     def run_info(self, run_id: int) -> RunInfo:
         """Describe one run.
 

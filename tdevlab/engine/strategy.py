@@ -79,8 +79,10 @@ __all__ = [
     "Scored",
     "Strategy",
     "StrategyState",
+    "describe",
     "make_strategy",
     "register_strategy",
+    "strategy_from_spec",
     "strategy_names",
 ]
 
@@ -207,6 +209,28 @@ def make_strategy(name: str, config: Mapping[str, Any] | None = None) -> Strateg
         return factory(**dict(config or {}))
     except TypeError as exc:
         raise InvalidParameters(f"strategy {name!r}: {exc}") from exc
+
+
+def strategy_from_spec(spec: object) -> Strategy:
+    """A built-in strategy from a client's spec: ``"nsga2"`` or ``{"name": "nsga2", ...}``.
+
+    Raises:
+        InvalidParameters: for another shape, or an unknown name or setting (named).
+    """
+    if isinstance(spec, str):
+        return make_strategy(spec)
+    if isinstance(spec, Mapping) and isinstance(spec.get("name"), str):
+        config = {k: v for k, v in spec.items() if k != "name"}
+        return make_strategy(spec["name"], config)
+    raise InvalidParameters(
+        f"strategy must be a name or {{'name': ..., settings}}, got {str(spec)[:64]!r}",
+        details={"parameter": "strategy"},
+    )
+
+
+def describe(strategy: Strategy) -> dict[str, Any]:
+    """``{"name": ..., "config": {...}}``: what a run records and an ack reports."""
+    return {"name": strategy.name, "config": dict(getattr(strategy, "config", {}) or {})}
 
 
 def check_keep(keep: object, candidates: int) -> IntArray:

@@ -208,6 +208,10 @@ class MemoryStore:
         run = self._run(run_id)
         run.info = replace(run.info, status=status)
 
+    def set_config(self, run_id: int, config: dict[str, Any]) -> None:
+        run = self._run(run_id)
+        run.info = replace(run.info, config=dict(config))
+
     def run_info(self, run_id: int) -> RunInfo:
         return self._run(run_id).info
 

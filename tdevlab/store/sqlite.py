@@ -217,6 +217,13 @@ class SQLiteStore:
         with self._tx() as db:
             db.execute("UPDATE runs SET status = ? WHERE run_id = ?", (status, run_id))
 
+    def set_config(self, run_id: int, config: dict[str, Any]) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE runs SET config = ? WHERE run_id = ?",
+                (msgspec.json.encode(config).decode(), run_id),
+            )
+
     # -- generations -----------------------------------------------------------------------
 
     def record_generation(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,8 @@ from tdevlab import Engine, load_run
 from tdevlab.engine import NSGA2, ZDT1, AgentDesign, MapElites, ProjectedRastrigin
 from tdevlab.engine.pareto import hypervolume, non_dominated_ranks
 from tdevlab.engine.strategy import make_strategy
-from tdevlab.exceptions import InvalidParameters
+from tdevlab.exceptions import InvalidParameters, InvalidState
+from tests.server.conftest import client, make_server
 
 FREE = {"memory_limit_kb": 1e9, "speed_limit_us": 1e9}
 
@@ -216,3 +218,57 @@ def test_map_elites_reports_coverage_qd_score_and_archive_changes() -> None:
     assert all(a.status == "retired" for a in left)
     entered = {a.agent_id for a in results[-1].agents if a.reason == "archive"}
     assert entered <= {f"agent-{i}" for i in pop.agent_id}
+
+
+def test_strategy_is_chosen_with_start_and_recorded(tmp_path: Path) -> None:
+    """control(start, {"strategy": ...}) picks the strategy before generation 0 (the stored
+    run records it); afterwards another strategy is refused naming the state."""
+    db = tmp_path / "runs.db"
+    engine = Engine(AgentDesign(), seed=1, population_size=12, store=db)
+    run_id = engine.ensure_run()  # as a server with a durable store does at its start
+    with pytest.raises(InvalidParameters, match="latency"):
+        engine.control("start", {"strategy": {"name": "nsga2", "objectives": ["latency"]}})
+    assert (engine.state.value, engine.strategy.name) == ("idle", "ga")
+    result = engine.control("set_parameters", {"strategy": "nsga2", "mutation_rate": 0.2})
+    assert result.strategy == {"name": "nsga2", "config": engine.strategy.config}  # type: ignore[attr-defined]
+    engine.step()
+    assert engine.population is not None
+    with pytest.raises(InvalidState) as info:
+        engine.control("set_parameters", {"strategy": "map-elites"})
+    assert info.value.details["state"] == "idle"
+    assert engine.strategy.name == "nsga2"
+    engine.control("set_parameters", {"strategy": "nsga2"})  # the same one: accepted
+    engine.close()
+    reopened = Engine.open(db, run_id)
+    assert reopened.strategy.name == "nsga2"
+    reopened.close()
+
+
+def test_strategy_choice_over_the_api() -> None:
+    """Over the WebSocket API: a bad strategy is INVALID_COMMAND naming it with the run
+    untouched; a good one is acked with the strategy, and its measures stream."""
+
+    async def main() -> None:
+        server = make_server(engine=Engine(seed=1, population_size=16))
+        async with server, client(server) as c:
+            await c.request({"type": "subscribe", "channels": ["evolution"]})
+            bad = await c.request(
+                {
+                    "type": "control",
+                    "action": "start",
+                    "parameters": {"strategy": {"name": "map-elites", "descriptors": ["hue"]}},
+                }
+            )
+            assert bad["error"]["code"] == "INVALID_COMMAND"
+            assert "'hue'" in bad["error"]["message"]
+            assert server.engine.state.value == "idle"
+            started = await c.request(
+                {"type": "control", "action": "start", "parameters": {"strategy": "nsga2"}}
+            )
+            assert started["data"]["strategy"]["name"] == "nsga2"
+            update = await c.event("evolution_update", generation=2)
+            assert update["data"]["front_size"] >= 1
+            assert "hypervolume" in update["data"]
+            await c.request({"type": "control", "action": "stop"})
+
+    asyncio.run(main())
