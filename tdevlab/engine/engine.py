@@ -364,7 +364,10 @@ class Engine(RunLoops, AgentAccess):
         except Exception as exc:
             raise EvolutionFailed(f"strategy {name!r} tell() failed: {exc}") from exc
         keep = check_keep(keep, (0 if previous is None else len(previous)) + k)
-        population, pop_score, order = gen.assemble(previous, born, keep, generation, p)
+        block = None
+        if offspring.carried is not None and offspring.block is not None and not joined:
+            block = (offspring.carried, offspring.block)  # uploads changed genes: copy then
+        population, pop_score, order = gen.assemble(previous, born, keep, generation, p, block)
         self._score_cache = (population, p.memory_limit_kb, p.speed_limit_us, pop_score)
 
         measures, member_updates, members = gen.strategy_outcome(

@@ -86,6 +86,8 @@ class GeneticAlgorithm:
             parent_b=np.where(crossed, second, -1),
             crossed=crossed,
             mutation=mutation,
+            carried=elites,
+            block=genes,  # the elites' rows, unchanged by crossing with themselves, then these
         )
         return offspring, state
 

