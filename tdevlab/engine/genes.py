@@ -204,6 +204,20 @@ class GeneSpace:
             search[:, cols] = np.clip(np.rint(search[:, cols]), self.low[cols], self.high[cols])
         return search
 
+    def cells_from_search(self, columns: npt.NDArray[np.int64], values: FloatArray) -> FloatArray:
+        """Map search-space values of scattered cells (gene ``columns[i]`` for ``values[i]``,
+        already clipped to the search bounds) back to genes: log genes exponentiated and
+        clipped, integer genes rounded. ``values`` may be changed in place."""
+        if self.any_log:
+            log = self.is_log[columns]
+            # exp only where the gene is log-scaled: other values may be large enough to overflow.
+            values[log] = np.clip(
+                np.exp(values[log]), self.low[columns[log]], self.high[columns[log]]
+            )
+        if self.any_integer:
+            values = np.where(self.is_integer[columns], np.rint(values), values)
+        return values
+
     def random(self, rng: np.random.Generator, n: int) -> FloatArray:
         """Draw ``n`` genomes uniformly over the search space (log genes log-uniformly)."""
         u = rng.random((n, len(self)))

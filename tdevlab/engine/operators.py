@@ -227,11 +227,7 @@ def mutate(
         value = old.copy()
     value += noise * (sigma * space.search_span[columns])
     np.clip(value, space.search_low[columns], space.search_high[columns], out=value)
-    if space.any_log:
-        # exp only where the gene is log-scaled: other values may be large enough to overflow.
-        value[log] = np.clip(np.exp(value[log]), space.low[columns[log]], space.high[columns[log]])
-    if space.any_integer:
-        value = np.where(space.is_integer[columns], np.rint(value), value)
+    value = space.cells_from_search(columns, value)
     if space.any_categorical:
         cat = space.is_categorical[columns]
         k = space.n_choices[columns[cat]]

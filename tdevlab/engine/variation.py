@@ -117,11 +117,7 @@ def polynomial_mutation(
         2.0 * (1.0 - r) + 2.0 * (r - 0.5) * np.power(xy, eta + 1.0),
     )
     deltaq = np.where(lower, np.power(val, power) - 1.0, 1.0 - np.power(val, power))
-    value = np.clip(x + deltaq * span, low, high)
-    if space.any_log:
-        value[log] = np.clip(np.exp(value[log]), space.low[columns[log]], space.high[columns[log]])
-    if space.any_integer:
-        value = np.where(space.is_integer[columns], np.rint(value), value)
+    value = space.cells_from_search(columns, np.clip(x + deltaq * span, low, high))
     if space.any_categorical:
         cat = space.is_categorical[columns]
         choices = space.n_choices[columns[cat]]
