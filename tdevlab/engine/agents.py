@@ -22,7 +22,12 @@ from tdevlab.engine.params import Parameters
 from tdevlab.engine.population import IntArray, Population
 from tdevlab.engine.problems import Evaluation, Problem
 from tdevlab.engine.storage import RunStore
-from tdevlab.exceptions import AgentNotFound, ConstraintViolation, GenerationNotFound
+from tdevlab.exceptions import (
+    AgentNotFound,
+    ConstraintViolation,
+    GenerationNotFound,
+    InvalidCommand,
+)
 
 __all__ = [
     "AgentAccess",
@@ -196,8 +201,64 @@ class AgentAccess:
     _next_agent_id: int
     _pending: list[Pending]
 
+    strategy: Any
+    _strategy_state: dict[str, Any]
+    branch: int
+
     @abstractmethod
     def _evaluate(self, genes: FloatArray, first_id: int) -> tuple[Evaluation, float]: ...
+
+    def member_set(self, kind: str) -> dict[str, Any]:
+        """The strategy's current front (``kind="front"``) or archive (``"archive"``).
+
+        Returns:
+            ``kind``, ``generation``, ``branch``, the strategy, the set's own fields (NSGA-II:
+            ``objectives``, ``reference``; MAP-Elites: ``descriptors``, ``bins``,
+            ``ranges``) and ``agents``: one entry per member with its id, name, fitness,
+            memory_kb, speed_us, birth generation and the set's columns (``objectives``, or
+            ``descriptors`` and ``cell``). Genes are left out: ``agent()`` has them.
+
+        Raises:
+            InvalidCommand: if the run's strategy has no such set (naming the strategy).
+        """
+        table_of = getattr(self.strategy, "member_table", None)
+        with self._lock:
+            pop = self.population
+            table = None
+            if table_of is not None and pop is not None:
+                table = table_of(self._strategy_state, self.space, pop, self.params)
+            if table_of is None or (table is not None and table["kind"] != kind):
+                raise InvalidCommand(
+                    f"this run's strategy {self.strategy.name!r} keeps no {kind}",
+                    details={"strategy": self.strategy.name, "kind": kind},
+                )
+            out: dict[str, Any] = {
+                "kind": kind,
+                "generation": self.generation,
+                "branch": self.branch,
+                "strategy": self.strategy.name,
+                "agents": [],
+            }
+            if table is None or pop is None:  # no generation yet: an empty set
+                return out
+            rows = table.pop("rows")
+            extra = table.pop("columns")
+            out.update({k: v for k, v in table.items() if k != "kind"})
+            names = list(extra)
+            for i, row in enumerate(rows.tolist()):
+                number = int(pop.agent_id[row])
+                entry = {
+                    "agent_id": agent_id(number),
+                    "name": agent_name(self.problem, pop.genes[row], number),
+                    "fitness": float(pop.fitness[row]),
+                    "memory_kb": float(pop.memory_kb[row]),
+                    "speed_us": float(pop.speed_us[row]),
+                    "birth_generation": int(pop.birth_generation[row]),
+                }
+                for name in names:
+                    entry[name] = extra[name][i]
+                out["agents"].append(entry)
+            return out
 
     @abstractmethod
     def _publish(self, event: Any) -> None: ...

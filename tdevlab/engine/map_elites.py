@@ -256,6 +256,26 @@ class MapElites:
         """The whole archive (announced as reason ``archive``)."""
         return np.arange(len(pop), dtype=np.int64)
 
+    def member_table(
+        self, state: StrategyState, space: GeneSpace, pop: Population, params: Parameters
+    ) -> dict[str, Any]:
+        """The archive for a ``get_archive`` reply: every elite with its cell and descriptors."""
+        values = columns(
+            self.descriptors, space, pop.genes, pop.fitness, pop.memory_kb, pop.speed_us
+        )
+        cells = np.unravel_index(self.cell_of(values, params), tuple(self.bins))
+        return {
+            "kind": "archive",
+            "rows": np.arange(len(pop), dtype=np.int64),
+            "descriptors": self.descriptors,
+            "bins": self.bins,
+            "ranges": self.grid_ranges(params).tolist(),
+            "columns": {
+                "descriptors": values.tolist(),
+                "cell": np.column_stack(cells).tolist(),
+            },
+        }
+
     def measures(
         self,
         state: StrategyState,

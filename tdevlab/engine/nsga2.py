@@ -218,6 +218,23 @@ class NSGA2:
         """The feasible first front (announced as reason ``front``)."""
         return self.front(space, pop, params)
 
+    def member_table(
+        self, state: StrategyState, space: GeneSpace, pop: Population, params: Parameters
+    ) -> dict[str, Any]:
+        """The front for a ``get_front`` reply: rows, each one's objectives, the reference."""
+        rows = self.front(space, pop, params)
+        signs = np.array([sign for _, sign in self.objectives], dtype=np.float64)
+        values = columns(self.names, space, pop.genes, pop.fitness, pop.memory_kb, pop.speed_us)
+        reference = state.get("reference")
+        return {
+            "kind": "front",
+            "rows": rows,
+            "objectives": self.config["objectives"],
+            # Back in the objectives' own units (the state keeps them to minimise).
+            "reference": None if reference is None else (-signs * np.asarray(reference)).tolist(),
+            "columns": {"objectives": values[rows].tolist()},
+        }
+
     def measures(
         self,
         state: StrategyState,

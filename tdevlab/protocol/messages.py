@@ -34,6 +34,8 @@ __all__ = [
     "Control",
     "GetAgent",
     "GetAgentCode",
+    "GetArchive",
+    "GetFront",
     "Ping",
     "Request",
     "Rollback",
@@ -116,6 +118,14 @@ class GetAgentCode(_Message, tag="get_agent_code"):
     agent_id: str
 
 
+class GetFront(_Message, tag="get_front"):
+    """Ask for the current Pareto front (NSGA-II runs); the reply is a ``front`` message."""
+
+
+class GetArchive(_Message, tag="get_archive"):
+    """Ask for the current archive (MAP-Elites runs); the reply is an ``archive`` message."""
+
+
 class Command(_Message, tag="command"):
     """spec: "Execute Command", as it arrives; :func:`parse_text` turns it into a typed command.
 
@@ -163,7 +173,16 @@ class AgentCodeUpload(msgspec.Struct, frozen=True, kw_only=True):
 
 #: What a text frame decodes to, before commands are typed.
 ClientMessage: TypeAlias = (
-    Auth | Subscribe | Unsubscribe | Control | GetAgent | GetAgentCode | Command | Ping
+    Auth
+    | Subscribe
+    | Unsubscribe
+    | Control
+    | GetAgent
+    | GetAgentCode
+    | GetFront
+    | GetArchive
+    | Command
+    | Ping
 )
 #: What :func:`parse_text` returns.
 Request: TypeAlias = (
@@ -173,6 +192,8 @@ Request: TypeAlias = (
     | Control
     | GetAgent
     | GetAgentCode
+    | GetFront
+    | GetArchive
     | Rollback
     | SetParameters
     | Ping
@@ -180,8 +201,8 @@ Request: TypeAlias = (
 _DECODER = msgspec.json.Decoder(ClientMessage)
 _ANY = msgspec.json.Decoder()
 TYPES: tuple[str, ...] = (
-    "auth", "subscribe", "unsubscribe", "control", "get_agent", "get_agent_code", "command",
-    "ping",
+    "auth", "subscribe", "unsubscribe", "control", "get_agent", "get_agent_code", "get_front",
+    "get_archive", "command", "ping",
 )  # fmt: skip
 
 

@@ -45,6 +45,8 @@ from tdevlab.protocol.messages import (
     Control,
     GetAgent,
     GetAgentCode,
+    GetArchive,
+    GetFront,
     Ping,
     Request,
     Rollback,
@@ -65,7 +67,16 @@ MESSAGE_TOO_BIG = 1009
 TRY_AGAIN_LATER = 1013
 
 # Requests a viewer may make; everything else needs the operator role.
-_VIEWER_REQUESTS = (Subscribe, Unsubscribe, GetAgent, GetAgentCode, Ping, Auth)
+_VIEWER_REQUESTS = (
+    Subscribe,
+    Unsubscribe,
+    GetAgent,
+    GetAgentCode,
+    GetFront,
+    GetArchive,
+    Ping,
+    Auth,
+)
 # How a refusal names a typed command (they arrived as {"type": "command", "cmd": ...}).
 _REQUEST_NAMES: dict[type, str] = {Rollback: "rollback", SetParameters: "set_parameters"}
 
@@ -90,6 +101,9 @@ class Send:
 class Close:
     code: int
     reason: str
+    # Fail the connection rather than wait for the client's closing handshake, and read
+    # nothing more from it: a client turned away over a pre-auth limit may be flooding.
+    drop: bool = False
 
 
 @dataclass(frozen=True)
@@ -106,7 +120,16 @@ class Replay:
 class Dispatch:
     """An authorized request for the driver to carry out (on the engine)."""
 
-    request: Control | GetAgent | GetAgentCode | Rollback | SetParameters | AgentCodeUpload
+    request: (
+        Control
+        | GetAgent
+        | GetAgentCode
+        | GetFront
+        | GetArchive
+        | Rollback
+        | SetParameters
+        | AgentCodeUpload
+    )
     claims: Claims
 
 
@@ -250,7 +273,9 @@ class Session:
         if self.state is SessionState.CLOSED or now < self.deadline:
             return []
         if self.claims is None:
-            return self._reject(POLICY_VIOLATION, "authentication timeout: no valid auth message")
+            return self._reject(
+                POLICY_VIOLATION, "authentication timeout: no valid auth message", drop=False
+            )
         self.state = SessionState.CLOSED
         return [Close(POLICY_VIOLATION, "token expired: authenticate again with a new token")]
 
@@ -352,11 +377,12 @@ class Session:
             self.registry.unauthenticated.leave(self.address)
             self._admitted = False
 
-    def _reject(self, code: int, reason: str) -> list[Outcome]:
-        """Close a connection that has not authenticated (counted as rejected)."""
+    def _reject(self, code: int, reason: str, drop: bool = True) -> list[Outcome]:
+        """Close a connection that has not authenticated (counted as rejected); one over a
+        limit is dropped."""
         self.state = SessionState.CLOSED
         self.rejected = True
-        return [Close(code, _reason(reason))]
+        return [Close(code, _reason(reason), drop=drop)]
 
     def _count_connection(self, user: str, reply_to: Any, now: float) -> list[Outcome]:
         """Count this connection against ``user``'s limit; refuse it when over."""
@@ -445,7 +471,10 @@ class Session:
             for name in names:
                 self.subscriptions.pop(name, None)
             return [self._ack("unsubscribe", message.id, now, channels=sorted(self.subscriptions))]
-        if isinstance(message, Control | GetAgent | GetAgentCode | Rollback | SetParameters):
+        if isinstance(
+            message,
+            Control | GetAgent | GetAgentCode | GetFront | GetArchive | Rollback | SetParameters,
+        ):
             return [Dispatch(message, self.claims)]
         raise AssertionError(f"unhandled message {message!r}")  # pragma: no cover
 

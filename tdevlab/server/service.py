@@ -25,6 +25,8 @@ from tdevlab.protocol.messages import (
     Control,
     GetAgent,
     GetAgentCode,
+    GetArchive,
+    GetFront,
     RequestId,
     Rollback,
     SetParameters,
@@ -70,6 +72,11 @@ class Service:
                 reply(self.encoder.encode(message), False)
             elif isinstance(request, GetAgentCode):
                 await self._agent_code(reply, request)
+            elif isinstance(request, GetFront | GetArchive):
+                kind = "front" if isinstance(request, GetFront) else "archive"
+                data = await asyncio.to_thread(self.engine.member_set, kind)
+                message = self.encoder.message(kind, data, now=time.time(), reply_to=request.id)
+                reply(self.encoder.encode(message), False)
             else:
                 assert isinstance(request, AgentCodeUpload)
                 update = await asyncio.to_thread(self.engine.add_agent_code, request.code)

@@ -13,7 +13,7 @@ from tdevlab import Engine, load_run
 from tdevlab.engine import NSGA2, ZDT1, AgentDesign, MapElites, ProjectedRastrigin
 from tdevlab.engine.pareto import hypervolume, non_dominated_ranks
 from tdevlab.engine.strategy import make_strategy
-from tdevlab.exceptions import InvalidParameters, InvalidState
+from tdevlab.exceptions import InvalidCommand, InvalidParameters, InvalidState
 from tests.server.conftest import client, make_server
 
 FREE = {"memory_limit_kb": 1e9, "speed_limit_us": 1e9}
@@ -272,3 +272,50 @@ def test_strategy_choice_over_the_api() -> None:
             await c.request({"type": "control", "action": "stop"})
 
     asyncio.run(main())
+
+
+def test_get_front_and_get_archive_over_the_api() -> None:
+    """get_front returns the NSGA-II front (objectives, reference); get_archive on that run
+    is INVALID_COMMAND naming the strategy; a viewer may ask."""
+
+    async def main() -> None:
+        engine = Engine(AgentDesign(), strategy=NSGA2(), seed=2, population_size=20)
+        for _ in range(6):
+            engine.step()
+        server = make_server(engine=engine)
+        async with server, client(server, role="viewer") as c:
+            reply = await c.request({"type": "get_front"})
+            assert reply["type"] == "front"
+            data = reply["data"]
+            assert data["generation"] == 5
+            assert data["objectives"] == ["max:fitness", "min:memory_kb", "min:speed_us"]
+            assert len(data["reference"]) == 3
+            assert len(data["agents"]) == engine._members.__len__()
+            first = data["agents"][0]
+            assert {"agent_id", "fitness", "memory_kb", "speed_us", "objectives"} <= set(first)
+            assert first["objectives"] == [first["fitness"], first["memory_kb"], first["speed_us"]]
+            wrong = await c.request({"type": "get_archive"})
+            assert wrong["error"]["code"] == "INVALID_COMMAND"
+            assert "'nsga2'" in wrong["error"]["message"]
+
+    asyncio.run(main())
+
+
+def test_archive_member_set_names_cells() -> None:
+    """member_set("archive") lists every elite with its cell and descriptor values."""
+    engine = _map_elites()
+    for _ in range(5):
+        engine.step()
+    data = engine.member_set("archive")
+    pop = engine.population
+    assert pop is not None
+    assert len(data["agents"]) == len(pop)
+    assert data["bins"] == [8, 8]
+    cells = {tuple(a["cell"]) for a in data["agents"]}
+    assert len(cells) == len(pop)  # one elite per cell
+    assert all(0 <= i < 8 and 0 <= j < 8 for i, j in cells)
+    with pytest.raises(InvalidCommand, match="keeps no front"):
+        engine.member_set("front")
+    assert Engine(AgentDesign(), seed=1).member_set.__name__  # GA: refused below
+    with pytest.raises(InvalidCommand, match="'ga'"):
+        Engine(AgentDesign(), seed=1).member_set("front")
