@@ -1,7 +1,10 @@
-"""Channels and connections: each event encoded once, queued to its subscribers, never blocking.
+"""Channels and connections: each event encoded once, sent to its subscribers, never blocking.
 
-A publisher (the engine's events, the metrics sampler) only appends bytes to each
-subscriber's :class:`Connection` and returns; the bytes go out once per loop turn.
+A publisher (the engine's events, the metrics sampler) hands each subscriber's
+:class:`Connection` the event's frame, built once, and returns without awaiting. The first
+event of a loop turn is written to each subscriber at once, as websockets' ``broadcast``
+does, so the first subscribers have it while the hub still serves the others; events that
+follow in the same turn are coalesced into one write per subscriber at the end of the turn.
 """
 
 from __future__ import annotations
@@ -53,10 +56,11 @@ class Connection:
     """A client connection: its socket, protocol session and outbound frames.
 
     Without extensions (compression off, the default) frames are written to the transport
-    directly: a published event's frame is built once for every subscriber, and a
-    connection's pending frames go out in one write per loop turn. With compression each
-    frame must be compressed for its connection: then frames go through a queue and
-    websockets' ``send``.
+    directly: a published event's frame is built once for every subscriber and written at
+    once when nothing is pending for the connection (:meth:`deliver`); otherwise it joins
+    the connection's pending frames, which go out in one write per loop turn. With
+    compression each frame must be compressed for its connection: then frames go through a
+    queue and websockets' ``send``.
 
     A client that stops reading fills its socket buffer, then this connection's pending
     frames. Past its budget it is cut off by aborting the transport: a polite close would
@@ -84,6 +88,8 @@ class Connection:
     held_bytes: int = 0
     #: Replays waiting behind the one streaming (acks and events of later subscribes).
     replays: deque[list[bytes]] | None = None
+    #: The hub's loop turn in which a published frame was last written at once.
+    turn: int = -1
 
     def __post_init__(self) -> None:
         self.raw = not self.ws.protocol.extensions
@@ -107,20 +113,7 @@ class Connection:
                 frame = Frame(Opcode.BINARY if binary else Opcode.TEXT, data).serialize(mask=False)
             if urgent and self.held is not None:
                 return self._write_now(frame)
-            if self.held is not None:
-                self.held.append(frame)
-                self.held_bytes += len(frame)
-                if self.held_bytes > self.hold_budget:
-                    self.abort()
-                    self.dropped += 1
-                    return False
-                return True
-            self.queued_bytes += len(frame)
-            self.pending.append(frame)
-            if not self._flush_scheduled:
-                self._flush_scheduled = True
-                self.flusher(self)
-            return True
+            return self._append(frame)
         transport = self.ws.transport
         buffered = transport.get_write_buffer_size() if transport is not None else 0
         if self.queued_bytes + buffered + len(data) > self.budget:
@@ -129,6 +122,38 @@ class Connection:
             return False
         self.queued_bytes += len(data)
         self.queue.put_nowait((data, binary))
+        return True
+
+    def deliver(self, frame: bytes, turn: int) -> bool:
+        """Send a published event's ready-made frame (raw mode); False if cut off instead.
+
+        The first frame of the hub's loop ``turn`` is written at once, unless frames are
+        pending or held behind a replay (they go first); later ones in the same turn are
+        coalesced into one write at the end of it.
+        """
+        if self.turn == turn or self.pending or self.held is not None or self.aborted:
+            return self._append(frame)
+        self.turn = turn
+        return self._write_now(frame)
+
+    def _append(self, frame: bytes) -> bool:
+        """Hold ``frame`` behind a replay, or add it to the frames flushed this loop turn."""
+        if self.aborted:
+            self.dropped += 1
+            return False
+        if self.held is not None:
+            self.held.append(frame)
+            self.held_bytes += len(frame)
+            if self.held_bytes > self.hold_budget:
+                self.abort()
+                self.dropped += 1
+                return False
+            return True
+        self.queued_bytes += len(frame)
+        self.pending.append(frame)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.flusher(self)
         return True
 
     def _write_now(self, frame: bytes) -> bool:
@@ -334,6 +359,10 @@ class Hub:
         self.published = 0
         # Connections with frames pending this loop turn: one callback flushes them all.
         self._dirty: list[Connection] = []
+        # Loop turns in which events were published: a connection gets the first event of
+        # a turn written at once and the rest coalesced (Connection.deliver).
+        self._turn = 0
+        self._turn_open = False
 
     def add(self, connection: Connection) -> None:
         """Start delivering to ``connection``."""
@@ -350,6 +379,16 @@ class Hub:
         for connection in dirty:
             connection.flush()
 
+    def _begin_turn(self) -> int:
+        if not self._turn_open:
+            self._turn_open = True
+            self._turn += 1
+            asyncio.get_running_loop().call_soon(self._end_turn)
+        return self._turn
+
+    def _end_turn(self) -> None:
+        self._turn_open = False
+
     def publish(
         self,
         channel: str,
@@ -361,7 +400,7 @@ class Hub:
         seq: int | None = None,
         **top: Any,
     ) -> bytes:
-        """Encode one event (once) and queue it to every subscriber whose filters accept it.
+        """Encode one event (once) and send it to every subscriber whose filters accept it.
 
         ``generation`` and ``fitness`` are what the subscribe filters look at; ``seq``
         overrides the channel's counter (the evolution channel numbers events by the
@@ -374,11 +413,15 @@ class Hub:
         payload = self.encoder.encode(message)
         self.history[channel].append(PastEvent(self.seq[channel], payload, generation, fitness))
         frame = None  # built once, on the first subscriber that takes raw frames
+        turn = 0
         for connection in self.connections:
             if connection.session.wants(channel, generation, fitness):
-                if frame is None and connection.raw:
-                    frame = text_frame(payload)
-                connection.enqueue(payload, frame=frame if connection.raw else None)
+                if not connection.raw:
+                    connection.enqueue(payload)
+                    continue
+                if frame is None:
+                    frame, turn = text_frame(payload), self._begin_turn()
+                connection.deliver(frame, turn)
         self.published += 1
         return payload
 
