@@ -243,6 +243,7 @@ class Fleet:
         self.latencies: list[float] = []
         self.closes: Counter[str] = Counter()
         self.subscribers: list[Subscriber] = []
+        self.ack_bytes = 0  # the size of a subscribe's ack, as received
 
     def reset(self, mode: str) -> None:
         self.mode = mode
@@ -318,6 +319,7 @@ class Subscriber(asyncio.Protocol):
                 payload = event.data
             if not self.subscribed.done():
                 if b'"ack"' in payload:
+                    self.fleet.ack_bytes = len(payload)
                     self.subscribed.set_result(None)
                 continue
             fleet = self.fleet
@@ -426,6 +428,7 @@ async def fleet_main(args: argparse.Namespace) -> None:
         reply(
             {
                 "ready": len(fleet.subscribers),
+                "ack_bytes": fleet.ack_bytes,
                 "failed": failures,
                 "connect_s": time.perf_counter() - started,
                 "pid": os.getpid(),
