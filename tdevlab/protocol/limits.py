@@ -10,8 +10,9 @@
 Before a connection authenticates it belongs to no user, so those budgets cannot charge
 it; it gets smaller ones of its own (as real-time servers do until the connect/identify
 message): frames of at most 16 KiB (an ``auth`` message is a few KB), 64 KiB in all, and
-a place among at most 256 unauthenticated connections, 32 per source address
-(:class:`Admissions`).
+a place among at most 256 unauthenticated connections, 32 at once and 10 new ones per
+second per source address (:class:`Admissions`). Refused handshakes are answered after a
+second, so a client that reconnects at once cannot spend the server's CPU on handshakes.
 """
 
 from __future__ import annotations
@@ -51,6 +52,12 @@ class Limits:
         unauthenticated_per_address: Of those, from one source address (32); more are
             refused at the handshake (HTTP 429). A connection authenticated by its
             ``Authorization`` header never counts.
+        unauthenticated_per_second: New unauthenticated connections per source address
+            per second (10; a token bucket with a burst of ``unauthenticated_per_address``);
+            more are refused at the handshake (HTTP 429).
+        refusal_delay: Seconds before a refused handshake (HTTP 429 or 503) is answered
+            (1.0; 0 answers at once): a client that reconnects as soon as it is refused
+            makes one attempt per second per connection it holds open.
     """
 
     messages_per_second: float = 100.0
@@ -64,6 +71,8 @@ class Limits:
     pre_auth_bytes: int = 64 * 1024
     unauthenticated_connections: int = 256
     unauthenticated_per_address: int = 32
+    unauthenticated_per_second: float = 10.0
+    refusal_delay: float = 1.0
 
     def __post_init__(self) -> None:
         for name in (
@@ -78,9 +87,14 @@ class Limits:
             "pre_auth_bytes",
             "unauthenticated_connections",
             "unauthenticated_per_address",
+            "unauthenticated_per_second",
         ):
             if not getattr(self, name) > 0:
                 raise InvalidParameters(f"limit {name}={getattr(self, name)!r} must be > 0")
+        if not 0 <= self.refusal_delay <= 60:
+            raise InvalidParameters(
+                f"limit refusal_delay={self.refusal_delay!r} must be 0 to 60 seconds"
+            )
 
 
 @dataclass
@@ -108,6 +122,13 @@ class TokenBucket:
             self.tokens -= amount
             return True
         return False
+
+    def level(self, now: float) -> float:
+        """The tokens there are at ``now`` (taking none)."""
+        if now > self._last:
+            self.tokens = min(self.capacity, self.tokens + (now - self._last) * self.rate)
+            self._last = now
+        return self.tokens
 
     def full_at(self, now: float) -> bool:
         """Whether the bucket has refilled to capacity by ``now`` (a new one is the same)."""
@@ -140,32 +161,66 @@ class Refusal:
 
 @dataclass
 class Admissions:
-    """Connections that have not authenticated yet, in all and per source address."""
+    """Connections that have not authenticated yet: in all, at once per source address,
+    and new ones per address per second."""
 
     limits: Limits
     per_address: dict[str, int] = field(default_factory=dict)
     total: int = 0
+    #: New connections per address: a token bucket each (refilled ones are forgotten).
+    buckets: dict[str, TokenBucket] = field(default_factory=dict)
+    #: Buckets kept beyond the addresses with connections before refilled ones are dropped.
+    spare_buckets: int = 1000
 
-    def refusal(self, address: str) -> Refusal | None:
-        """Why one more unauthenticated connection from ``address`` would be refused (None:
-        it would not be). Counts nothing: the handshake asks, :meth:`admit` counts."""
-        limit = self.limits.unauthenticated_connections
-        if self.total >= limit:
-            return Refusal(503, f"too many unauthenticated connections (limit {limit})")
-        limit = self.limits.unauthenticated_per_address
-        if self.per_address.get(address, 0) >= limit:
+    def refusal(self, address: str, now: float) -> Refusal | None:
+        """Why one more unauthenticated connection from ``address`` would be refused at
+        ``now`` (None: it would not be). Takes nothing: the handshake asks, :meth:`admit`
+        counts."""
+        limits = self.limits
+        if self.total >= limits.unauthenticated_connections:
             return Refusal(
-                429, f"too many unauthenticated connections from this address (limit {limit})"
+                503,
+                f"too many unauthenticated connections "
+                f"(limit {limits.unauthenticated_connections})",
+            )
+        if self.per_address.get(address, 0) >= limits.unauthenticated_per_address:
+            return Refusal(
+                429,
+                f"too many unauthenticated connections from this address "
+                f"(limit {limits.unauthenticated_per_address})",
+            )
+        bucket = self.buckets.get(address)
+        if bucket is not None and bucket.level(now) < 1.0:
+            return Refusal(
+                429,
+                f"too many new unauthenticated connections from this address "
+                f"(limit {limits.unauthenticated_per_second:g} per second)",
             )
         return None
 
-    def admit(self, address: str) -> Refusal | None:
-        """Count an unauthenticated connection from ``address``, or say why not."""
-        refused = self.refusal(address)
+    def admit(self, address: str, now: float) -> Refusal | None:
+        """Count an unauthenticated connection from ``address`` at ``now``, or say why not."""
+        refused = self.refusal(address, now)
         if refused is None:
+            self._bucket(address, now).take(now)
             self.total += 1
             self.per_address[address] = self.per_address.get(address, 0) + 1
         return refused
+
+    def _bucket(self, address: str, now: float) -> TokenBucket:
+        bucket = self.buckets.get(address)
+        if bucket is None:
+            if len(self.buckets) >= len(self.per_address) + self.spare_buckets:
+                # Forget addresses without connections whose bucket refilled: a new one
+                # would be the same, so the table stays bounded over days of clients.
+                for known in [a for a in self.buckets if a not in self.per_address]:
+                    if self.buckets[known].full_at(now):
+                        del self.buckets[known]
+            limits = self.limits
+            bucket = self.buckets[address] = TokenBucket(
+                limits.unauthenticated_per_second, float(limits.unauthenticated_per_address), now
+            )
+        return bucket
 
     def leave(self, address: str) -> None:
         """Forget one (it authenticated, or went away)."""

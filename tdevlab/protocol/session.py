@@ -366,7 +366,7 @@ class Session:
         """Take a place among the unauthenticated connections, or close (1013)."""
         if self.registry is None:
             return []
-        refused = self.registry.unauthenticated.admit(self.address)
+        refused = self.registry.unauthenticated.admit(self.address, self.now)
         if refused is not None:
             return self._reject(TRY_AGAIN_LATER, refused.reason)
         self._admitted = True

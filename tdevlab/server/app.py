@@ -19,11 +19,14 @@ Usage::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
 import secrets
+import socket
 import ssl as ssl_module
+import struct
 import threading
 import time
 import weakref
@@ -34,6 +37,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 from tdevlab.engine.control import ControlEvent, EngineState
 from tdevlab.engine.engine import Engine
@@ -52,6 +56,53 @@ __all__ = ["PATH", "EvolutionServer"]
 
 PATH = "/v1/evolution"
 log = logging.getLogger("tdevlab.server")
+#: Seconds a dropped connection keeps its socket for the close frame to reach the peer
+#: (nothing more is read from it), unless the peer closes first; then it is reset.
+DROP_GRACE = 1.0
+
+
+class _Connection(ServerConnection):
+    """websockets' server connection, which stops reading from a peer it gives up on.
+
+    When websockets fails a connection (a frame over the size limit: 1009, a protocol
+    error) it sends the close frame, half-closes, and then reads and discards what the
+    peer still sends until the peer closes: a client that floods without reading kept the
+    server reading at the speed of loopback. A dropped connection ignores what arrives
+    (its end of stream still ends it), and is reset after :data:`DROP_GRACE`.
+    """
+
+    dropping = False
+
+    def data_received(self, data: bytes) -> None:
+        if self.dropping:
+            return
+        super().data_received(data)
+        if self.protocol.parser_exc is not None:  # websockets failed the connection
+            self.drop()
+
+    def reject(self, code: int, reason: str) -> None:
+        """Close at once (after what is already written) and drop: for a client turned away."""
+        if self.protocol.state is State.OPEN:
+            self.protocol.fail(code, reason)  # the close frame, then end of stream
+            self.send_data()
+        self.drop()
+
+    def drop(self) -> None:
+        """Ignore what the peer sends from now on; reset the connection after the grace."""
+        if self.dropping:
+            return
+        self.dropping = True
+        self.loop.call_later(DROP_GRACE, self._reset)
+
+    def _reset(self) -> None:
+        transport = self.transport
+        if transport.is_closing():
+            return
+        sock = transport.get_extra_info("socket")
+        if sock is not None:  # linger 0: reset, freeing the kernel's buffers at once
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()
 
 
 class EvolutionServer:
@@ -186,6 +237,7 @@ class EvolutionServer:
             self.host,
             self._requested_port,
             process_request=self._process_request,
+            create_connection=_Connection,
             compression=self.compression,
             # Every connection starts held to the pre-auth frame size; the session's
             # frame_limit raises it once it authenticates.
@@ -281,21 +333,19 @@ class EvolutionServer:
 
     # -- handshake -------------------------------------------------------------------------
 
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    async def _process_request(
+        self, connection: ServerConnection, request: Request
+    ) -> Response | None:
         if request.path.split("?", 1)[0] != PATH:
             return connection.respond(404, f"Not Found: the API is at {PATH}\n")
         header = request.headers.get("Authorization")
         if header is None:
             # Browsers authenticate with the first message: a place among the
             # unauthenticated connections is needed (the session takes it).
-            refused = self.registry.unauthenticated.refusal(_address(connection))
+            refused = self.registry.unauthenticated.refusal(_address(connection), time.time())
             if refused is None:
                 return None
-            self.stats.rejected += 1
-            response = connection.respond(refused.status, refused.reason + "\n")
-            response.headers = Headers(response.headers)
-            response.headers["Retry-After"] = "1"
-            return response
+            return await self._refuse(connection, refused.status, refused.reason)
         scheme, _, token = header.partition(" ")
         try:
             if scheme.lower() != "bearer" or not token.strip():
@@ -308,16 +358,27 @@ class EvolutionServer:
             response.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
             return response
         if self.registry.connections.get(claims.user, 0) >= self.limits.connections_per_user:
-            self.stats.rejected += 1
-            return connection.respond(
+            return await self._refuse(
+                connection,
                 429,
                 f"too many connections for user {claims.user!r} "
-                f"(limit {self.limits.connections_per_user})\n",
+                f"(limit {self.limits.connections_per_user})",
             )
         self._header_claims[connection] = claims
         # Authenticated from the start: no pre-auth frame limit (set before any frame).
         _set_frame_limit(connection, self.limits.max_frame_bytes)
         return None
+
+    async def _refuse(self, connection: ServerConnection, status: int, reason: str) -> Response:
+        """Refuse a handshake over a limit, after ``limits.refusal_delay`` (so a client that
+        retries at once does not spend the server's CPU on handshakes)."""
+        self.stats.rejected += 1
+        if self.limits.refusal_delay > 0:
+            await asyncio.sleep(self.limits.refusal_delay)
+        response = connection.respond(status, reason + "\n")
+        response.headers = Headers(response.headers)
+        response.headers["Retry-After"] = str(max(round(self.limits.refusal_delay), 1))
+        return response
 
     # -- connections -----------------------------------------------------------------------
 
@@ -382,12 +443,24 @@ class EvolutionServer:
                 error = error or outcome.error
                 connection.enqueue(outcome.data, outcome.binary, urgent=outcome.urgent)
             elif isinstance(outcome, Close):
-                connection.close_after_pending(outcome)
+                self._close(connection, outcome)
             elif isinstance(outcome, Replay):
                 self._replay(connection, outcome)
             elif isinstance(outcome, Dispatch):
                 error = not await self.service.dispatch(connection.enqueue, outcome) or error
         return error
+
+    def _close(self, connection: Connection, close: Close) -> None:
+        """Close after what is queued; a ``drop`` close fails the connection at once (after
+        the frames already queued) and reads nothing more from it."""
+        ws = connection.ws
+        if close.drop and connection.raw and isinstance(ws, _Connection):
+            connection.flush()  # the error replies queued before it go first
+            ws.reject(close.code, close.reason)
+            return
+        connection.close_after_pending(close)
+        if close.drop and isinstance(ws, _Connection):
+            ws.drop()
 
     def _replay(self, connection: Connection, replay: Replay) -> None:
         """Acknowledge a subscribe, then queue the events missed after ``since``, in order.
@@ -454,7 +527,7 @@ class EvolutionServer:
             await asyncio.sleep(min(max(session.deadline - time.time(), 0.0) + 0.001, 0.5))
             for outcome in session.tick(time.time()):
                 if isinstance(outcome, Close):
-                    connection.close_after_pending(outcome)
+                    self._close(connection, outcome)
                     return
             if session.state.value == "closed":
                 return

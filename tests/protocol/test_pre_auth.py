@@ -182,3 +182,21 @@ def test_non_string_token_fails_auth_and_closes_1008() -> None:
     assert json.loads(error.data)["reply_to"] == "a"
     assert isinstance(close, Close)
     assert close.code == 1008
+
+
+def test_limit_closes_drop_the_connection_auth_closes_are_polite() -> None:
+    """Over a pre-auth limit the close says drop (fail, read no more); a failed auth or the
+    auth timeout closes politely, so a real client reads why."""
+    registry = UserRegistry(LIMITS)
+    assert closes(session(registry).receive_text(ping(1001), T0), 1009).drop
+    budget = session(registry, "10.0.0.2")
+    for _ in range(2):
+        budget.receive_text(ping(1000), T0)
+    assert closes(budget.receive_text(ping(1000), T0), 1008).drop
+    assert not closes(session(registry, "10.0.0.3").tick(T0 + 11), 1008).drop
+    _, close = session(registry, "10.0.0.4").receive_text('{"type":"auth","token":"x"}', T0)
+    assert isinstance(close, Close)
+    assert not close.drop
+    refused = session(UserRegistry(Limits(unauthenticated_connections=1)), "a")
+    assert not refused.start
+    assert closes(session(refused.registry, "b").start, 1013).drop  # type: ignore[arg-type]

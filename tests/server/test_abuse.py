@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.frames import Frame, Opcode
 
 from tdevlab.exceptions import InvalidParameters
 from tdevlab.protocol.auth import TokenVerifier
@@ -262,6 +263,51 @@ def test_rs256_server_with_its_private_key_issues_tokens_it_accepts(
             token = server.token("ada", "viewer")
             assert jwt.get_unverified_header(token)["alg"] == "RS256"
             async with client(server, role="viewer") as c:
+                assert (await c.request({"type": "ping"}))["type"] == "pong"
+
+    run(scenario())
+
+
+def test_a_client_turned_away_is_not_read_any_more() -> None:
+    """An unauthenticated client that floods without reading is reset soon after its 1009
+    (the server stops reading it), not read until it stops; its place is free again."""
+
+    async def scenario() -> None:
+        async with make_server(auth_timeout=60) as server:
+            ws = await connect(server.url, close_timeout=0.1)
+            ws.transport.pause_reading()  # never reads the close frame, just sends
+            header = Frame(Opcode.TEXT, b"").serialize(mask=True)[:2]
+            # A text frame announcing 1 MiB (masked, 64-bit length), then its bytes.
+            ws.transport.write(bytes([header[0], 0x80 | 127]) + (1 << 20).to_bytes(8, "big"))
+            ws.transport.write(b"\0\0\0\0")
+            chunk = b"x" * 65536
+            async with asyncio.timeout(TIMEOUT):
+                while server.hub.connections or server.registry.unauthenticated.total:
+                    if (
+                        not ws.transport.is_closing()
+                        and ws.transport.get_write_buffer_size() < 1 << 20
+                    ):
+                        ws.transport.write(chunk)
+                    await asyncio.sleep(0.001)
+            assert server.stats.rejected == 1
+            ws.transport.abort()
+
+    run(scenario())
+
+
+def test_new_unauthenticated_connections_per_address_are_rate_limited() -> None:
+    """32 come and go at once; the next within the second is refused (429, Retry-After)."""
+
+    async def scenario() -> None:
+        async with make_server() as server:
+            for _ in range(PER_ADDRESS):
+                ws = await connect(server.url)
+                await ws.close()
+            with pytest.raises(InvalidStatus) as refused:
+                await connect(server.url, open_timeout=TIMEOUT)
+            assert refused.value.response.status_code == 429
+            assert refused.value.response.headers["Retry-After"] == "1"
+            async with client(server, header=True) as c:  # header auth: not counted
                 assert (await c.request({"type": "ping"}))["type"] == "pong"
 
     run(scenario())

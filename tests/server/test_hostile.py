@@ -145,7 +145,9 @@ def test_hostile_stream_keeps_the_server_up(frames: list[Any], pre_auth_only: li
     for batch in pre_auth:
         rng.shuffle(batch)
     # Generous limits: this test is about input handling, not rate limiting.
-    limits = Limits(messages_per_second=1e6, bytes_per_minute=10**12)
+    limits = Limits(
+        messages_per_second=1e6, bytes_per_minute=10**12, unauthenticated_per_second=1e6
+    )
 
     async def one_connection(server: Any, chunk: list[Any], counts: dict[str, int]) -> None:
         token = server.token(f"user{len(counts)}", "operator")
