@@ -27,7 +27,8 @@ Reported: per kind of window, the medians over the repeats of the real client's
 generations/s and ping p50/p99, the server's highest RSS and its CPU share, and the
 attack's own numbers. PASS/FAIL (the targets of the hardening): under the flood the real
 client keeps >= 90 % of its generation rate, its ping p99 stays <= 2x the unloaded one,
-the server's RSS stays within 50 MB of the unloaded run, and the parameter bomb is refused.
+the server's RSS stays within 50 MB of the window just before (the in-memory run grows
+with its generations, so later windows start higher), and the parameter bomb is refused.
 A missed target is a result, not a failed exit. The machine's load average is printed at
 the start and the end: other work on a small machine moves these numbers.
 
@@ -419,10 +420,19 @@ def summarize(windows: list[Window]) -> dict[str, Any]:
         ws = [w for w in windows if w.attacked is attacked]
         for name in ("generations_per_s", "p50_ms", "p99_ms", "cpu_percent"):
             out[f"{key}_{name}"] = median([getattr(w, name) for w in ws])
-        out[f"{key}_rss_max_mb"] = max(w.rss_max_mb for w in ws)
-        out[f"{key}_rss_median_mb"] = median([w.rss_max_mb for w in ws])
+        out[f"{key}_rss_max_mb"] = median([w.rss_max_mb for w in ws])
         out[f"{key}_lost_pings"] = sum(w.lost_pings for w in ws)
         out[f"{key}_rejected_per_window"] = median([float(w.rejected) for w in ws])
+    # Each attack window against the window without it just before: the memory store grows
+    # with the generations whatever the clients do, so later windows start higher.
+    growth = [
+        a.rss_max_mb - c.rss_max_mb
+        for c, a in zip(windows[::2], windows[1::2], strict=True)
+        if a.attacked and not c.attacked
+    ]
+    out["rss_growth_median_mb"] = median(growth)
+    out["rss_growth_worst_mb"] = max(growth)
+    out["rss_first_mb"], out["rss_last_mb"] = windows[0].rss_max_mb, windows[-1].rss_max_mb
     attacks = [w.attack for w in windows if w.attacked]
     seconds = sum(a.get("seconds", 0.0) for a in attacks) or 1.0
     out["attack_opened_per_s"] = sum(a.get("opened", 0) for a in attacks) / seconds
@@ -476,7 +486,7 @@ def table_rows(s: dict[str, Any], settings: Settings) -> list[list[str]]:
 def checks(s: dict[str, Any]) -> list[dict[str, Any]]:
     rate = s["attack_generations_per_s"] / s["clean_generations_per_s"]
     p99 = s["attack_p99_ms"] / s["clean_p99_ms"]
-    rss = s["attack_rss_max_mb"] - s["clean_rss_max_mb"]
+    rss = s["rss_growth_worst_mb"]
     return [
         {
             "name": "generation rate under the flood / without",
@@ -491,7 +501,7 @@ def checks(s: dict[str, Any]) -> list[dict[str, Any]]:
             "status": "PASS" if p99 <= P99_RATIO_TARGET else "FAIL",
         },
         {
-            "name": "server RSS max under the flood - without (MB)",
+            "name": "server RSS max under the flood - just before it, worst (MB)",
             "value": rss,
             "target": f"<= {RSS_TARGET_MB:g}",
             "status": "PASS" if rss <= RSS_TARGET_MB else "FAIL",
@@ -553,12 +563,18 @@ async def amain(args: argparse.Namespace) -> int:
     print(
         f"the attack: {s['attack_opened_per_s']:.0f} connections opened/s, "
         f"{s['attack_refused_per_s']:.0f} refused at the handshake/s, "
-        f"{s['attack_mb_per_s']:.1f} MB/s of frames written by the attacker, its CPU "
+        f"{s['attack_mb_per_s']:.1f} MB/s of frames the attacker got into its sockets, its CPU "
         f"{100 * s['attack_cpu_s_per_s']:.0f} % of a core; how its connections ended: "
         f"{s['attack_ends']}"
     )
     print(f"lost pings (no pong in 2 s): {s['clean_lost_pings']} without, "
           f"{s['attack_lost_pings']} with the attack")  # fmt: skip
+    print(
+        f"server RSS: {s['rss_first_mb']:.0f} MB in the first window, {s['rss_last_mb']:.0f} MB "
+        f"in the last (the in-memory run grows with its generations); under the flood "
+        f"{s['rss_growth_median_mb']:+.1f} MB (median), {s['rss_growth_worst_mb']:+.1f} MB "
+        "(worst) over the window just before"
+    )
     print("parameter bomb: " + " | ".join(s["bomb_answers"]))
     print()
     report_checks(rows, results, elapsed, args.markdown)
