@@ -39,6 +39,8 @@ _CALLABLE = frozenset(
         "rollback",
         "get_agent",
         "get_agent_code",
+        "get_front",
+        "get_archive",
         "upload_agent_code",
         "ping",
         "wait_for",
@@ -90,6 +92,12 @@ class Client(Connection):
     def parameters(self) -> dict[str, Any]:
         """The engine parameters as last reported by the server."""
         return self.run.parameters
+
+    @property
+    def strategy(self) -> str | None:
+        """The run's strategy (``"ga"``, ``"nsga2"``, ``"map-elites"``) as the last control
+        ack named it (``None`` until one came; ``client.run.strategy`` has its config)."""
+        return None if self.run.strategy is None else self.run.strategy["name"]
 
     @property
     def subscriptions(self) -> dict[str, dict[str, float]]:
@@ -201,8 +209,13 @@ class Client(Connection):
     async def control(self, action: str, **parameters: Any) -> JsonObject:
         """Send a control action (``start``, ``pause``, ``resume``, ``stop``) with parameters.
 
+        Parameters are engine parameters (``population_size=200``...) and, before the run's
+        first generation, ``strategy``: a name (``"ga"``, ``"nsga2"``, ``"map-elites"``) or
+        ``{"name": "map-elites", "bins": [10, 10], ...}`` with its settings.
+
         Returns:
-            The acknowledgement's data: ``state``, ``generation``, ``parameters``.
+            The acknowledgement's data: ``state``, ``generation``, ``parameters``, and
+            ``strategy`` (``name``, ``config``).
 
         Raises:
             InvalidCommand: the action is not valid in the run's state (``details["state"]``)
@@ -218,7 +231,11 @@ class Client(Connection):
         return data
 
     async def start(self, **parameters: Any) -> JsonObject:
-        """Start (or continue) the run, with parameters applied first."""
+        """Start (or continue) the run, with parameters applied first.
+
+        ``await client.start(strategy="nsga2", population_size=40)`` chooses the strategy
+        too (before generation 0; see :meth:`control`).
+        """
         return await self.control("start", **parameters)
 
     async def pause(self, **parameters: Any) -> JsonObject:
@@ -275,6 +292,33 @@ class Client(Connection):
         if not isinstance(reply, AgentCode):
             raise TdevlabError(f"the server answered get_agent_code with {reply!r}, not code")
         return reply
+
+    async def get_front(self) -> JsonObject:
+        """The NSGA-II front now (the ``front`` reply's data); also replaces ``frames.front``.
+
+        Returns:
+            ``kind``, ``generation``, ``branch``, ``strategy``, ``objectives``,
+            ``reference`` and ``agents`` (each: ``agent_id``, ``name``, ``fitness``,
+            ``memory_kb``, ``speed_us``, ``birth_generation``, ``objectives``).
+
+        Raises:
+            InvalidCommand: the run's strategy keeps no front (``details["strategy"]``).
+        """
+        return await self._request({"type": "get_front"})
+
+    async def get_archive(self) -> JsonObject:
+        """The MAP-Elites archive now (the ``archive`` reply's data); also replaces
+        ``frames.archive``.
+
+        Returns:
+            ``kind``, ``generation``, ``branch``, ``strategy``, ``descriptors``, ``bins``,
+            ``ranges`` and ``agents`` (each: ``agent_id``, ``name``, ``fitness``,
+            ``memory_kb``, ``speed_us``, ``birth_generation``, ``descriptors``, ``cell``).
+
+        Raises:
+            InvalidCommand: the run's strategy keeps no archive (``details["strategy"]``).
+        """
+        return await self._request({"type": "get_archive"})
 
     async def upload_agent_code(self, code: str) -> JsonObject:
         """Send agent source (binary frame); it joins the next generation.

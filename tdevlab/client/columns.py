@@ -269,6 +269,19 @@ def _ordered(columns: dict[str, Any], order: Sequence[str], index: pd.Index | No
     return pd.DataFrame({name: columns[name] for name in order}, index=index, copy=False)
 
 
+def _latest_agents(latest: list[tuple[int, bytes, tuple[Any, ...]]]) -> pd.DataFrame:
+    """The agents table from each agent's latest (branch, packed numbers, objects) entry."""
+    dtype = np.dtype([(n, "<f8" if k in "ft" else "<i8") for n, k in _AGENT_NUMBERS])
+    records = np.frombuffer(b"".join(entry[1] for entry in latest), dtype=dtype)
+    objects = [list(values) for values in zip(*(entry[2] for entry in latest), strict=True)]
+    if not objects:
+        objects = [[] for _ in _AGENT_OBJECTS]
+    columns = _columns(_AGENT_NUMBERS, _AGENT_OBJECTS, records, objects)
+    frame = _ordered(columns, _AGENT_ORDER[1:], pd.Index(columns["agent_id"]))
+    frame.index.name = "agent_id"
+    return _with_genes(frame, columns["genes"])
+
+
 def _with_genes(frame: pd.DataFrame, genes: np.ndarray) -> pd.DataFrame:
     """``frame`` with one ``gene_<name>`` column per gene named in ``genes`` (dicts)."""
     names = list(dict.fromkeys(name for entry in genes for name in entry))

@@ -74,6 +74,8 @@ log = logging.getLogger("tdevlab.client")
 Reply: TypeAlias = JsonObject | AgentCode
 _Request: TypeAlias = Request["asyncio.Future[Reply]"]
 _DECODE = msgspec.json.Decoder().decode
+#: Replies that are news for the frames too: a requested agent's state, a member set.
+_NEWS = frozenset({"agent_update", "front", "archive"})
 
 
 class ConnectionState(enum.StrEnum):
@@ -286,6 +288,9 @@ class Connection:
         """Bring one connection up to date, then read until it closes."""
         self._announce_open()
         self._resubscribe()
+        if self.reconnects:  # what was missed may not all be replayed: fetch the sets again
+            self.frames.member_sets.refresh()
+            self._fetch_member_sets()
         self._requests.requeue_lost()
         self._flush_outbox()
         pinger = None
@@ -370,12 +375,14 @@ class Connection:
         for message in resubscribe_messages(channels, self._subscriptions, since, epochs):
             self._track(self._submit(message))
 
-    def _track(self, request: _Request, retry: JsonObject | None = None) -> None:
+    def _track(
+        self, request: _Request, retry: JsonObject | None = None, what: str = "resubscribe"
+    ) -> None:
         """Wait for a request nobody awaits (a resubscribe); log its failure."""
 
         def done(task: asyncio.Task[Reply]) -> None:
             if not task.cancelled() and task.exception() is not None:
-                log.warning("tdevlab client: resubscribe failed: %s", task.exception())
+                log.warning("tdevlab client: %s failed: %s", what, task.exception())
                 if retry is not None and not isinstance(task.exception(), ConnectionClosed):
                     self.loop.call_later(1.0, self._retry, retry)
 
@@ -497,7 +504,7 @@ class Connection:
             self._last_error = error_from_message(message)
         if reply_to is not None:
             self._reply(reply_to, message)
-            if kind != "agent_update":  # a requested agent's state is news for the frames
+            if kind not in _NEWS:
                 return
         elif "channel" in message and not self.streams.accept(message):
             return  # already seen (a replay overlapping what arrived live)
@@ -545,9 +552,16 @@ class Connection:
         kind = message.get("type")
         self.run.event(kind, message.get("data"))
         self.frames.ingest(message)
+        self._fetch_member_sets()
         if isinstance(kind, str):
             self._emitter.emit(kind, message)
         self._emitter.emit("message", message)
+
+    def _fetch_member_sets(self) -> None:
+        """Ask for the front or archive when the frames need it whole (see ``members``)."""
+        for kind in self.frames.member_sets.wanted():
+            with contextlib.suppress(ConnectionClosed):  # the outbox is full: no matter
+                self._track(self._submit({"type": f"get_{kind}"}), what=f"get_{kind}")
 
 
 def _fail(requests: Iterable[_Request], error: TdevlabError) -> None:

@@ -50,7 +50,17 @@ def run_dataset(
     dropped: dict[str, int],
     metadata: dict[str, Any] | None,
 ) -> RunDataset:
-    """The run dataset of the frames' tables (see ``Frames.to_run`` for the contract).
+    """The run dataset of the frames' tables (``Frames.to_run``).
+
+    The server announces only notable agents, so ``population`` is empty (with its
+    columns) and the metadata says ``"population_complete": False`` and ``"source":
+    "client frames"``. ``generations.active`` marks the lineage of the latest branch,
+    as learned from the evolution rows and rollback alerts.
+
+    What the wire does not carry is derived: ``run_id`` is the metadata's, else the last
+    one the evolution rows named, else -1; the events' ``seq`` numbers agent updates,
+    logs and alerts in arrival order; an agent's ``status`` is the last one announced
+    and ``feasible`` means it was not announced as violating.
 
     Args:
         evolution: ``Frames.evolution``.

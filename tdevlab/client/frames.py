@@ -17,6 +17,7 @@ Tables (every timestamp is the envelope's, ``datetime64[ns, UTC]``, microsecond 
     alerts         alert rows, ``details`` as a dict
     logs           log rows, ``details`` as a dict
     control        control_update rows
+    front/archive  the strategy's member set, index ``agent_id`` (:mod:`tdevlab.client.members`)
 
 Agent genes are expanded into one column per gene, named ``gene_<name>`` (bool, int64,
 float64, or category for text genes; a gene an agent lacks is missing).
@@ -40,7 +41,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from tdevlab.client.checks import (
@@ -69,7 +69,7 @@ from tdevlab.client.columns import (
     _LOG_ORDER,
     _METRIC_NUMBERS,
     _NA,
-    _columns,
+    _latest_agents,
     _ordered,
     _pack_agent,
     _pack_control,
@@ -80,6 +80,7 @@ from tdevlab.client.columns import (
     _with_genes,
 )
 from tdevlab.client.frame_datasets import run_dataset
+from tdevlab.client.members import REASONS, MemberSets
 from tdevlab.store.export import RunDataset, write_dataset
 
 __all__ = ["CAPPED_TABLES", "DEFAULT_MAX_ROWS", "TABLES", "Frames"]
@@ -140,7 +141,11 @@ class Frames:
             "log": self._on_log,
             "alert": self._on_alert,
             "control_update": self._on_control,
+            "front": lambda m: self.member_sets["front"].replace(m["data"]),
+            "archive": lambda m: self.member_sets["archive"].replace(m["data"]),
         }
+        #: The strategy's front and archive (:class:`~tdevlab.client.members.MemberSets`).
+        self.member_sets = MemberSets()
         self.rejected = 0
         self.last_rejection: str | None = None
         self.ignored = 0
@@ -218,6 +223,8 @@ class Frames:
         run_id = data["run_id"]
         seq = message.get("seq")
         branch = data["branch"]
+        front_size = data.get("front_size", _NAN)
+        coverage = data.get("archive_coverage", _NAN)
         generation = data["generation"]
         row = _pack_evolution(
             generation,
@@ -239,9 +246,9 @@ class Frames:
             data["crossover_rate"],
             data["evaluation_ms"],
             # A strategy's measures (NSGA-II, MAP-Elites); NaN when it has none (the GA).
-            data.get("front_size", _NAN),
+            front_size,
             data.get("hypervolume", _NAN),
-            data.get("archive_coverage", _NAN),
+            coverage,
             data.get("qd_score", _NAN),
             _NA if seq is None else seq,
             stamp,
@@ -251,6 +258,8 @@ class Frames:
         table.numbers += row
         if branch != self._branch:
             self._enter_branch(int(branch), int(generation))
+        if front_size is not _NAN or coverage is not _NAN:  # the run keeps a member set
+            self.member_sets["front" if front_size is not _NAN else "archive"].note_seen()
         if len(table.numbers) > table.limit:
             table.trim()
 
@@ -306,6 +315,9 @@ class Frames:
             stamp,
             order,
         )
+        member = REASONS.get(objects[3])
+        if member is not None:  # checked and applied before the row: all or nothing
+            self.member_sets[member[0]].update(data, member[1], branch)
         table = self._agent_history
         table.numbers += row
         for column, value in zip(table.columns, objects, strict=True):
@@ -387,6 +399,8 @@ class Frames:
     def _enter_branch(self, branch: int, generation: int) -> None:
         if branch not in self._branches:
             self._branches[branch] = (self._branch, generation - 1)
+        if self._branch is not None:
+            self.member_sets.refresh()  # a rollback changed them unannounced
         self._branch = branch
 
     def _row_branch(self, rollback: tuple[int, int, int] | None) -> int:
@@ -398,6 +412,8 @@ class Frames:
     def _enter_rollback(self, rollback: tuple[int, int, int]) -> None:
         branch, parent, fork = rollback
         self._branches[branch] = (parent, fork)
+        if branch != self._branch:
+            self.member_sets.refresh()
         self._branch = branch
 
     # -- versions and counters -------------------------------------------------------------
@@ -405,13 +421,15 @@ class Frames:
     @property
     def version(self) -> int:
         """Grows with every accepted message (and on :meth:`clear`)."""
-        return sum(table.version for table in self._tables.values())
+        tables = sum(table.version for table in self._tables.values())
+        return tables + sum(self.member_sets.versions().values())
 
     @property
     def versions(self) -> dict[str, int]:
-        """Each table's version: grows whenever that table gets a row (or is cleared)."""
+        """Each table's version: grows whenever that table changes (or is cleared)."""
         out = {name: table.version for name, table in self._tables.items()}
         out["agents"] = out["agent_history"]
+        out.update(self.member_sets.versions())
         return out
 
     @property
@@ -426,6 +444,7 @@ class Frames:
         """
         for table in self._tables.values():
             table.clear()
+        self.member_sets.clear()
         self.rejected = 0
         self.last_rejection = None
         self.ignored = 0
@@ -480,19 +499,20 @@ class Frames:
         """
         version = self._agent_history.version
         if self._agents_frame is None or self._agents_version != version:
-            latest = list(self._latest.values())
-            records = np.frombuffer(
-                b"".join(entry[1] for entry in latest), dtype=self._agent_history.dtype
-            )
-            objects = [list(values) for values in zip(*(entry[2] for entry in latest), strict=True)]
-            if not objects:
-                objects = [[] for _ in _AGENT_OBJECTS]
-            columns = _columns(_AGENT_NUMBERS, _AGENT_OBJECTS, records, objects)
-            frame = _ordered(columns, _AGENT_ORDER[1:], pd.Index(columns["agent_id"]))
-            frame.index.name = "agent_id"
-            self._agents_frame = _with_genes(frame, columns["genes"])
+            self._agents_frame = _latest_agents(list(self._latest.values()))
             self._agents_version = version
         return self._agents_frame
+
+    @property
+    def front(self) -> pd.DataFrame:
+        """The NSGA-II front, one row per member, indexed by ``agent_id`` (empty when the
+        run keeps none); columns and ``attrs``: :attr:`MemberSet.frame`."""
+        return self.member_sets["front"].frame
+
+    @property
+    def archive(self) -> pd.DataFrame:
+        """The MAP-Elites archive, one row per elite (as :attr:`front`, with cells)."""
+        return self.member_sets["archive"].frame
 
     @property
     def metrics(self) -> pd.DataFrame:
@@ -528,16 +548,9 @@ class Frames:
     def to_run(self, metadata: dict[str, Any] | None = None) -> RunDataset:
         """Return what the frames hold as a run dataset (the layout of ``export_run``).
 
-        The server announces only notable agents, so ``population`` is empty (with its
-        columns) and the metadata says ``"population_complete": False`` and ``"source":
-        "client frames"``. ``generations.active`` marks the lineage of the latest branch,
-        as learned from the evolution rows and rollback alerts. Rows dropped by
-        ``max_rows`` are not in it: the server's store is the full record.
-
-        What the wire does not carry is derived: ``run_id`` is the metadata's, else the last
-        one the evolution rows named, else -1; the events' ``seq`` numbers agent updates,
-        logs and alerts in arrival order; an agent's ``status`` is the last one announced
-        and ``feasible`` means it was not announced as violating.
+        The server announces only notable agents, so ``population`` is empty; rows dropped
+        by ``max_rows`` are not in it (the server's store is the full record); what the wire
+        does not carry is derived, as :func:`~tdevlab.client.frame_datasets.run_dataset` says.
 
         Args:
             metadata: Merged into the dataset's metadata (``"run"`` key by key), e.g.

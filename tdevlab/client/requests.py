@@ -54,7 +54,9 @@ Filters: TypeAlias = Mapping[str, float]
 
 #: Request kinds sent again after a reconnect when their reply was lost (see the module
 #: docstring); every other kind written on a dropped connection fails instead.
-RESENT = frozenset({"subscribe", "unsubscribe", "get_agent", "get_agent_code", "ping"})
+RESENT = frozenset(
+    {"subscribe", "unsubscribe", "get_agent", "get_agent_code", "get_front", "get_archive", "ping"}
+)
 
 W = TypeVar("W")
 

@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 #: Names ``Client.on`` accepts besides message types: connection state changes, every message.
-_EXTRA_EVENTS = ("state", "message", "error", "agent_code")
+_EXTRA_EVENTS = ("state", "message", "error", "agent_code", "front", "archive")
 
 
 def resolve_event_name(name: str) -> str:
@@ -257,12 +257,15 @@ class RunView:
         state: The run's state (``None`` until known).
         generation: The latest generation seen (``None`` until known).
         parameters: The engine parameters in force.
+        strategy: The run's strategy, ``{"name", "config"}``, from control acks (``None``
+            until one came).
         control_events: ``control_update`` events received.
     """
 
     state: str | None = None
     generation: int | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
+    strategy: dict[str, Any] | None = None
     control_events: int = 0
 
     def event(self, kind: object, data: object) -> None:
@@ -286,6 +289,9 @@ class RunView:
         """
         if control_events == self.control_events:
             self.note(data)
+        strategy = data.get("strategy")  # fixed from generation 0: never stale
+        if isinstance(strategy, dict) and isinstance(strategy.get("name"), str):
+            self.strategy = strategy
 
     def note(self, data: dict[str, Any]) -> None:
         """Take in what ``data`` says of the run (fields of the wrong type are ignored)."""

@@ -253,6 +253,11 @@ class SyncClient:
         return self.client.parameters
 
     @property
+    def strategy(self) -> str | None:
+        """See :attr:`Client.strategy`."""
+        return self.client.strategy
+
+    @property
     def error(self) -> Exception | None:
         """See :attr:`Client.error`."""
         return self.client.error
@@ -322,6 +327,14 @@ class SyncClient:
     def get_agent_code(self, agent_id: str) -> AgentCode:
         """See :meth:`Client.get_agent_code`."""
         return self._request(self.client.get_agent_code(agent_id))
+
+    def get_front(self) -> dict[str, Any]:
+        """See :meth:`Client.get_front`."""
+        return self._request(self.client.get_front())
+
+    def get_archive(self) -> dict[str, Any]:
+        """See :meth:`Client.get_archive`."""
+        return self._request(self.client.get_archive())
 
     def upload_agent_code(self, code: str) -> dict[str, Any]:
         """See :meth:`Client.upload_agent_code`."""
