@@ -10,7 +10,7 @@ flat out). Two separate processes talk to it:
 * the **real client** (``abuse.py --client-mode``): one connection with an
   ``Authorization: Bearer`` header, subscribed to ``evolution``; it counts the
   ``evolution_update`` events it receives (its generation rate) and sends a ``ping`` every
-  50 ms, timing each ``pong`` (its ping latency);
+  20 ms, timing each ``pong`` (its ping latency);
 * the **attacker** (``abuse.py --attacker-mode``): ``--attackers`` (30) connections that
   never authenticate, each sending ``{"type":"ping","id":1,"pad":"x"*1048000}`` in a loop,
   and opening a new connection as soon as the server closes or refuses one.
@@ -19,9 +19,11 @@ Each repeat measures a window of ``--seconds`` without the attack, then one with
 one second for the flood to build up). Before every attack window this process also tries
 the parameter bomb as an operator: ``stop``, ``set_parameters`` with ``population_size``
 400000 (which must be refused), then ``start`` (the run goes on with its population as it
-was). Throughout, the server's RSS is sampled every 0.1 s and its CPU time read
-per window; the attacker reports the connections it opened, how they ended and the bytes it
-managed to send; the server's metrics give ``rejected_connections``.
+was). Throughout, the server's RSS is sampled every 0.1 s, its CPU time read per window,
+and its event loop's lag sampled every 5 ms (how late a sleeper wakes: the server's own
+stalls, apart from the client's and the machine's); the attacker reports the connections it
+opened, how they ended and the bytes it managed to send; the server's metrics give
+``rejected_connections``.
 
 Reported: per kind of window, the medians over the repeats of the real client's
 generations/s and ping p50/p99, the server's highest RSS and its CPU share, and the
@@ -77,7 +79,8 @@ BOMB_POPULATION = 400_000
 RATE_TARGET = 0.90
 P99_RATIO_TARGET = 2.0
 RSS_TARGET_MB = 50.0
-PING_EVERY_S = 0.05
+PING_EVERY_S = 0.02
+LAG_EVERY_S = 0.005  # the server loop's lag is sampled this often
 MB = 1024 * 1024
 SCRIPT = os.path.abspath(__file__)
 
@@ -242,6 +245,8 @@ class Window:
     lost_pings: int = 0
     rss_max_mb: float = 0.0
     cpu_percent: float = 0.0
+    lag_p99_ms: float = 0.0
+    lag_max_ms: float = 0.0
     rejected: int = 0
     attack: dict[str, Any] = field(default_factory=dict)
     bomb: list[str] = field(default_factory=list)
@@ -333,16 +338,31 @@ async def measure(
     await ask(real, "window")
     cpu, started = cpu_s(), time.monotonic()
     rss_max = rss_mb()
+    lags: list[float] = []
+    lagger = asyncio.ensure_future(loop_lag(lags))
     while time.monotonic() - started < settings.seconds:
         await asyncio.sleep(0.1)
         rss_max = max(rss_max, rss_mb())
+    lagger.cancel()
     stats = await ask(real, "stats")
+    window.lag_p99_ms = percentile(lags, 99) * 1e3
+    window.lag_max_ms = max(lags, default=0.0) * 1e3
     window.cpu_percent = 100.0 * (cpu_s() - cpu) / (time.monotonic() - started)
     window.generations_per_s = stats["events"] / stats["seconds"]
     window.p50_ms, window.p99_ms, window.max_ms = stats["p50_ms"], stats["p99_ms"], stats["max_ms"]
     window.pings, window.lost_pings = stats["pings"], stats["lost"]
     window.rss_max_mb = rss_max
     window.rejected = server.stats.rejected - rejected
+
+
+async def loop_lag(lags: list[float]) -> None:
+    """Sample how late the server's event loop wakes a sleeper (its stalls, whatever the
+    cause), into ``lags`` until cancelled."""
+    loop = asyncio.get_running_loop()
+    while True:
+        due = loop.time() + LAG_EVERY_S
+        await asyncio.sleep(LAG_EVERY_S)
+        lags.append(max(loop.time() - due, 0.0))
 
 
 async def run(settings: Settings) -> list[Window]:
@@ -400,7 +420,8 @@ def describe(w: Window) -> str:
     text = (
         f"{'attack ' if w.attacked else 'clean  '} rep {w.repeat + 1}: "
         f"{w.generations_per_s:.1f} gen/s, ping p50 {w.p50_ms:.2f} p99 {w.p99_ms:.2f} "
-        f"max {w.max_ms:.1f} ms ({w.pings} pings, {w.lost_pings} lost), RSS max "
+        f"max {w.max_ms:.1f} ms ({w.pings} pings, {w.lost_pings} lost), server loop lag p99 "
+        f"{w.lag_p99_ms:.2f} max {w.lag_max_ms:.1f} ms, RSS max "
         f"{w.rss_max_mb:.0f} MB, server CPU {w.cpu_percent:.0f} %, rejected {w.rejected}"
     )
     if w.attacked:
@@ -418,7 +439,7 @@ def summarize(windows: list[Window]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, attacked in (("clean", False), ("attack", True)):
         ws = [w for w in windows if w.attacked is attacked]
-        for name in ("generations_per_s", "p50_ms", "p99_ms", "cpu_percent"):
+        for name in ("generations_per_s", "p50_ms", "p99_ms", "cpu_percent", "lag_p99_ms"):
             out[f"{key}_{name}"] = median([getattr(w, name) for w in ws])
         out[f"{key}_rss_max_mb"] = median([w.rss_max_mb for w in ws])
         out[f"{key}_lost_pings"] = sum(w.lost_pings for w in ws)
@@ -462,8 +483,8 @@ def summarize(windows: list[Window]) -> dict[str, Any]:
 
 def table_rows(s: dict[str, Any], settings: Settings) -> list[list[str]]:
     rows = [
-        ["phase", "generations/s", "ping p50 ms", "ping p99 ms", "server RSS max MB",
-         "server CPU %", "rejected conn/window"],
+        ["phase", "generations/s", "ping p50 ms", "ping p99 ms", "server loop lag p99 ms",
+         "server RSS max MB", "server CPU %", "rejected conn/window"],
     ]  # fmt: skip
     for label, key in (
         ("no attack", "clean"),
@@ -475,6 +496,7 @@ def table_rows(s: dict[str, Any], settings: Settings) -> list[list[str]]:
                 f"{s[f'{key}_generations_per_s']:.1f}",
                 f"{s[f'{key}_p50_ms']:.2f}",
                 f"{s[f'{key}_p99_ms']:.2f}",
+                f"{s[f'{key}_lag_p99_ms']:.2f}",
                 f"{s[f'{key}_rss_max_mb']:.0f}",
                 f"{s[f'{key}_cpu_percent']:.0f}",
                 f"{s[f'{key}_rejected_per_window']:.0f}",

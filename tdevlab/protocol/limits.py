@@ -56,8 +56,9 @@ class Limits:
             per second (10; a token bucket with a burst of ``unauthenticated_per_address``);
             more are refused at the handshake (HTTP 429).
         refusal_delay: Seconds before a refused handshake (HTTP 429 or 503) is answered
-            (1.0; 0 answers at once): a client that reconnects as soon as it is refused
-            makes one attempt per second per connection it holds open.
+            (1.0, spread over 0.5-1.5 times it; 0 answers at once): a client that
+            reconnects as soon as it is refused makes about one attempt per second per
+            connection it holds open.
     """
 
     messages_per_second: float = 100.0

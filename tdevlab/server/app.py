@@ -23,6 +23,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import random
 import secrets
 import socket
 import ssl as ssl_module
@@ -370,11 +371,12 @@ class EvolutionServer:
         return None
 
     async def _refuse(self, connection: ServerConnection, status: int, reason: str) -> Response:
-        """Refuse a handshake over a limit, after ``limits.refusal_delay`` (so a client that
-        retries at once does not spend the server's CPU on handshakes)."""
+        """Refuse a handshake over a limit, after about ``limits.refusal_delay`` (so a client
+        that retries at once does not spend the server's CPU on handshakes); spread over
+        0.5-1.5 times it, so clients refused together do not all come back together."""
         self.stats.rejected += 1
         if self.limits.refusal_delay > 0:
-            await asyncio.sleep(self.limits.refusal_delay)
+            await asyncio.sleep(self.limits.refusal_delay * random.uniform(0.5, 1.5))
         response = connection.respond(status, reason + "\n")
         response.headers = Headers(response.headers)
         response.headers["Retry-After"] = str(max(round(self.limits.refusal_delay), 1))
