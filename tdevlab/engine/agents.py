@@ -29,6 +29,9 @@ from tdevlab.exceptions import (
     InvalidCommand,
 )
 
+#: The most members a front or archive reply lists (about 250 bytes each).
+MAX_MEMBERS = 10_000
+
 __all__ = [
     "AgentAccess",
     "Pending",
@@ -59,14 +62,15 @@ def agent_number(agent: str | int) -> int:
     Raises:
         AgentNotFound: if it is neither an integer nor of the form ``agent-<number>``.
     """
-    if isinstance(agent, int | np.integer) and not isinstance(agent, bool):
+    if isinstance(agent, int | np.integer) and not isinstance(agent, bool) and 0 <= agent < 2**63:
         return int(agent)
-    if isinstance(agent, str) and agent.startswith("agent-") and agent[6:].isdigit():
-        return int(agent[6:])
-    shown = agent[:64] if isinstance(agent, str) else agent
+    digits = agent[6:] if isinstance(agent, str) and agent.startswith("agent-") else ""
+    # ASCII digits only (isdigit() takes any script's digits), and within a stored integer.
+    if digits.isascii() and digits.isdigit() and len(digits) <= 18:
+        return int(digits)
+    text = shown(agent)
     raise AgentNotFound(
-        f"agent id {shown!r} is not of the form 'agent-<number>'",
-        details={"agent_id": str(shown)},
+        f"agent id {text} is not of the form 'agent-<number>'", details={"agent_id": text}
     )
 
 
@@ -245,7 +249,14 @@ class AgentAccess:
             extra = table.pop("columns")
             out.update({k: v for k, v in table.items() if k != "kind"})
             names = list(extra)
-            for i, row in enumerate(rows.tolist()):
+            # A reply stays bounded: the fittest MAX_MEMBERS (``total`` says how many there are).
+            out["total"] = int(rows.size)
+            chosen = np.arange(rows.size)
+            if rows.size > MAX_MEMBERS:
+                chosen = np.sort(np.argsort(-pop.fitness[rows], kind="stable")[:MAX_MEMBERS])
+            out["truncated"] = bool(rows.size > MAX_MEMBERS)
+            for i in chosen.tolist():
+                row = int(rows[i])
                 number = int(pop.agent_id[row])
                 entry = {
                     "agent_id": agent_id(number),
@@ -379,5 +390,7 @@ class AgentAccess:
 
 def shown(value: object) -> str:
     """A client-supplied value as an error message shows it (at most 64 characters)."""
-    text = repr(value)
+    if isinstance(value, int) and value.bit_length() > 200:  # repr() refuses huge ints
+        return f"<an integer of {value.bit_length()} bits>"
+    text = repr(value[:64] if isinstance(value, str) else value)
     return text if len(text) <= 64 else text[:61] + "..."

@@ -17,6 +17,7 @@ transitions) in :mod:`tdevlab.engine.control`; the loops in :mod:`tdevlab.engine
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import threading
@@ -41,6 +42,7 @@ from tdevlab.engine.loops import RunLoops
 from tdevlab.engine.params import Parameters
 from tdevlab.engine.population import Population, Snapshot
 from tdevlab.engine.problems import AgentDesign, Evaluation, Problem, make_problem
+from tdevlab.engine.resources import DEFAULT_POPULATION_MEMORY, affordable, population_limit
 from tdevlab.engine.storage import RunStore, export_run, open_store
 from tdevlab.engine.strategy import (
     RunView,
@@ -61,15 +63,6 @@ from tdevlab.exceptions import (
 __all__ = ["ControlEvent", "Engine", "EngineState"]
 
 log = logging.getLogger("tdevlab.engine")
-
-#: Default of ``Engine(max_population_memory=...)``: 256 MiB.
-DEFAULT_POPULATION_MEMORY = 256 * 1024 * 1024
-#: Bytes per agent besides its genes: fitness, memory, speed, violation, id, two parents,
-#: birth generation (8 bytes each) and status (1).
-AGENT_BYTES = 8 * 8 + 1
-#: Copies of a population's arrays alive while a generation is made (the current one,
-#: offspring, candidates, crossover and mutation temporaries, scores, the snapshot written).
-WORKING_COPIES = 8
 
 
 class Engine(RunLoops, AgentAccess):
@@ -173,25 +166,13 @@ class Engine(RunLoops, AgentAccess):
 
     @property
     def max_population(self) -> int:
-        """The largest ``population_size`` this engine's memory budget allows."""
-        per_agent = AGENT_BYTES + 8 * len(self.space.genes)
-        return max(2, self.max_population_memory // (per_agent * WORKING_COPIES))
+        """The largest ``population_size`` this engine's memory budget allows its strategy."""
+        return population_limit(self.strategy, self.max_population_memory, len(self.space.genes))
 
-    def _checked(self, params: Parameters) -> Parameters:
-        """``params`` if the engine can afford them; the control owner calls this."""
-        top = self.max_population
-        if params.population_size > top:
-            raise InvalidParameters(
-                f"population_size={params.population_size} is over this engine's maximum of "
-                f"{top} ({len(self.space.genes)} genes within max_population_memory="
-                f"{self.max_population_memory} bytes)",
-                details={
-                    "parameter": "population_size",
-                    "value": params.population_size,
-                    "maximum": top,
-                },
-            )
-        return params
+    def _checked(self, params: Parameters, strategy: Strategy | None = None) -> Parameters:
+        """``params`` if the budget affords them with ``strategy`` (default: the run's)."""
+        strategy = self.strategy if strategy is None else strategy
+        return affordable(params, strategy, self.max_population_memory, len(self.space.genes))
 
     # -- construction from a store ---------------------------------------------------------
 
@@ -352,7 +333,13 @@ class Engine(RunLoops, AgentAccess):
             _parent_ids(previous, offspring.parent_a, k),
             _parent_ids(previous, offspring.parent_b, k),
         )
+        if self._pending:
+            # Uploads are written into the offspring's genes: never into an array the
+            # strategy may share with the population (a snapshot must not change).
+            born = born._replace(genes=genes.copy())
         born, joined = gen.inject_uploads(self._pending, born, p)
+        if joined:  # tell sees the genes that were evaluated and will be kept
+            offspring = dataclasses.replace(offspring, genes=born.genes)
         new_first = min([first, *(a.agent_id for a in self._pending[:joined])])
         violation, born_score = gen.population_score(*born.evaluation, p)
         scored = Scored(*born.evaluation, violation, born_score)
@@ -495,11 +482,13 @@ class Engine(RunLoops, AgentAccess):
         """Return to a past generation of the current lineage, exactly.
 
         The population, parameters, counters, alert state, strategy state and random
-        generator state of that generation are restored, so continuing reproduces the
-        original generations bit for bit (new agents get new ids: ids are never reused in
-        a run). The abandoned generations stay in the store under their branch; a new
-        branch continues. A running loop continues from there after the generation in
-        progress.
+        generator state of that generation are restored, so continuing with the parameters
+        the original run went on with reproduces its generations bit for bit (new agents
+        get new ids: ids are never reused in a run). The parameters are those generation
+        ``generation`` was made with (a change made after it is undone, and announced as a
+        ``ControlEvent`` with action ``rollback``). The abandoned generations stay in the
+        store under their branch; a new branch continues. A running loop continues from
+        there after the generation in progress.
 
         Returns:
             The generation and branch the run is now at, and its state.
@@ -532,7 +521,9 @@ class Engine(RunLoops, AgentAccess):
             entry, alert = rollback_events(generation, self.branch, abandoned, self._next_alert_id)
             self._next_alert_id += 1
             self._record_side_events([entry], [alert])
-            return RollbackResult(generation, self.branch, self.state)
+            state = self.state
+            self._publish(ControlEvent("rollback", state, state, generation, self.params.to_dict()))
+            return RollbackResult(generation, self.branch, state)
 
     # -- export, close ---------------------------------------------------------------------
 

@@ -63,12 +63,13 @@ class RunLoops:
         self._sync_thread: int | None = None
         self._task: asyncio.Task[None] | None = None
         self._thread: threading.Thread | None = None
+        self._announcing = threading.RLock()  # control actions announced in decided order
 
     @abstractmethod
     def _step(self) -> GenerationResult: ...
 
     @abstractmethod
-    def _checked(self, params: Parameters) -> Parameters: ...
+    def _checked(self, params: Parameters, strategy: Strategy | None = None) -> Parameters: ...
 
     @abstractmethod
     def _record_side_events(
@@ -95,18 +96,25 @@ class RunLoops:
         """
         if describe(strategy) == describe(self.strategy):
             return
-        if self.generation >= 0 or not self._lock.acquire(blocking=False):
+        if self.generation >= 0:
             raise InvalidState(
                 f"the run's strategy is {self.strategy.name!r}: a strategy is chosen before "
                 f"the first generation (this run is at generation {self.generation})",
                 details={"state": state.value, "strategy": self.strategy.name},
             )
+        if not self._lock.acquire(blocking=False):
+            raise InvalidState(
+                "cannot change the strategy while a generation or an upload is in progress",
+                details={"state": state.value, "strategy": self.strategy.name},
+            )
         try:
-            self.strategy = strategy
-            self._strategy_state = strategy.init(self.space, self.params)
+            first_state = strategy.init(self.space, self.params)
             if self.run_id is not None:  # the run's record already exists (a durable store)
+                # Stored first: if the store refuses, the run keeps its strategy.
                 config = dict(self.store.run_info(self.run_id).config)
                 self.store.set_config(self.run_id, {**config, "strategy": describe(strategy)})
+            self.strategy = strategy
+            self._strategy_state = first_state
         finally:
             self._lock.release()
 
@@ -180,8 +188,8 @@ class RunLoops:
     ) -> ControlResult:
         """:meth:`control` inside an event loop: ``start`` runs the loop as a task of it.
 
-        ``stop`` returns once the generation in progress has ended (at most
-        :data:`STOP_WAIT` seconds). A run loop started here never raises: a failure sets
+        ``stop`` returns once the generation in progress of a loop started here has ended
+        (at most :data:`STOP_WAIT` seconds). A run loop started here never raises: a failure sets
         the state to ``failed`` and is published as a ``ControlEvent`` with action
         ``fail`` and the error.
 
@@ -193,7 +201,10 @@ class RunLoops:
             As :meth:`control`; InvalidParameters for a bad ``interval``.
         """
         _check_interval(interval)
-        result, token = self._decide(action, parameters)
+        # In a worker thread: the decision is atomic under the control lock wherever it runs,
+        # and its store writes (a log entry, the run's status) may wait for a generation
+        # being recorded, which must not stall the event loop.
+        result, token = await asyncio.to_thread(self._decide, action, parameters)
         if action == "start":
             self._task = asyncio.get_running_loop().create_task(
                 self._background(token, interval), name="tdevlab-run"
@@ -225,13 +236,34 @@ class RunLoops:
 
         def apply(previous: EngineState) -> tuple[Parameters, Parameters]:
             old = self.params
-            new = self._checked(old.replace(changes)) if changes else old
+            new = old.replace(changes) if changes else old
+            if changes or chosen is not None:
+                new = self._checked(new, chosen)
             if chosen is not None:
                 self._switch_strategy(chosen, previous)  # the last check that can refuse
             self.params = new
             return old, new
 
-        previous, state, token, (old, new) = self._run.decide(action, apply)
+        # One control action is announced and persisted at a time, in the order decided: a
+        # resume decided after a pause must not be published (or stored) before it.
+        with self._announcing:
+            previous, state, token, (old, new) = self._run.decide(action, apply)
+            self._announce_control(action, previous, state, old, new)
+        result = ControlResult(
+            action, state, previous, self.generation, new.to_dict(), self.strategy_description()
+        )
+        return result, token
+
+    def _announce_control(
+        self,
+        action: str,
+        previous: EngineState,
+        state: EngineState,
+        old: Parameters,
+        new: Parameters,
+    ) -> None:
+        """Log, publish and persist an accepted action. The action is already applied, so
+        a store that fails here is logged, not raised: the caller's request succeeded."""
         generation = self.generation
         if new != old:
             before = old.to_dict()
@@ -242,19 +274,26 @@ class RunLoops:
                 details={"parameters": changed},
                 generation=generation,
             )
-            self._record_side_events([entry], [], generation)
+            try:
+                self._record_side_events([entry], [], generation)
+            except Exception:
+                log.exception("could not record the parameter change")
             if action != "set_parameters":  # that one is announced below
                 self._publish(
                     ControlEvent("set_parameters", previous, previous, generation, new.to_dict())
                 )
         if action != "set_parameters" or new != old:
             self._publish(ControlEvent(action, state, previous, generation, new.to_dict()))
-        if state is not previous and self.run_id is not None:
+        if state is not previous:
+            self._persist_status(state)
+
+    def _persist_status(self, state: EngineState) -> None:
+        if self.run_id is None:
+            return
+        try:
             self.store.set_status(self.run_id, state.value)
-        result = ControlResult(
-            action, state, previous, generation, new.to_dict(), self.strategy_description()
-        )
-        return result, token
+        except Exception:  # the state is the engine's; the stored copy is informative
+            log.exception("could not store the run's status %s", state.value)
 
     def pause(self) -> None:
         """Pause a running loop after the generation in progress.
@@ -396,11 +435,7 @@ class RunLoops:
                 if on_result is not None:
                     on_result(last)
                 await asyncio.sleep(0)
-                wait = interval - (time.monotonic() - started)
-                if wait > 0:
-                    # Woken early by pause/resume/stop, which the loop above then handles.
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(wake.wait(), wait)
+                await self._wait_interval(token, wake, started + interval)
         except BaseException as exc:
             self._end(token, exc)
             raise
@@ -408,6 +443,22 @@ class RunLoops:
             remove()
         self._end(token, None)
         return last
+
+    async def _wait_interval(self, token: int, wake: asyncio.Event, deadline: float) -> None:
+        """Wait until ``deadline`` (monotonic) unless the loop stops being the running one.
+
+        Cleared before each check, so no wake-up is lost and none left from an earlier
+        action cuts the wait short; a parameter change wakes it and it waits on.
+        """
+        while True:
+            wake.clear()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self._run.running(token):
+                return
+            try:
+                await asyncio.wait_for(wake.wait(), remaining)
+            except TimeoutError:
+                return
 
     async def _background(self, token: int, interval: float) -> None:
         # A failure is already the state `failed` and a published ControlEvent("fail").
@@ -426,6 +477,10 @@ class RunLoops:
     def _end(self, token: int, exc: BaseException | None) -> None:
         if self._sync_thread == threading.get_ident():
             self._sync_thread = None
+        with self._announcing:
+            self._announce_end(token, exc)
+
+    def _announce_end(self, token: int, exc: BaseException | None) -> None:
         changed = self._run.end(token, isinstance(exc, Exception))
         if changed is None:
             return
@@ -446,8 +501,7 @@ class RunLoops:
                 action, current, previous, self.generation, self.params.to_dict(), error=error
             )
         )
-        if self.run_id is not None:
-            self.store.set_status(self.run_id, current.value)
+        self._persist_status(current)
         if isinstance(exc, EvolutionFailed):
             self._publish(
                 LogEntry(

@@ -37,6 +37,8 @@ from tdevlab.exceptions import InvalidParameters
 __all__ = ["MapElites"]
 
 EMITTERS = ("gaussian", "iso_line")
+#: The most cells a grid may have (the engine's memory budget may allow fewer).
+MAX_CELLS = 1_000_000
 
 
 class MapElites:
@@ -88,6 +90,8 @@ class MapElites:
                 f"bins={list(bins)!r}: one integer within [1, 1000] per descriptor"
             )
         self.bins = [int(b) for b in bins]
+        if int(np.prod(self.bins)) > MAX_CELLS:
+            raise InvalidParameters(f"bins={self.bins!r} make more than {MAX_CELLS} cells")
         self.ranges = None if ranges is None else [_range(r) for r in ranges]
         if self.ranges is not None and len(self.ranges) != len(self.descriptors):
             raise InvalidParameters("ranges: one (low, high) per descriptor")
@@ -298,9 +302,12 @@ class MapElites:
 
 
 def _range(pair: Sequence[float]) -> list[float]:
-    if len(pair) != 2:
-        raise InvalidParameters(f"range {pair!r} must be (low, high)")
-    low, high = float(pair[0]), float(pair[1])
+    if not isinstance(pair, Sequence) or isinstance(pair, str) or len(pair) != 2:
+        raise InvalidParameters(f"range {str(pair)[:64]!r} must be (low, high)")
+    try:
+        low, high = float(pair[0]), float(pair[1])
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InvalidParameters(f"range {str(pair)[:64]!r} must hold two numbers") from exc
     if not (np.isfinite(low) and np.isfinite(high) and low < high):
         raise InvalidParameters(f"range {pair!r} must be finite with low < high")
     return [low, high]

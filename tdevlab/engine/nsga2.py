@@ -7,12 +7,14 @@ children by constrained domination survive (Deb's rules: feasible beats infeasib
 smaller violation; among feasible, Pareto fronts, then crowding distance). Objectives are
 the problem's outputs or genes by name (default: maximise fitness, minimise memory_kb and
 speed_us); the constraints are the run's limits. Sorting, crowding and survival work on
-whole arrays (:mod:`tdevlab.engine.pareto`). The strategy keeps no state besides the
-population, so rollback is exact as for the GA.
+whole arrays (:mod:`tdevlab.engine.pareto`). Its state is only the hypervolume's reference
+point (fixed in generation 0); the rest is the population, so rollback is exact as for the
+GA.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -43,6 +45,8 @@ from tdevlab.exceptions import InvalidParameters
 __all__ = ["NSGA2", "DEFAULT_OBJECTIVES"]
 
 DEFAULT_OBJECTIVES: tuple[str, ...] = ("max:fitness", "min:memory_kb", "min:speed_us")
+#: The most objectives whose hypervolume is reported (computed exactly every generation).
+EXACT_HYPERVOLUME = 3
 
 
 class NSGA2:
@@ -93,6 +97,12 @@ class NSGA2:
         }
         #: Agents entering and leaving the first front are announced with this reason.
         self.member_reason = "front"
+
+    @staticmethod
+    def max_population_for(budget_bytes: int) -> int:
+        """The largest population a memory budget affords: sorting parents and children
+        (2n of them) takes an ``2n x 2n`` dominance matrix plus two blocks as large."""
+        return int(math.isqrt(budget_bytes // 3) // 2)
 
     @property
     def names(self) -> list[str]:
@@ -243,7 +253,10 @@ class NSGA2:
         params: Parameters,
         members: IntArray,
     ) -> dict[str, float]:
-        """``front_size`` and ``hypervolume`` of the feasible first front."""
+        """``front_size`` and ``hypervolume`` of the feasible first front (the hypervolume
+        only with up to three objectives: exact volumes grow exponentially beyond)."""
+        if len(self.objectives) > EXACT_HYPERVOLUME:
+            return {"front_size": int(members.size)}
         objectives = self.minimised(space, pop.genes, pop.fitness, pop.memory_kb, pop.speed_us)
         reference = np.array(state.get("reference") or self._reference(objectives))
         volume = hypervolume(objectives[members], reference) if members.size else 0.0

@@ -14,10 +14,20 @@ import numpy as np
 from tdevlab.engine.genes import FloatArray, GeneSpace
 from tdevlab.exceptions import InvalidParameters
 
-__all__ = ["OUTPUTS", "Objective", "check_names", "columns", "parse_objectives"]
+__all__ = [
+    "MAX_OBJECTIVES",
+    "OUTPUTS",
+    "Objective",
+    "check_names",
+    "columns",
+    "parse_objectives",
+]
 
 #: The outputs of every problem (``Problem.evaluate`` returns them in this order).
 OUTPUTS: tuple[str, ...] = ("fitness", "memory_kb", "speed_us")
+
+#: The most objectives a strategy takes (exact hypervolume grows exponentially with them).
+MAX_OBJECTIVES = 5
 
 #: (name, +1 to maximise or -1 to minimise).
 Objective = tuple[str, int]
@@ -44,9 +54,13 @@ def parse_objectives(spec: Sequence[str | Sequence[str]]) -> list[Objective]:
         InvalidParameters: for a direction other than ``max``/``min``, or no objective.
     """
     out: list[Objective] = []
+    if isinstance(spec, str) or len(spec) > MAX_OBJECTIVES:
+        raise InvalidParameters(
+            f"objectives must be a list of 1 to {MAX_OBJECTIVES} names, got {str(spec)[:64]!r}"
+        )
     for item in spec:
         if isinstance(item, str):
-            direction, _, name = item.rpartition(":")
+            direction, _, name = item[:200].rpartition(":")
             direction = direction or ("max" if name == "fitness" else "min")
         else:
             if len(item) != 2:
@@ -57,8 +71,11 @@ def parse_objectives(spec: Sequence[str | Sequence[str]]) -> list[Objective]:
                 f"objective {name!r}: direction {direction!r} must be 'max' or 'min'"
             )
         out.append((name, 1 if direction == "max" else -1))
-    if len(out) < 1:
-        raise InvalidParameters("at least one objective is needed")
+    if not 1 <= len(out) <= MAX_OBJECTIVES:
+        raise InvalidParameters(f"give 1 to {MAX_OBJECTIVES} objectives, not {len(out)}")
+    names = [name for name, _ in out]
+    if len(set(names)) != len(names):
+        raise InvalidParameters(f"objectives {names[:10]!r} name one output twice")
     return out
 
 

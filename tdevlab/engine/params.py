@@ -121,15 +121,29 @@ class Parameters(msgspec.Struct, frozen=True, kw_only=True):
         return {name: getattr(self, name) for name in self.__struct_fields__}
 
 
+#: Integers beyond this are refused before any conversion (float() overflows past ~1e308).
+_LARGEST = 2**63
+
+
 def _fail(name: str, value: Any, why: str) -> None:
-    shown = repr(value)
-    shown = shown if len(shown) <= 64 else shown[:61] + "..."  # values come from clients
+    shown = _shown(value)
     raise InvalidParameters(f"{name}={shown} {why}", details={"parameter": name, "value": shown})
+
+
+def _shown(value: Any) -> str:
+    """A client's value as a message shows it: at most 64 characters (an int too long for
+    ``repr`` is described by its size)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
+        return f"<an integer of {value.bit_length()} bits>"
+    shown = repr(value)
+    return shown if len(shown) <= 64 else shown[:61] + "..."
 
 
 def _integer(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int | float):
         _fail(name, value, "must be an integer")
+    if isinstance(value, int) and abs(value) > _LARGEST:
+        _fail(name, value, "is out of range")
     if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
         _fail(name, value, "must be an integer")
     return int(value)
@@ -138,6 +152,8 @@ def _integer(name: str, value: Any) -> int:
 def _number(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         _fail(name, value, "must be a number")
+    if isinstance(value, int) and abs(value) > _LARGEST:  # float() would overflow
+        _fail(name, value, "is out of range")
     if not math.isfinite(value):
         _fail(name, value, "must be finite")
     return float(value)

@@ -214,8 +214,8 @@ def make_strategy(name: str, config: Mapping[str, Any] | None = None) -> Strateg
         )
     try:
         return factory(**dict(config or {}))
-    except TypeError as exc:
-        raise InvalidParameters(f"strategy {name!r}: {exc}") from exc
+    except (TypeError, ValueError, OverflowError) as exc:  # a setting of the wrong kind
+        raise InvalidParameters(f"strategy {name!r}: {str(exc)[:200]}") from exc
 
 
 def strategy_from_spec(spec: object) -> Strategy:

@@ -11,7 +11,9 @@ them by name:
   (Fontaine et al. 2020): fitness is the negated Rastrigin function shifted to
   ``0.4 * bound`` on ``[-5.12, 5.12]^dims``; the two behaviour descriptors are the sums of
   the clipped first and second halves of the genes, reported as ``memory_kb`` and
-  ``speed_us`` (so MAP-Elites' default descriptors are the benchmark's measures).
+  ``speed_us`` (MAP-Elites' default descriptors). Each lies in ``[-r, r]`` with
+  ``r = measure_range``: give MapElites ``ranges=[(-r, r)] * 2`` and the run limits of
+  1e9 (the default grid spans ``[0, 2 x limit]``).
 """
 
 from __future__ import annotations

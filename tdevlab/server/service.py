@@ -4,21 +4,23 @@ Each request type maps to one engine call, and the call's result to one reply. T
 decides everything else: control actions, their transitions and parameters are checked
 atomically by ``Engine.control_async``; rollback, agents and uploads raise the errors that
 become the API's error replies (in one place, :meth:`Service.dispatch`). Engine calls that
-can wait for a generation in progress (they take the engine's lock) run in a worker
-thread, so the event loop keeps serving everyone else meanwhile.
+can wait for a generation in progress (they take the engine's lock, or write to the store)
+run in a worker thread (``control_async`` does so itself), so the event loop keeps serving
+everyone else meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
 from tdevlab.engine.engine import Engine
 from tdevlab.engine.loops import STOP_WAIT
-from tdevlab.exceptions import InvalidState, TdevlabError
+from tdevlab.exceptions import EvolutionFailed, InvalidState, TdevlabError
 from tdevlab.protocol.envelope import Encoder
 from tdevlab.protocol.messages import (
     AgentCodeUpload,
@@ -34,6 +36,8 @@ from tdevlab.protocol.messages import (
 from tdevlab.protocol.session import Dispatch
 
 __all__ = ["Replier", "Service"]
+
+log = logging.getLogger("tdevlab.server")
 
 #: Queues an encoded frame on the requesting connection: ``reply(data, binary)``.
 Replier = Callable[[bytes, bool], object]
@@ -83,6 +87,13 @@ class Service:
                 self._ack(reply, "agent_code", request.id, {"agent": update.to_dict()})
         except TdevlabError as exc:
             reply(self.encoder.error(exc, now=time.time(), reply_to=request.id), False)
+            return False
+        except Exception as exc:  # a bug: answer it as a failure rather than drop the client
+            log.exception("request %s failed", type(request).__name__)
+            failed = EvolutionFailed(
+                f"internal error handling {type(request).__name__}: {type(exc).__name__}"
+            )
+            reply(self.encoder.error(failed, now=time.time(), reply_to=request.id), False)
             return False
         return True
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from typing import Any
 
+import numpy as np
 import pytest
 
-from tdevlab import Engine, Sphere
+from tdevlab import Engine, MemoryStore, Sphere
 from tdevlab.engine.control import (
     ACTIONS,
     TRANSITIONS,
@@ -17,7 +19,7 @@ from tdevlab.engine.control import (
     EngineState,
     transition,
 )
-from tdevlab.exceptions import InvalidCommand, InvalidParameters, InvalidState
+from tdevlab.exceptions import InvalidCommand, InvalidParameters, InvalidState, StoreError
 
 TIMEOUT = 10.0
 
@@ -196,3 +198,81 @@ def test_a_failing_loop_publishes_fail_with_the_error() -> None:
         assert (await engine.control_async("start")).state is EngineState.RUNNING
 
     asyncio.run(main())
+
+
+def test_generation_interval_holds_after_control_actions() -> None:
+    """A control action (here set_parameters) does not cut later interval waits short."""
+
+    async def main() -> None:
+        engine = _engine()
+        made: list[float] = []
+        engine.subscribe(
+            lambda e: made.append(time.monotonic()) if hasattr(e, "best_fitness") else None
+        )
+        await engine.control_async("start", interval=0.05)
+        async with asyncio.timeout(TIMEOUT):
+            while len(made) < 2:  # noqa: ASYNC110 (polling engine output)
+                await asyncio.sleep(0.005)
+        await engine.control_async("set_parameters", {"mutation_rate": 0.2})
+        count = len(made)
+        async with asyncio.timeout(TIMEOUT):
+            while len(made) < count + 4:  # noqa: ASYNC110 (polling engine output)
+                await asyncio.sleep(0.005)
+        await engine.control_async("stop")
+        gaps = np.diff(made[count - 1 :])
+        # Each generation starts at least an interval after the previous one started.
+        assert gaps.min() >= 0.04, gaps
+
+    asyncio.run(main())
+
+
+class _FailingStatusStore(MemoryStore):
+    fail = False
+
+    def set_status(self, run_id: int, status: str) -> None:
+        if self.fail:
+            raise StoreError("database is locked")
+        super().set_status(run_id, status)
+
+
+def test_a_failing_status_write_does_not_undo_an_accepted_start() -> None:
+    """The store refusing the status write after a start is logged; the run does start."""
+    store = _FailingStatusStore()
+    engine = Engine(Sphere(dims=2), seed=1, population_size=6, store=store)
+    engine.ensure_run()
+    store.fail = True
+    result = engine.control("start")
+    assert result.state is EngineState.RUNNING
+    _wait(lambda: engine.generation >= 2)  # a loop really runs
+    engine.control("stop")
+    assert engine._thread is not None
+    engine._thread.join(TIMEOUT)
+
+
+def test_control_events_are_published_in_decided_order() -> None:
+    """Pause and resume from two threads: the last event published is the final state."""
+    for _ in range(30):
+        engine = _engine()
+        events: list[ControlEvent] = []
+        engine.subscribe(
+            lambda e, events=events: events.append(e) if isinstance(e, ControlEvent) else None
+        )
+        engine.control("start")
+        barrier = threading.Barrier(2)
+
+        def flip(
+            action: str, barrier: threading.Barrier = barrier, engine: Engine = engine
+        ) -> None:
+            barrier.wait()
+            with contextlib.suppress(InvalidState):
+                engine.control(action)
+
+        threads = [threading.Thread(target=flip, args=(a,)) for a in ("pause", "resume")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(TIMEOUT)
+        assert events[-1].state is engine.state
+        engine.control("stop")
+        assert engine._thread is not None
+        engine._thread.join(TIMEOUT)

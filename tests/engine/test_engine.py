@@ -774,14 +774,19 @@ def test_rollback_restores_parameters_of_that_generation() -> None:
 
 
 def test_rollback_announces_log_and_alert() -> None:
-    """A rollback publishes a warning log and a "Rollback Performed" alert."""
+    """A rollback publishes a warning log, a "Rollback Performed" alert and a control event
+    with the parameters restored."""
     engine = Engine(seed=7, population_size=20)
     list(engine.run(generations=10))
     events: list[object] = []
     engine.subscribe(events.append)
     engine.rollback(4)
     kinds = [type(e).__name__ for e in events]
-    assert kinds == ["LogEntry", "Alert"]
+    assert kinds == ["LogEntry", "Alert", "ControlEvent"]
+    control = events[2]
+    assert isinstance(control, ControlEvent)
+    assert (control.action, control.generation) == ("rollback", 4)
+    assert control.parameters == engine.params.to_dict()
     alert = events[1]
     assert isinstance(alert, Alert)
     assert alert.kind == "rollback"

@@ -12,7 +12,7 @@ import pytest
 from tdevlab import Engine, load_run
 from tdevlab.engine import NSGA2, ZDT1, AgentDesign, MapElites, ProjectedRastrigin
 from tdevlab.engine.pareto import hypervolume, non_dominated_ranks
-from tdevlab.engine.strategy import make_strategy
+from tdevlab.engine.strategy import Offspring, make_strategy
 from tdevlab.exceptions import InvalidCommand, InvalidParameters, InvalidState
 from tests.server.conftest import client, make_server
 
@@ -319,3 +319,51 @@ def test_archive_member_set_names_cells() -> None:
     assert Engine(AgentDesign(), seed=1).member_set.__name__  # GA: refused below
     with pytest.raises(InvalidCommand, match="'ga'"):
         Engine(AgentDesign(), seed=1).member_set("front")
+
+
+def test_uploads_never_change_a_stored_population() -> None:
+    """An upload replaces an offspring row in a copy, even when the strategy proposes the
+    population's own genes array; the snapshot of the previous generation is unchanged."""
+
+    class Reevaluate(MapElites):
+        def ask(self, rng: Any, state: Any, run: Any) -> Any:
+            if run.population is None:
+                return super().ask(rng, state, run)
+            return Offspring(run.population.genes), state  # the population's own array
+
+    engine = Engine(
+        ProjectedRastrigin(dims=4),
+        strategy=Reevaluate(bins=(4, 4), ranges=[(-10.24, 10.24)] * 2),
+        seed=1,
+        population_size=10,
+        **FREE,
+    )
+    engine.step()
+    engine.step()
+    assert engine.run_id is not None
+    before = engine.store.load_snapshot(engine.run_id, 0, 1).population.genes.copy()
+    genome = engine.agent(f"agent-{int(engine.population.agent_id[0])}").genes  # type: ignore[union-attr]
+    engine.add_agent({**genome, "x0": 0.5})
+    engine.step()
+    after = engine.store.load_snapshot(engine.run_id, 0, 1).population.genes
+    np.testing.assert_array_equal(after, before)
+
+
+def test_member_set_replies_are_bounded() -> None:
+    """A front or archive reply lists at most MAX_MEMBERS agents and says the total."""
+    from tdevlab.engine import agents as agents_module
+
+    engine = _map_elites()
+    for _ in range(5):
+        engine.step()
+    pop = engine.population
+    assert pop is not None
+    saved = agents_module.MAX_MEMBERS
+    agents_module.MAX_MEMBERS = 3
+    try:
+        data = engine.member_set("archive")
+    finally:
+        agents_module.MAX_MEMBERS = saved
+    assert (data["total"], data["truncated"], len(data["agents"])) == (len(pop), True, 3)
+    best = sorted(pop.fitness.tolist(), reverse=True)[:3]
+    assert sorted((a["fitness"] for a in data["agents"]), reverse=True) == best

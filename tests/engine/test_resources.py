@@ -96,3 +96,60 @@ def test_parameter_bomb_over_the_api_is_invalid_command() -> None:
             assert started["data"]["parameters"]["population_size"] == 20
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    ("changes", "named"),
+    [
+        ({"mutation_rate": 10**400}, "out of range"),
+        ({"elite_count": 10**5000}, "integer of"),
+        ({"population_size": -(10**30)}, "out of range"),
+    ],
+)
+def test_huge_integers_are_refused_not_crashed_on(changes: dict[str, int], named: str) -> None:
+    """Integers beyond any float or repr are InvalidParameters, never OverflowError."""
+    with pytest.raises(InvalidParameters, match=named):
+        Engine(seed=1).set_parameters(**changes)
+
+
+def test_nsga2_population_is_bounded_by_its_dominance_matrix() -> None:
+    """NSGA-II's (2n)^2 sort matrix bounds its population well below the linear bound."""
+    from tdevlab.engine import NSGA2
+
+    budget = 4 * 1024 * 1024
+    ga = Engine(seed=1, max_population_memory=budget)
+    nsga = Engine(seed=1, strategy=NSGA2(), max_population_memory=budget, population_size=10)
+    assert nsga.max_population < ga.max_population
+    assert (2 * nsga.max_population) ** 2 * 3 <= budget
+    with pytest.raises(InvalidParameters, match="strategy 'nsga2'"):
+        nsga.set_parameters(population_size=nsga.max_population + 1)
+    with pytest.raises(InvalidParameters, match="over this engine's maximum"):
+        ga.control("set_parameters", {"population_size": 2000, "strategy": "nsga2"})
+    assert ga.strategy.name == "ga"  # refused as a whole
+
+
+def test_archive_grid_must_fit_the_budget() -> None:
+    """A MAP-Elites grid with more cells than the budget holds agents is refused."""
+    from tdevlab.engine import MapElites
+
+    engine = Engine(seed=1, max_population_memory=1024 * 1024)
+    with pytest.raises(InvalidParameters, match="cells could hold more agents"):
+        engine.control("start", {"strategy": {"name": "map-elites", "bins": [100, 100]}})
+    assert engine.state.value == "idle"
+    with pytest.raises(InvalidParameters, match="more than 1000000 cells"):
+        MapElites(descriptors=("memory_kb", "speed_us", "fitness"), bins=(1000, 1000, 2))
+
+
+def test_bad_values_in_strategy_settings_are_invalid_parameters() -> None:
+    """Strings or huge numbers where settings want numbers: InvalidParameters, named."""
+    engine = Engine(seed=1)
+    for spec in (
+        {"name": "map-elites", "ranges": [["a", 1], [0, 1]]},
+        {"name": "map-elites", "ranges": [[10**400, 1], [0, 1]]},
+        {"name": "nsga2", "objectives": ["fitness"] * 6},
+        {"name": "nsga2", "objectives": ["fitness", "max:fitness"]},
+        {"name": "nsga2", "crossover_eta": "x"},
+    ):
+        with pytest.raises(InvalidParameters):
+            engine.control("set_parameters", {"strategy": spec})
+    assert engine.strategy.name == "ga"
