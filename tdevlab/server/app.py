@@ -19,15 +19,12 @@ Usage::
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import os
 import random
 import secrets
-import socket
 import ssl as ssl_module
-import struct
 import threading
 import time
 import weakref
@@ -38,7 +35,6 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
-from websockets.protocol import State
 
 from tdevlab.engine.control import ControlEvent, EngineState
 from tdevlab.engine.engine import Engine
@@ -52,58 +48,12 @@ from tdevlab.protocol.session import GOING_AWAY, Close, Dispatch, Outcome, Repla
 from tdevlab.server.hub import Connection, Hub, PastEvent
 from tdevlab.server.metrics import RequestStats
 from tdevlab.server.service import Service
+from tdevlab.server.transport import DroppableConnection, peer_address, set_frame_limit
 
 __all__ = ["PATH", "EvolutionServer"]
 
 PATH = "/v1/evolution"
 log = logging.getLogger("tdevlab.server")
-#: Seconds a dropped connection keeps its socket for the close frame to reach the peer
-#: (nothing more is read from it), unless the peer closes first; then it is reset.
-DROP_GRACE = 1.0
-
-
-class _Connection(ServerConnection):
-    """websockets' server connection, which stops reading from a peer it gives up on.
-
-    When websockets fails a connection (a frame over the size limit: 1009, a protocol
-    error) it sends the close frame, half-closes, and then reads and discards what the
-    peer still sends until the peer closes: a client that floods without reading kept the
-    server reading at the speed of loopback. A dropped connection ignores what arrives
-    (its end of stream still ends it), and is reset after :data:`DROP_GRACE`.
-    """
-
-    dropping = False
-
-    def data_received(self, data: bytes) -> None:
-        if self.dropping:
-            return
-        super().data_received(data)
-        if self.protocol.parser_exc is not None:  # websockets failed the connection
-            self.drop()
-
-    def reject(self, code: int, reason: str) -> None:
-        """Close at once (after what is already written) and drop: for a client turned away."""
-        if self.protocol.state is State.OPEN:
-            self.protocol.fail(code, reason)  # the close frame, then end of stream
-            self.send_data()
-        self.drop()
-
-    def drop(self) -> None:
-        """Ignore what the peer sends from now on; reset the connection after the grace."""
-        if self.dropping:
-            return
-        self.dropping = True
-        self.loop.call_later(DROP_GRACE, self._reset)
-
-    def _reset(self) -> None:
-        transport = self.transport
-        if transport.is_closing():
-            return
-        sock = transport.get_extra_info("socket")
-        if sock is not None:  # linger 0: reset, freeing the kernel's buffers at once
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        transport.abort()
 
 
 class EvolutionServer:
@@ -238,7 +188,7 @@ class EvolutionServer:
             self.host,
             self._requested_port,
             process_request=self._process_request,
-            create_connection=_Connection,
+            create_connection=DroppableConnection,
             compression=self.compression,
             # Every connection starts held to the pre-auth frame size; the session's
             # frame_limit raises it once it authenticates.
@@ -343,7 +293,7 @@ class EvolutionServer:
         if header is None:
             # Browsers authenticate with the first message: a place among the
             # unauthenticated connections is needed (the session takes it).
-            refused = self.registry.unauthenticated.refusal(_address(connection), time.time())
+            refused = self.registry.unauthenticated.refusal(peer_address(connection), time.time())
             if refused is None:
                 return None
             return await self._refuse(connection, refused.status, refused.reason)
@@ -367,7 +317,7 @@ class EvolutionServer:
             )
         self._header_claims[connection] = claims
         # Authenticated from the start: no pre-auth frame limit (set before any frame).
-        _set_frame_limit(connection, self.limits.max_frame_bytes)
+        set_frame_limit(connection, self.limits.max_frame_bytes)
         return None
 
     async def _refuse(self, connection: ServerConnection, status: int, reason: str) -> Response:
@@ -392,7 +342,7 @@ class EvolutionServer:
             auth_timeout=self.auth_timeout,
             header_claims=self._header_claims.pop(ws, None),
             registry=self.registry,
-            address=_address(ws),
+            address=peer_address(ws),
         )
         frame_limit = session.frame_limit
         connection = Connection(
@@ -416,7 +366,7 @@ class EvolutionServer:
                 self.stats.record(time.perf_counter() - started, error)
                 if session.frame_limit != frame_limit:  # it authenticated
                     frame_limit = session.frame_limit
-                    _set_frame_limit(ws, frame_limit)
+                    set_frame_limit(ws, frame_limit)
                 if writer.done():
                     break
         except ConnectionClosed:
@@ -456,12 +406,12 @@ class EvolutionServer:
         """Close after what is queued; a ``drop`` close fails the connection at once (after
         the frames already queued) and reads nothing more from it."""
         ws = connection.ws
-        if close.drop and connection.raw and isinstance(ws, _Connection):
+        if close.drop and connection.raw and isinstance(ws, DroppableConnection):
             connection.flush()  # the error replies queued before it go first
             ws.reject(close.code, close.reason)
             return
         connection.close_after_pending(close)
-        if close.drop and isinstance(ws, _Connection):
+        if close.drop and isinstance(ws, DroppableConnection):
             ws.drop()
 
     def _replay(self, connection: Connection, replay: Replay) -> None:
@@ -596,24 +546,3 @@ class EvolutionServer:
     def state(self) -> EngineState:
         """The engine's control state."""
         return self.engine.state
-
-
-def _address(ws: ServerConnection) -> str:
-    """The client's source address (its host, without the port)."""
-    peer = ws.remote_address
-    if isinstance(peer, tuple | list) and peer:
-        return str(peer[0])
-    return str(peer) if peer else "unknown"
-
-
-def _set_frame_limit(ws: ServerConnection, size: int) -> None:
-    """Set the largest message websockets' parser accepts on ``ws`` from its next frame on.
-
-    websockets reads the limit from its sans-I/O protocol before each frame
-    (``max_message_size`` since 15; ``max_size`` before).
-    """
-    protocol = ws.protocol
-    if hasattr(protocol, "max_message_size"):
-        protocol.max_message_size = size
-    else:  # pragma: no cover - websockets 14
-        setattr(protocol, "max_size", size)  # noqa: B010
