@@ -12,14 +12,18 @@ Layout (one ``VBox``, :attr:`Dashboard.widget`)::
     ✓ start: run running                                           <- replies and errors
     [Start] [Pause] [Resume] [Stop]
     population_size [100]  mutation_rate [0.15]  [Apply]
+    strategy [NSGA-II v] [{"objectives": [...]}]        <- before Start, sent with it
     generation [27] [Rollback]  suggested by "Fitness Regression Detected" (generation 31)
     | fitness per generation (branches) | feasible share                 |
     | known live agents: memory vs speed| alerts feed / log feed         |
+    | Pareto front: 3 projections, hypervolume | or the MAP-Elites grid  |  <- NSGA-II/MAP-Elites
     | cpu | memory | requests/s | latency                                |
 
-Modules: ``state`` (pure logic: enabled controls, redraw throttle, commands, alert prefill),
-``plots`` (matplotlib ``Figure`` objects, PNG rendering), ``feeds`` (alert and log HTML),
-``layout`` (the widgets), ``dashboard`` (commands, client events and the redraw task).
+Modules: ``state`` (pure logic: enabled controls, redraw throttle, commands, alert prefill,
+the strategy choice), ``plots`` (matplotlib ``Figure`` objects, PNG rendering),
+``tradeoffs`` (the front and archive panel), ``report`` (the snapshot), ``feeds`` (alert and
+log HTML), ``texts`` (status words), ``layout`` (the widgets), ``dashboard`` (commands,
+client events and the redraw task).
 """
 
 from __future__ import annotations
@@ -31,19 +35,22 @@ from tdevlab.notebook.plots import (
     render_fitness,
     render_metrics,
     render_population,
-    render_snapshot,
 )
+from tdevlab.notebook.report import render_snapshot
 from tdevlab.notebook.state import (
     CONTROLS,
+    STRATEGY_CHOICES,
     Command,
     RedrawThrottle,
     command_for,
     enabled_controls,
     rollback_recommendation,
 )
+from tdevlab.notebook.tradeoffs import render_members
 
 __all__ = [
     "CONTROLS",
+    "STRATEGY_CHOICES",
     "Command",
     "Dashboard",
     "DashboardClient",
@@ -54,6 +61,7 @@ __all__ = [
     "enabled_controls",
     "render_feasible",
     "render_fitness",
+    "render_members",
     "render_metrics",
     "render_population",
     "render_snapshot",

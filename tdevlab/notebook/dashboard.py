@@ -13,7 +13,8 @@ Built for how Jupyter really runs widgets (see ``tdevlab.notebook`` for the layo
   ``Figure`` objects (no pyplot, no ``with output:``). A redraw task on the client's loop
   wakes every ``min_interval`` seconds and redraws only the plots whose data changed
   (``frames.versions``), at most once per interval (:class:`RedrawThrottle`); rendering
-  runs in a worker thread so the loop keeps serving messages and clicks.
+  runs in a worker thread so the loop keeps serving messages and clicks. The front or
+  archive panel (``members``) is one of them, shown once the run is known to keep one.
 
 Alert prefill: an alert whose ``recommended_action`` is ``"rollback"`` fills the rollback
 generation input automatically with ``details["rollback_generation"]`` and says so next to
@@ -26,8 +27,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import html
-import math
-import re
 import threading
 import time
 from collections.abc import Callable, Collection, Hashable, Mapping
@@ -43,16 +42,30 @@ from tdevlab.notebook.plots import (
     render_fitness,
     render_metrics,
     render_population,
-    snapshot_figure,
 )
+from tdevlab.notebook.report import snapshot_figure
 from tdevlab.notebook.state import (
     CONTROLS,
+    STRATEGY_CHOICES,
     Command,
     RedrawThrottle,
     command_for,
     enabled_controls,
+    member_kind,
     rollback_recommendation,
+    strategy_choosable,
+    strategy_spec,
 )
+from tdevlab.notebook.texts import (
+    MESSAGE_STYLE,
+    STATE_COLORS,
+    best_agent,
+    describe_reply,
+    html_state,
+    strip_tags,
+    table_version,
+)
+from tdevlab.notebook.tradeoffs import member_summary, render_members
 
 __all__ = ["Dashboard", "DashboardClient", "FramesLike"]
 
@@ -62,22 +75,12 @@ _TABLES: dict[str, tuple[str, ...]] = {
     "feasible": ("evolution",),
     "population": ("agents",),
     "metrics": ("metrics",),
+    "members": ("front", "archive", "evolution"),
     "alerts": ("alerts",),
     "logs": ("logs",),
 }
 _EVERYTHING = tuple(_TABLES)
-_STATE_COLORS = {
-    "open": "#16a34a",
-    "connecting": "#d97706",
-    "reconnecting": "#d97706",
-    "closed": "#dc2626",
-    "failed": "#dc2626",
-    "running": "#16a34a",
-    "paused": "#d97706",
-    "stopped": "#6b7280",
-    "idle": "#6b7280",
-}
-_MESSAGE_STYLE = {"ok": ("#16a34a", "✓"), "error": ("#dc2626", "✗"), "pending": ("#6b7280", "…")}
+_STRATEGY_NAMES = frozenset(name for _, name in STRATEGY_CHOICES if name)
 
 
 class FramesLike(Protocol):
@@ -93,6 +96,10 @@ class FramesLike(Protocol):
     def alerts(self) -> Any: ...
     @property
     def logs(self) -> Any: ...
+    @property
+    def front(self) -> Any: ...
+    @property
+    def archive(self) -> Any: ...
     @property
     def version(self) -> int: ...
     @property
@@ -120,11 +127,6 @@ class DashboardClient(Protocol):
     def on(self, event: str, fn: Callable[[Any], None]) -> Callable[[], None]: ...
 
 
-def _html_state(label: str, value: str, color: str | None = None) -> str:
-    style = f"color:{color};" if color else ""
-    return f"{label} <b style='{style}'>{html.escape(value)}</b>"
-
-
 class Dashboard(DashboardWidgets):
     """Live plots, status, controls, alerts and logs of an evolution run, in one widget.
 
@@ -144,8 +146,8 @@ class Dashboard(DashboardWidgets):
         widget: The root ``ipywidgets.VBox``.
         buttons: Control name (``start``, ``pause``, ``resume``, ``stop``, ``apply``,
             ``rollback``) to its ``Button``; also ``start_button``, ``pause_button``...
-        images: Plot name (``fitness``, ``feasible``, ``population``, ``metrics``) to its
-            ``Image``.
+        images: Plot name (``fitness``, ``feasible``, ``population``, ``metrics``,
+            ``members``: the front or archive, in ``members_panel``) to its ``Image``.
         redraws: Redraw passes that pushed new plots; ``plot_redraws`` counts per plot.
         sent: The commands sent by the buttons, in order.
         last_error: The last refused command or server error, as shown.
@@ -225,11 +227,15 @@ class Dashboard(DashboardWidgets):
     def _click(self, control: str) -> None:
         """A button's handler: build the command and hand it over; never raises."""
         try:
+            strategy = None
+            if control == "start" and self._strategy_choosable():
+                strategy = strategy_spec(self.strategy_input.value, self.strategy_settings.value)
             command = command_for(
                 control,
                 parameters={name: box.value for name, box in self.parameter_inputs.items()},
                 known_parameters=dict(self.client.parameters),
                 rollback_generation=self.rollback_input.value,
+                strategy=strategy,
             )
         except Exception as exc:  # a bad input value: show it, do not raise in a callback
             self._post(self._show, f"{control}: {exc}", "error")
@@ -263,12 +269,12 @@ class Dashboard(DashboardWidgets):
             outcome = f"refused ({code})" if code else f"failed ({type(exc).__name__})"
             self._show(f"{command.method} {outcome}: {exc}", "error")
         else:
-            self._show(_describe_reply(command, future.result()), "ok")
+            self._show(describe_reply(command, future.result()), "ok")
         self._refresh_controls()
         self._refresh_labels()
 
     def _show(self, text: str, kind: str = "ok") -> None:
-        color, mark = _MESSAGE_STYLE.get(kind, _MESSAGE_STYLE["ok"])
+        color, mark = MESSAGE_STYLE.get(kind, MESSAGE_STYLE["ok"])
         if kind == "error":
             self.last_error = text
         self.message_label.value = f"<span style='color:{color}'>{mark} {html.escape(text)}</span>"
@@ -334,10 +340,27 @@ class Dashboard(DashboardWidgets):
             client.connection_state, client.run_state, generation=client.generation
         )
 
+    def _strategy_choosable(self) -> bool:
+        client = self.client
+        return not self.closed and strategy_choosable(
+            client.connection_state, client.run_state, generation=client.generation
+        )
+
     def _refresh_controls(self) -> None:
         enabled = self.enabled()
         for name in CONTROLS:
             self.buttons[name].disabled = name not in enabled
+        choosable = self._strategy_choosable()
+        self.strategy_input.disabled = self.strategy_settings.disabled = not choosable
+        run_strategy = getattr(self.client, "strategy", None)
+        if not choosable and run_strategy in _STRATEGY_NAMES:
+            self.strategy_input.value = run_strategy  # show the run's own
+
+    def member_kind(self) -> str | None:
+        """The member set the panel shows (``"front"``, ``"archive"``), or ``None``."""
+        sets = getattr(self.client.frames, "member_sets", None)
+        known = {kind: sets is not None and sets[kind].known for kind in ("front", "archive")}
+        return member_kind(getattr(self.client, "strategy", None), known)
 
     def _sync_parameters(self) -> None:
         """Show the engine's parameters in the inputs, unless the user has edited them."""
@@ -357,18 +380,18 @@ class Dashboard(DashboardWidgets):
         or (before one arrived) from the frames, read once per version."""
         if not self._best_from_messages:
             frames = self.client.frames
-            key = _version(frames, "evolution")
+            key = table_version(frames, "evolution")
             if key != self._best_key:
                 self._best_key = key
                 evolution = frames.evolution
                 if evolution is not None and len(evolution):
-                    self._best_text = _best_agent(evolution.iloc[-1])
+                    self._best_text = best_agent(evolution.iloc[-1])
         return self._best_text
 
     def _on_evolution_update(self, message: Mapping[str, Any]) -> None:
         data = message.get("data")
         if isinstance(data, Mapping):
-            self._best_text = _best_agent(data)
+            self._best_text = best_agent(data)
             self._best_from_messages = True
 
     def status_text(self) -> str:
@@ -385,12 +408,12 @@ class Dashboard(DashboardWidgets):
         best = self._best() if read_frames else self._best_text
         run_state = client.run_state or "unknown"
         generation = "—" if client.generation is None else str(client.generation)
-        self.state_label.value = _html_state("Run", run_state, _STATE_COLORS.get(run_state))
-        self.generation_label.value = _html_state("Generation", generation)
-        self.best_label.value = _html_state("Best", best)
+        self.state_label.value = html_state("Run", run_state, STATE_COLORS.get(run_state))
+        self.generation_label.value = html_state("Generation", generation)
+        self.best_label.value = html_state("Best", best)
         connection = "dashboard closed" if self.closed else client.connection_state
-        self.connection_label.value = _html_state(
-            "Connection", connection, _STATE_COLORS.get(client.connection_state)
+        self.connection_label.value = html_state(
+            "Connection", connection, STATE_COLORS.get(client.connection_state)
         )
 
     # -- redraw ----------------------------------------------------------------------------
@@ -412,14 +435,17 @@ class Dashboard(DashboardWidgets):
     def _keys(self) -> dict[str, Hashable]:
         """What each plot and feed shows, as comparable keys (the tables' versions)."""
         frames = self.client.frames
-        evolution = _version(frames, "evolution")
+        evolution = table_version(frames, "evolution")
+        kind = self.member_kind()
+        members = table_version(frames, kind) if kind else None
         return {
             "fitness": evolution,
             "feasible": evolution,
-            "population": (_version(frames, "agents"), self._limits()),
-            "metrics": _version(frames, "metrics"),
-            "alerts": _version(frames, "alerts"),
-            "logs": _version(frames, "logs"),
+            "population": (table_version(frames, "agents"), self._limits()),
+            "metrics": table_version(frames, "metrics"),
+            "members": (kind, members, evolution if kind else None, self._limits()),
+            "alerts": table_version(frames, "alerts"),
+            "logs": table_version(frames, "logs"),
         }
 
     async def tick(self) -> bool:
@@ -436,7 +462,7 @@ class Dashboard(DashboardWidgets):
         self._sync_parameters()
         self._refresh_labels()
         keys = self._keys()
-        if not self.throttle.due((self.client.frames.version, keys["population"])):
+        if not self.throttle.due((self.client.frames.version, keys["population"], keys["members"])):
             return False
         changed = {name for name, key in keys.items() if self._drawn.get(name, ()) != key}
         if not changed:
@@ -448,6 +474,13 @@ class Dashboard(DashboardWidgets):
         for name, png in pngs.items():
             self.images[name].value = png
             self.plot_redraws[name] += 1
+        if "members" in changed:
+            kind = view.member_kind
+            table = view.front if kind == "front" else view.archive
+            self.members_label.value = (
+                f"<b>{html.escape(member_summary(kind, table, view.evolution))}</b>" if kind else ""
+            )
+            self.members_panel.layout.display = "" if kind else "none"
         if "alerts" in changed:
             self.alerts_feed.value = alerts_html(view.alerts, limit=self.alert_limit)
         if "logs" in changed:
@@ -472,6 +505,15 @@ class Dashboard(DashboardWidgets):
             )
         if "metrics" in names:
             pngs["metrics"] = render_metrics(view.metrics, window=self.metrics_window)
+        if "members" in names and view.member_kind is not None:
+            kind = view.member_kind
+            pngs["members"] = render_members(
+                kind,
+                view.front if kind == "front" else view.archive,
+                view.evolution,
+                memory_limit_kb=memory_limit,
+                speed_limit_us=speed_limit,
+            )
         return pngs
 
     def _collect(self, names: Collection[str] = _EVERYTHING) -> ViewData:
@@ -481,13 +523,16 @@ class Dashboard(DashboardWidgets):
         are rebuilt on change, never modified, so a worker thread may read them.
         """
         frames = self.client.frames
+        kind = self.member_kind()
         wanted = {table for name in names for table in _TABLES[name]}
-        tables = {table: getattr(frames, table) for table in wanted}
+        wanted -= {"front", "archive"} - {kind}  # only the set shown
+        tables = {table: getattr(frames, table, None) for table in wanted}
         return ViewData(
             **tables,
+            member_kind=kind,
             parameters=dict(self.client.parameters),
             status=self.status_text(),
-            message=_strip_tags(self.message_label.value),
+            message=strip_tags(self.message_label.value),
         )
 
     def view(self, timeout: float = 10.0) -> ViewData:
@@ -551,41 +596,3 @@ class Dashboard(DashboardWidgets):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-def _version(frames: FramesLike, table: str) -> Hashable:
-    """A table's version, or the overall version when the table has none."""
-    versions = getattr(frames, "versions", None)
-    if isinstance(versions, Mapping) and table in versions:
-        version: Hashable = versions[table]
-        return version
-    return frames.version
-
-
-def _best_agent(update: Any) -> str:
-    """'name (id) fitness F' from an evolution_update's data (a dict or a frames row)."""
-    name = update.get("best_agent_name")
-    agent_id = update.get("best_agent_id")
-    fitness = update.get("best_fitness")
-    who = str(name) if isinstance(name, str) else "?"
-    if isinstance(agent_id, str):
-        who += f" ({agent_id})"
-    if isinstance(fitness, int | float) and math.isfinite(fitness):
-        who += f" fitness {float(fitness):.4f}"
-    return who
-
-
-def _describe_reply(command: Command, reply: Any) -> str:
-    """A short success message from a command's ack data."""
-    data = reply if isinstance(reply, Mapping) else {}
-    if command.method == "rollback":
-        branch = f" (branch {data['branch']})" if "branch" in data else ""
-        return f"rolled back to generation {command.args[0]}{branch}"
-    if command.method == "set_parameters":
-        return f"applied {', '.join(f'{k}={v}' for k, v in command.kwargs.items())}"
-    state = data.get("state")
-    return f"{command.method}: run {state}" if state else f"{command.method}: done"
-
-
-def _strip_tags(text: str) -> str:
-    return html.unescape(re.sub(r"<[^>]+>", "", text))

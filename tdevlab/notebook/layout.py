@@ -8,11 +8,13 @@ from typing import Any
 import ipywidgets as widgets
 
 from tdevlab.engine.params import Parameters
+from tdevlab.notebook.state import STRATEGY_CHOICES
 
 __all__ = ["PLOTS", "DashboardWidgets"]
 
-#: The plots, each an Image widget: fitness, feasible share, population, metrics strip.
-PLOTS: tuple[str, ...] = ("fitness", "feasible", "population", "metrics")
+#: The plots, each an Image widget: fitness, feasible share, population, metrics strip, and
+#: the strategy's front or archive (shown only for a run that keeps one).
+PLOTS: tuple[str, ...] = ("fitness", "feasible", "population", "metrics", "members")
 
 _DEFAULTS = Parameters()
 
@@ -87,6 +89,20 @@ class DashboardWidgets:
             "population_size": self.population_input,
             "mutation_rate": self.mutation_input,
         }
+        self.strategy_input = w.Dropdown(
+            options=list(STRATEGY_CHOICES),
+            value=None,
+            description="strategy",
+            disabled=True,
+            style=narrow,
+            layout=w.Layout(width="220px"),
+        )
+        self.strategy_settings = w.Text(
+            value="",
+            placeholder='settings, e.g. {"bins": [20, 20]}',
+            disabled=True,
+            layout=w.Layout(width="260px"),
+        )
         self.rollback_input = w.IntText(
             value=0, description="generation", style=narrow, layout=w.Layout(width="150px")
         )
@@ -102,6 +118,7 @@ class DashboardWidgets:
                     [self.population_input, self.mutation_input, self.apply_button],
                     layout=w.Layout(**row),
                 ),
+                w.HBox([self.strategy_input, self.strategy_settings], layout=w.Layout(**row)),
                 w.HBox(
                     [self.rollback_input, self.rollback_button, self.rollback_hint],
                     layout=w.Layout(**row),
@@ -117,7 +134,13 @@ class DashboardWidgets:
             "feasible": image("50%"),
             "population": image("50%"),
             "metrics": image("100%"),
+            "members": image("100%"),
         }
+        self.members_label = w.HTML()
+        # Hidden until the run shows it keeps a front or an archive.
+        self.members_panel = w.VBox(
+            [self.members_label, self.images["members"]], layout=w.Layout(display="none")
+        )
         self.alerts_feed = w.HTML(layout=w.Layout(max_height="260px", overflow="auto"))
         self.logs_feed = w.HTML(layout=w.Layout(max_height="200px", overflow="auto"))
         feeds = w.VBox(
@@ -134,6 +157,7 @@ class DashboardWidgets:
                 w.HBox(
                     [self.images["population"], feeds], layout=w.Layout(align_items="flex-start")
                 ),
+                self.members_panel,
                 self.images["metrics"],
             ],
             layout=w.Layout(width="100%"),

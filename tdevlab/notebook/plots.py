@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import math
-import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,8 +21,6 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-
-from tdevlab.notebook.feeds import alert_lines
 
 __all__ = [
     "METRICS",
@@ -43,8 +40,6 @@ __all__ = [
     "render_fitness",
     "render_metrics",
     "render_population",
-    "render_snapshot",
-    "snapshot_figure",
 ]
 
 #: The metrics strip: (column of ``frames.metrics``, title, unit).
@@ -71,13 +66,20 @@ _ABANDONED = "0.6"
 
 @dataclass
 class ViewData:
-    """What the dashboard shows at one moment (the input of :func:`snapshot_figure`)."""
+    """What the dashboard shows at one moment (the input of ``report.snapshot_figure``).
+
+    ``member_kind`` says which member set the view shows (``"front"``, ``"archive"`` or
+    ``None``).
+    """
 
     evolution: Any = None
     agents: Any = None
     metrics: Any = None
     alerts: Any = None
     logs: Any = None
+    front: Any = None
+    archive: Any = None
+    member_kind: str | None = None
     parameters: Mapping[str, Any] = field(default_factory=dict)
     status: str = ""
     message: str = ""
@@ -363,40 +365,3 @@ def render_population(
 def render_metrics(metrics: Any, *, window: int = 120) -> bytes:
     """Return :func:`metrics_figure` as PNG bytes."""
     return figure_png(metrics_figure(metrics, window=window))
-
-
-def _limit(parameters: Mapping[str, Any], name: str) -> float | None:
-    value = parameters.get(name)
-    return float(value) if isinstance(value, int | float) else None
-
-
-def snapshot_figure(view: ViewData) -> Figure:
-    """Return one figure with the status text, every plot and the latest alerts (a report)."""
-    figure = Figure(figsize=(12.8, 11), dpi=100, layout="constrained")
-    grid = figure.add_gridspec(4, 4, height_ratios=[0.28, 1, 1, 0.6])
-    header = figure.add_subplot(grid[0, :])
-    header.axis("off")
-    header.text(0, 0.75, view.status or "tdevlab dashboard", fontsize="large", va="center")
-    if view.message:
-        header.text(0, 0.2, view.message, fontsize="medium", va="center", color="0.3")
-    plot_fitness(figure.add_subplot(grid[1, :2]), view.evolution)
-    plot_feasible(figure.add_subplot(grid[1, 2:]), view.evolution)
-    plot_population(
-        figure.add_subplot(grid[2, :2]),
-        view.agents,
-        memory_limit_kb=_limit(view.parameters, "memory_limit_kb"),
-        speed_limit_us=_limit(view.parameters, "speed_limit_us"),
-    )
-    feed = figure.add_subplot(grid[2, 2:])
-    feed.axis("off")
-    feed.set_title("Latest alerts", loc="left")
-    lines = alert_lines(view.alerts, limit=8) or ["no alerts"]
-    wrapped = [textwrap.fill(line, 80, subsequent_indent="  ") for line in lines]
-    feed.text(0, 1, "\n".join(wrapped), va="top", fontsize="small", family="monospace")
-    plot_metrics([figure.add_subplot(grid[3, i]) for i in range(len(METRICS))], view.metrics)
-    return figure
-
-
-def render_snapshot(view: ViewData) -> bytes:
-    """Return :func:`snapshot_figure` as PNG bytes."""
-    return figure_png(snapshot_figure(view))

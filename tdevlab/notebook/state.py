@@ -19,10 +19,14 @@ Which controls are enabled, per connection and run state (spec: control transiti
 
     (*) only once a generation exists (a run has started): the engine rolls back between
         generations in any state, and refuses a generation outside the current lineage.
+
+The strategy choice (and its settings) is enabled with Start while the run has no generation
+yet: the engine takes a strategy only before generation 0, and Start sends it.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable, Hashable, Mapping
@@ -32,12 +36,16 @@ from typing import Any
 __all__ = [
     "CONTROLS",
     "PARAMETER_INPUTS",
+    "STRATEGY_CHOICES",
     "Command",
     "RedrawThrottle",
     "changed_parameters",
     "command_for",
     "enabled_controls",
+    "member_kind",
     "rollback_recommendation",
+    "strategy_choosable",
+    "strategy_spec",
 ]
 
 #: The dashboard's buttons, in display order.
@@ -45,6 +53,16 @@ CONTROLS: tuple[str, ...] = ("start", "pause", "resume", "stop", "apply", "rollb
 
 #: The engine parameters the dashboard edits (applied on Start, or with Apply while running).
 PARAMETER_INPUTS: tuple[str, ...] = ("population_size", "mutation_rate")
+
+#: The strategy choice: (label, name sent with Start); ``None`` keeps the server's own.
+STRATEGY_CHOICES: tuple[tuple[str, str | None], ...] = (
+    ("as served", None),
+    ("GA", "ga"),
+    ("NSGA-II", "nsga2"),
+    ("MAP-Elites", "map-elites"),
+)
+#: The member set each strategy keeps (``frames.front`` / ``frames.archive``).
+_KIND_OF_STRATEGY = {"nsga2": "front", "map-elites": "archive"}
 
 # run state -> the run controls valid in it (start/pause/resume/stop/apply)
 _RUN_CONTROLS: dict[str | None, frozenset[str]] = {
@@ -78,6 +96,48 @@ def enabled_controls(
     if run_state is not None and generation is not None and generation >= 0:
         enabled.add("rollback")
     return frozenset(enabled)
+
+
+def strategy_choosable(
+    connection_state: str, run_state: str | None, *, generation: int | None = None
+) -> bool:
+    """Whether the strategy can still be chosen: Start is enabled and the run has no
+    generation yet (the engine takes a strategy only before generation 0)."""
+    start = "start" in enabled_controls(connection_state, run_state, generation=generation)
+    return start and generation is None
+
+
+def strategy_spec(name: str | None, settings: str = "") -> str | dict[str, Any] | None:
+    """What Start sends as ``strategy``: the name, or ``{"name", **settings}``.
+
+    Args:
+        name: A strategy name, or ``None`` to keep the server's (then nothing is sent).
+        settings: The strategy's settings as a JSON object (``'{"bins": [20, 20]}'``), or
+            blank.
+
+    Raises:
+        ValueError: for settings that are not a JSON object, or settings without a name.
+    """
+    text = settings.strip()
+    if not text:
+        return name
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"strategy settings are not JSON: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise ValueError('strategy settings must be a JSON object, e.g. {"bins": [20, 20]}')
+    if name is None:
+        raise ValueError("choose a strategy for these settings")
+    return {"name": name, **parsed}
+
+
+def member_kind(strategy: str | None, known: Mapping[str, bool]) -> str | None:
+    """The member set the dashboard shows: the run's strategy's (``"front"`` for NSGA-II,
+    ``"archive"`` for MAP-Elites), else the one the frames saw, else ``None`` (none)."""
+    if strategy is not None:
+        return _KIND_OF_STRATEGY.get(strategy)
+    return next((kind for kind in ("front", "archive") if known.get(kind)), None)
 
 
 class RedrawThrottle:
@@ -167,6 +227,7 @@ def command_for(
     parameters: Mapping[str, Any],
     known_parameters: Mapping[str, Any],
     rollback_generation: int,
+    strategy: str | Mapping[str, Any] | None = None,
 ) -> Command:
     """Return the command a control's button sends.
 
@@ -175,17 +236,22 @@ def command_for(
         parameters: The parameter inputs' values (``population_size``, ``mutation_rate``).
         known_parameters: The engine's last known parameters (``client.parameters``).
         rollback_generation: The rollback input's value.
+        strategy: For Start: the strategy to choose (:func:`strategy_spec`), or ``None``.
 
     Returns:
         Start sends the inputs that differ from the known parameters (all of them when
-        nothing is known); Apply sends those too, or all inputs when none differs; Rollback
-        sends the generation; Pause, Resume and Stop send no argument.
+        nothing is known) and the strategy if one is given; Apply sends those inputs too,
+        or all inputs when none differs; Rollback sends the generation; Pause, Resume and
+        Stop send no argument.
 
     Raises:
         ValueError: for an unknown control.
     """
     if control == "start":
-        return Command("start", kwargs=changed_parameters(parameters, known_parameters))
+        kwargs = changed_parameters(parameters, known_parameters)
+        if strategy is not None:
+            kwargs["strategy"] = strategy
+        return Command("start", kwargs=kwargs)
     if control == "apply":
         changed = changed_parameters(parameters, known_parameters)
         return Command("set_parameters", kwargs=changed or dict(parameters))

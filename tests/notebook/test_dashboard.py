@@ -32,8 +32,8 @@ from tdevlab.notebook.plots import (
     render_fitness,
     render_metrics,
     render_population,
-    render_snapshot,
 )
+from tdevlab.notebook.report import render_snapshot
 from tdevlab.notebook.state import (
     CONTROLS,
     Command,
