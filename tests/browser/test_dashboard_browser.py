@@ -1,10 +1,13 @@
-"""The quick-start notebook's dashboard in a real browser: Start advances it, Pause holds it.
+"""The dashboard in a real browser: Start advances it, Pause holds it, a strategy chosen in
+it before Start shows its live front.
 
 JupyterLab on 127.0.0.1 and Debian's headless Chromium (fixtures in ``conftest``) open
 ``notebooks/01-quick-start.ipynb`` and run it; the notebook ends with the run stopped and
 the server still running, so the dashboard's Start button continues the run. The test then
 screenshots the dashboard; with ``TDEVLAB_UPDATE_SCREENSHOT=1`` it also writes the picture
 to ``docs/dashboard.png`` (the README's screenshot), so that a normal run leaves the tree alone.
+``strategy_dashboard.ipynb`` shows a dashboard over a server with no generation yet: the
+strategy is chosen in its dropdown, Start clicked, and the front panel seen following the run.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ if TYPE_CHECKING:
 
 REPO = Path(__file__).resolve().parents[2]
 QUICK_START = REPO / "notebooks" / "01-quick-start.ipynb"
+STRATEGY_DASHBOARD = Path(__file__).with_name("strategy_dashboard.ipynb")
 README_SCREENSHOT = REPO / "docs" / "dashboard.png"
 UPDATE_SCREENSHOT = os.environ.get("TDEVLAB_UPDATE_SCREENSHOT") == "1"
 
@@ -45,6 +49,8 @@ REDRAW = 500 * MS
 ADVANCE = 5
 
 _GENERATION = re.compile(r"^\s*Generation\s+(\d+|—)\s*$")
+#: The front panel's line, "Pareto front · 40 agents · generation 12 · hypervolume 1.234".
+_FRONT = re.compile(r"Pareto front · (\d+) agents · generation (\d+)")
 _RUN_STATE = re.compile(r"^\s*Run\s+(\S+)\s*$")
 
 
@@ -167,3 +173,49 @@ def test_quick_start_dashboard_starts_pauses_and_screenshots(
     if UPDATE_SCREENSHOT:
         README_SCREENSHOT.parent.mkdir(exist_ok=True)
         shutil.copyfile(screenshot, README_SCREENSHOT)
+
+
+def _front_generation(text: str) -> int:
+    """The generation in the front panel's line (-1 while it shows none)."""
+    match = _FRONT.search(text)
+    return -1 if match is None else int(match[2])
+
+
+def test_strategy_chosen_in_the_dashboard_shows_the_live_front(
+    lab_page: Page, lab_server: LabServer
+) -> None:
+    """Choose NSGA-II in the dropdown, click Start: the front panel appears and follows the
+    run (its line and its plot change); the choice is then fixed."""
+    page = lab_page
+    name = lab_server.add(STRATEGY_DASHBOARD)
+    open_notebook(page, lab_server.base_url, name)
+    run_all_cells(page, timeout=NOTEBOOK_TIMEOUT)
+
+    dashboard = _dashboard(page)
+    run_state = dashboard.locator(".widget-html").filter(has_text=_RUN_STATE)
+    wait_for_text(run_state, lambda t: _run_state(t) == "idle")
+    choice = dashboard.locator(".widget-dropdown select")
+    wait_until(choice.is_enabled, bool, what="the strategy choice enabled before Start")
+    choice.select_option(label="NSGA-II")
+    start = _button(dashboard, "Start")
+    wait_until(start.is_enabled, bool, what="Start enabled")
+    start.click()
+    wait_for_text(run_state, lambda t: _run_state(t) == "running")
+
+    front_line = dashboard.locator(".widget-html").filter(has_text=_FRONT)
+    first = _front_generation(wait_for_text(front_line, lambda t: _front_generation(t) >= 0))
+    # The innermost box with the front's line: the panel (its line, then its plot).
+    line = page.locator(".widget-html", has_text=_FRONT)
+    panel = dashboard.locator(".widget-vbox").filter(has=line).last
+    front_plot = panel.locator("img.widget-image")
+    drawn = wait_until(lambda: front_plot.get_attribute("src"), bool, what="a front plot")
+    wait_for_text(front_line, lambda t: _front_generation(t) >= first + ADVANCE)
+    wait_until(
+        lambda: front_plot.get_attribute("src"),
+        lambda src: bool(src) and src != drawn,
+        what="the front plot redrawn",
+    )
+    assert wait_until(choice.is_disabled, bool, what="the choice fixed once the run started")
+    assert choice.input_value() == "NSGA-II"  # the run's strategy
+    _button(dashboard, "Stop").click()
+    wait_for_text(run_state, lambda t: _run_state(t) == "stopped")
