@@ -81,9 +81,10 @@ def transition(action: str, state: EngineState) -> EngineState:
     """
     entry = TRANSITIONS.get(action) if isinstance(action, str) else None
     if entry is None:
+        shown = repr(action[:64] if isinstance(action, str) else type(action).__name__)
         raise InvalidCommand(
-            f"unknown control action {action!r}; actions are {list(ACTIONS)}",
-            details={"action": str(action)[:64], "state": state.value},
+            f"unknown control action {shown}; actions are {list(ACTIONS)}",
+            details={"action": shown, "state": state.value},
         )
     valid, target = entry
     if state not in valid:
