@@ -103,3 +103,43 @@ def test_your_own_problem_notebook_evolves_plots_and_matches_dask(
     live = _text(_cell(notebook, "await live.start()"))
     assert int(_search(r"live run paused at generation (\d+)", live).group(1)) >= 20
     assert 0.5 < float(_search(r"best R² ([0-9.]+)", live).group(1)) <= 1.0
+
+
+@pytest.mark.slow
+def test_trade_offs_notebook_compares_the_three_strategies(
+    executed: Callable[[str], Any],
+) -> None:
+    """The GA's best agent, the NSGA-II front and the MAP-Elites archive, each within the
+    limits as the text says, compared in one table; the front followed live by the client."""
+    notebook = executed("04-trade-offs.ipynb")
+
+    runs = _text(_cell(notebook, "for name, strategy in strategies.items()"))
+    for name in ("GA", "NSGA-II", "MAP-Elites"):
+        assert _search(rf"^{name}\s+generation 39: best fitness", runs)
+
+    ga = _text(_cell(notebook, "ga_best = engines"))
+    memory, speed = _search(r"fitness [0-9.]+, ([0-9.]+) KB, ([0-9.]+) µs, status", ga).groups()
+    assert float(memory) <= 6.5
+    assert float(speed) <= 3.0
+
+    front = _text(_cell(notebook, 'member_table(engines["NSGA-II"], "front")'))
+    assert int(_search(r"(\d+) agents on the front, all within the limits: True", front)[1]) > 5
+    archive = _text(_cell(notebook, 'member_table(engines["MAP-Elites"], "archive")'))
+    elites, inside = _search(r"(\d+) elites in .* (\d+) within the limits", archive).groups()
+    assert 0 < int(inside) < int(elites)  # the grid reaches beyond the limits
+
+    for fragment in ("plt.subplots(1, 3", "budgets = np.linspace"):
+        plot = _cell(notebook, fragment)
+        assert any("image/png" in output.get("data", {}) for output in plot.outputs)
+
+    table = _text(_cell(notebook, "comparison = pd.DataFrame"))
+    best = {row[0]: float(row[1]) for row in (line.split() for line in table.splitlines()[2:5])}
+    assert set(best) == {"GA", "NSGA-II", "MAP-Elites"}
+    # The text says: the GA reaches the highest fitness, the other two a lower peak.
+    assert best["GA"] >= max(best["NSGA-II"], best["MAP-Elites"]), best
+
+    live = _text(_cell(notebook, 'client.start(strategy="nsga2")'))
+    assert "strategy nsga2, stopped at generation" in live
+    assert "followed it from agent updates since" in live
+    assert "the engine's front" in live
+    assert _search(r"get_front at generation \d+: \d+ agents", live)
