@@ -275,6 +275,8 @@ class MemberSets:
 
     def wanted(self) -> list[str]:
         """The kinds to ask the server for now (``get_<kind>``), each once per need."""
+        if not any(members._wanted for members in self._sets.values()):
+            return []  # the usual case, checked for every message the client receives
         return [kind for kind, members in self._sets.items() if members.take_wanted()]
 
     def clear(self) -> None:

@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import tdevlab
 from tdevlab import Engine
@@ -119,6 +121,10 @@ def test_get_front_replies_with_the_engines_front() -> None:
             assert reply["agents"], "a feasible front after 3 generations"
             # A reply replaces the frames' copy at once, without any subscription.
             _same_as_engine(viewer.frames.front, truth, "front")
+            seen: list[dict[str, Any]] = []
+            viewer.on("front", seen.append)
+            await viewer.get_front()
+            assert [m["data"]["generation"] for m in seen] == [truth["generation"]]
             assert viewer.frames.front.attrs["generation"] == truth["generation"]
             with pytest.raises(InvalidCommand, match="nsga2"):
                 await viewer.get_archive()
@@ -388,3 +394,50 @@ def test_a_categorical_gene_is_missing_until_a_reply() -> None:
     assert math.isnan(row["gene_architecture"])
     assert pd.isna(row["cell_gene_architecture"])
     assert row["cell_memory_kb"] == 0
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=4),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner),
+    max_leaves=6,
+)
+
+
+@st.composite
+def junk_replies(draw: st.DrawFn) -> Any:
+    """A front or archive reply with fields of the set or of a member replaced by junk."""
+    kind = draw(st.sampled_from(["front", "archive"]))
+    message = _reply(kind, 3, [_member(1, kind), _member(2, kind)])
+    data = message["data"]
+    for _ in range(draw(st.integers(1, 3))):
+        agents = data.get("agents")
+        members = agents if isinstance(agents, list) and agents else [data]
+        target = data if draw(st.booleans()) else draw(st.sampled_from(members))
+        if not isinstance(target, dict) or not target:
+            continue
+        key = draw(st.sampled_from(sorted(target)))
+        if draw(st.booleans()):
+            target.pop(key)
+        else:
+            target[key] = draw(JSON)
+    return message
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(junk_replies(), max_size=6))
+def test_junk_replies_are_taken_whole_or_not_at_all(messages: list[Any]) -> None:
+    """A junk reply never raises: it replaces its set (which then builds a frame) or is
+    counted as rejected, leaving the set as it was."""
+    frames = Frames()
+    frames.ingest(_reply("front", 1, [_member(9)]))
+    frames.ingest(_reply("archive", 1, [_member(9, "archive")]))
+    for message in messages:
+        kind = message["type"]
+        before = (frames.versions[kind], frames.rejected, getattr(frames, kind).copy())
+        frames.ingest(message)
+        if frames.rejected == before[1]:
+            assert frames.versions[kind] == before[0] + 1
+            assert len(getattr(frames, kind)) == len(message["data"]["agents"])
+        else:
+            assert frames.versions[kind] == before[0]
+            pd.testing.assert_frame_equal(getattr(frames, kind), before[2])
