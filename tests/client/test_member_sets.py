@@ -22,13 +22,14 @@ from hypothesis import strategies as st
 
 import tdevlab
 from tdevlab import Engine
-from tdevlab.client import Client
+from tdevlab.client import Backoff, Client
 from tdevlab.client.frames import Frames
 from tdevlab.client.members import MemberSet, set_columns
 from tdevlab.engine import NSGA2, MapElites
 from tdevlab.engine.params import Parameters
 from tdevlab.exceptions import InvalidCommand
-from tests.server.conftest import TIMEOUT, make_server
+from tdevlab.server import EvolutionServer
+from tests.server.conftest import SECRET, TIMEOUT, make_server
 
 #: Seconds between generations: slow enough that a run is followed generation by generation.
 INTERVAL = 0.02
@@ -228,6 +229,35 @@ def test_a_ga_run_keeps_no_set() -> None:
             assert client.frames.archive.empty
             assert not client.frames.member_sets["front"].known
             assert client.frames.rejected == 0
+            await client.close()
+
+    run(scenario())
+
+
+def test_after_a_reconnect_the_client_asks_for_the_set_again() -> None:
+    """The front changed while the client was away (a rollback announces nothing): after
+    reconnecting the client holds the engine's front again."""
+
+    async def scenario() -> None:
+        engine = Engine(seed=5, population_size=24, strategy=NSGA2())
+        async with make_server(engine=engine, generation_interval=INTERVAL) as first:
+            port = first.port
+            client = await tdevlab.connect(
+                first.url,
+                token=first.token("ada", "operator"),
+                backoff=Backoff(initial=0.05, cap=0.2, max_attempts=200),
+            )
+            await client.subscribe()
+            await client.start()
+            await _event(client, lambda d: d["generation"] >= 8)
+            await _settle(client, first, "front")
+        await _until(lambda: client.connection_state == "reconnecting")
+        await asyncio.to_thread(engine.rollback, 3)
+        truth = _ids(engine.member_set("front"))
+        assert set(client.frames.front.index) != truth  # the client's copy is stale now
+        async with EvolutionServer(engine, host="127.0.0.1", port=port, secret=SECRET):
+            await _until(lambda: set(client.frames.front.index) == truth)
+            assert client.frames.front.attrs["generation"] == 3
             await client.close()
 
     run(scenario())
