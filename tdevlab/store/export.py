@@ -29,6 +29,7 @@ from tdevlab.engine.events import STATUS_NAMES
 from tdevlab.engine.genes import Categorical, GeneSpace, Integer
 from tdevlab.exceptions import DatasetError, GenerationNotFound, InvalidParameters
 from tdevlab.store.base import RunStore, lineage_of
+from tdevlab.store.members import MEMBER_TABLES, member_table
 from tdevlab.store.rows import EVENT_COLUMNS, GENERATION_COLUMNS
 
 __all__ = ["DATASET_FORMAT", "RunDataset", "export_run", "load_run", "write_dataset"]
@@ -88,10 +89,18 @@ class RunDataset:
     events: pd.DataFrame
     metadata: dict[str, Any]
     path: Path | None = None
+    #: NSGA-II runs: the front of every stored generation (see ``store/members.py``).
+    front: pd.DataFrame | None = None
+    #: MAP-Elites runs: the archive of every stored generation.
+    archive: pd.DataFrame | None = None
 
     def tables(self) -> dict[str, pd.DataFrame]:
-        """Return the four tables by name."""
-        return {name: getattr(self, name) for name in TABLES}
+        """Return the tables by name: the four of every run, and ``front`` or ``archive``."""
+        out = {name: getattr(self, name) for name in TABLES}
+        for name in MEMBER_TABLES:
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
+        return out
 
     @property
     def active_generations(self) -> pd.DataFrame:
@@ -173,7 +182,11 @@ def build_dataset(store: RunStore, run_id: int, space: GeneSpace | None = None) 
         "population_complete": complete,
         "versions": _versions(),
     }
-    return RunDataset(generations, agents, population, events, metadata)
+    dataset = RunDataset(generations, agents, population, events, metadata)
+    members = member_table(store, run_id, gen_rows, info.config, space)
+    if members is not None:
+        setattr(dataset, members[0], members[1])
+    return dataset
 
 
 def _population_and_agents(
@@ -453,6 +466,13 @@ def load_run(path: str | Path) -> RunDataset:
             frames[name] = _read_table(file, spec["columns"])
         except (OSError, ValueError, KeyError) as exc:
             raise DatasetError(f"cannot read {file}: {exc}") from exc
+    for name in MEMBER_TABLES:  # optional: only runs whose strategy keeps a set
+        spec = metadata.get("tables", {}).get(name)
+        if spec is not None:
+            try:
+                frames[name] = _read_table(root / spec["file"], spec["columns"])
+            except (OSError, ValueError, KeyError) as exc:
+                raise DatasetError(f"cannot read {root / spec['file']}: {exc}") from exc
     return RunDataset(**frames, metadata=metadata, path=root)
 
 

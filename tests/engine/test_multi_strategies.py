@@ -367,3 +367,38 @@ def test_member_set_replies_are_bounded() -> None:
     assert (data["total"], data["truncated"], len(data["agents"])) == (len(pop), True, 3)
     best = sorted(pop.fitness.tolist(), reverse=True)[:3]
     assert sorted((a["fitness"] for a in data["agents"]), reverse=True) == best
+
+
+@pytest.mark.parametrize(("make", "kind"), [(_nsga2, "front"), (_map_elites, "archive")])
+def test_fronts_and_archives_are_exported_and_read_back(
+    make: Any, kind: str, tmp_path: Path
+) -> None:
+    """The dataset has a front (NSGA-II) or archive (MAP-Elites) table per stored
+    generation, equal to what the strategy announced live, and load_run reads it back."""
+    engine = make(store=tmp_path / "runs.db")
+    members_by_generation = {}
+    for _ in range(6):
+        engine.step()
+        members_by_generation[engine.generation] = sorted(f"agent-{i}" for i in engine._members)
+    data = load_run(engine.export(tmp_path / "ds"))
+    table = getattr(data, kind)
+    assert table is not None
+    assert getattr(data, "archive" if kind == "front" else "front") is None
+    for generation, members in members_by_generation.items():
+        rows = table[table["generation"] == generation]
+        assert sorted(rows["agent_id"]) == members
+    if kind == "front":
+        assert {"objective_memory_kb", "objective_speed_us"} <= set(table.columns)
+    else:
+        assert {"descriptor_memory_kb", "cell_speed_us"} <= set(table.columns)
+    engine.close()
+
+
+def test_a_ga_dataset_has_no_member_table(tmp_path: Path) -> None:
+    """The GA keeps no set: its dataset has the four tables only."""
+    engine = Engine(seed=1, population_size=8)
+    engine.step()
+    data = load_run(engine.export(tmp_path / "ds"))
+    assert data.front is None
+    assert data.archive is None
+    assert sorted(data.tables()) == ["agents", "events", "generations", "population"]
