@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest js-deps bench sample-data clean
+.PHONY: demo test lint typecheck pytest js-deps bench bench-quick sample-data clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,9 +34,21 @@ js-deps:
 		npm install --prefix tests/js --no-audit --no-fund --silent; \
 	else echo "npm not found: the JavaScript client test will be skipped"; fi
 
+# Every benchmark, each table printed as Markdown too (about 25 minutes on 2 cores; see
+# docs/benchmarks.md); bench-quick runs their smoke modes (seconds each, as `make test` does).
+BENCHMARKS := engine_vs_peers frames distributed fanout stalled_reader churn_soak abuse
+
 bench: $(STAMP)
-	$(BIN)/python benchmarks/engine_vs_peers.py --markdown
-	$(BIN)/python benchmarks/distributed.py --markdown
+	@for name in $(BENCHMARKS); do \
+		echo "== python benchmarks/$$name.py --markdown"; \
+		$(BIN)/python benchmarks/$$name.py --markdown || exit 1; \
+	done
+
+bench-quick: $(STAMP)
+	@for name in $(BENCHMARKS); do \
+		echo "== python benchmarks/$$name.py --quick"; \
+		$(BIN)/python benchmarks/$$name.py --quick || exit 1; \
+	done
 
 # The shipped sample dataset; data/README.md documents it.
 sample-data: $(STAMP)

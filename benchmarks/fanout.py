@@ -17,10 +17,11 @@ Both publish the same messages: the API's envelope (``id``, ``type``, ``timestam
 ``channel``, ``seq``, ``data``) around an ``evolution_update`` data object with the spec's
 fields, a few extras and ``sent_at`` (the publisher's ``time.time()``), ~350 bytes of JSON.
 Both acknowledge a subscribe with the same fields (channels, filters, epochs, sequence
-numbers, the run's state and parameters: ~690 bytes). The size of that first message
-matters to the clients' kernel, not to the servers: after one segment over 536 bytes, each
-later ~350-byte message cost a client ~9 us more system time on this machine (2 vs 11 us;
-``--minimal-bare-ack`` gives the bare server a 90-byte ack to see it).
+numbers, the run's state and parameters: ~690 bytes), so the clients' connections carry the
+same bytes. (In a separate experiment, a client whose connection's first segment was under
+536 bytes spent 2 us of system time per later ~350-byte message instead of 11; within this
+benchmark's alternation the difference did not show. ``--minimal-bare-ack`` gives the bare
+server a ~150-byte ack to check it.)
 
 The subscribers are a separate process (``benchmarks/_clients.py``): N connections
 (compression off), authenticated with an ``Authorization: Bearer`` header (a distinct user
@@ -196,10 +197,8 @@ class BareContender:
     def ack(self, reply_to: Any) -> str:
         """The ack of a subscribe: the same fields as tdevlab's (positions, epochs, the run).
 
-        Its size matters to the clients' kernel: after a first segment larger than 536
-        bytes, each later small message cost a client ~9 us more system time here (2 vs
-        11 us; tdevlab's ack is ~690 bytes). A 90-byte ack would measure that, not the
-        servers.
+        The same bytes on every connection, so that only the servers differ: the client's
+        kernel can treat a connection whose first segments were all small differently.
         """
         self.acks += 1
         data: dict[str, Any] = {"request": "subscribe", "channels": ["evolution"]}
@@ -639,7 +638,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--minimal-bare-ack",
         action="store_true",
-        help="the bare server acks a subscribe in ~90 bytes instead of tdevlab's fields",
+        help="the bare server acks a subscribe in ~150 bytes instead of tdevlab's fields",
     )
     parser.add_argument("--quick", action="store_true", help="a smoke run of a few seconds")
     parser.add_argument("--profile", type=Path, metavar="PATH", help="cProfile tdevlab floods")
