@@ -36,7 +36,8 @@ js-deps:
 
 # Every benchmark, each table printed as Markdown too (about 25 minutes on 2 cores; see
 # docs/benchmarks.md); bench-quick runs their smoke modes (seconds each, as `make test` does).
-BENCHMARKS := engine_vs_peers frames distributed fanout stalled_reader churn_soak abuse
+BENCHMARKS := engine_vs_peers strategies_vs_peers frames distributed fanout stalled_reader \
+	churn_soak abuse
 
 bench: $(STAMP)
 	@for name in $(BENCHMARKS); do \
