@@ -134,7 +134,7 @@ def test_benchmark_problem_with_dims(tmp_path: Path) -> None:
 def test_errors_are_one_clear_line(tmp_path: Path) -> None:
     """Bad input prints `tdevlab: error: ...` naming the problem, exit status 2."""
     cases = [
-        (("run", "--population-size", "1", "--quiet"), "population_size=1 must be at least 2"),
+        (("run", "--population-size", "1", "--quiet"), "population_size=1 must be within [2, "),
         (("run", "--mutation-rate", "2", "--quiet"), "mutation_rate=2.0 must be within [0, 1]"),
         (("runs", "--db", tmp_path / "missing.db"), "no run store at"),
         (("run", "--resume", "1", "--quiet"), "--resume needs --db"),
