@@ -34,7 +34,7 @@ js-deps:
 		npm install --prefix tests/js --no-audit --no-fund --silent; \
 	else echo "npm not found: the JavaScript client test will be skipped"; fi
 
-# Every benchmark, each table printed as Markdown too (about 25 minutes on 2 cores; see
+# Every benchmark, each table printed as Markdown too (about 20 minutes on 2 cores; see
 # docs/benchmarks.md); bench-quick runs their smoke modes (seconds each, as `make test` does).
 BENCHMARKS := engine_vs_peers strategies_vs_peers frames distributed fanout stalled_reader \
 	churn_soak abuse
