@@ -585,4 +585,7 @@ def _parent_ids(previous: Population | None, rows: np.ndarray | None, k: int) ->
             f"ask() gave parent rows of shape {rows.shape} (max {rows.max(initial=-1)}) for "
             f"{k} genomes of a population of {len(previous)}"
         )
+    if rows.min(initial=0) >= 0:  # every genome has this parent (the GA's first parents)
+        ids: np.ndarray = previous.agent_id[rows]
+        return ids
     return np.where(rows >= 0, previous.agent_id[rows], -1)

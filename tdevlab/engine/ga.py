@@ -104,7 +104,9 @@ class GeneticAlgorithm:
         children = np.arange(n, n + len(offspring), dtype=np.int64)
         if run.score is None:
             return children, state
-        elites = ops.elite_indices(run.score, run.params.elite_count)
+        elites = offspring.carried  # chosen by ask, from the same scores
+        if elites is None:
+            elites = ops.elite_indices(run.score, run.params.elite_count)
         return np.concatenate([elites, children]), state
 
 
