@@ -31,9 +31,11 @@ in one place, and a client maps a code back to the class with :func:`error_for_c
 
 from __future__ import annotations
 
+import reprlib
 from typing import Any
 
 __all__ = [
+    "ECHO_BYTES",
     "AgentNotFound",
     "AuthFailed",
     "ConnectionClosed",
@@ -53,7 +55,10 @@ __all__ = [
     "TdevlabError",
     "TdevlabWarning",
     "Unauthorized",
+    "clip",
     "error_for_code",
+    "shown",
+    "utf8_size",
 ]
 
 
@@ -194,3 +199,43 @@ _BY_CODE: dict[str, type[TdevlabError]] = {
 def error_for_code(code: str) -> type[TdevlabError]:
     """Return the exception class of a wire error code (``TdevlabError`` when unknown)."""
     return _BY_CODE.get(code, TdevlabError)
+
+
+# -- quoting client input in messages ------------------------------------------------------
+
+#: The most UTF-8 bytes of a client-supplied string a reply repeats: longer request ids
+#: and ping timestamps are refused, longer names in error messages are cut.
+ECHO_BYTES = 256
+
+
+def _reprs() -> reprlib.Repr:
+    # Bounded work as well as bounded output: a 1 MB nested list is never repr'd whole.
+    r = reprlib.Repr()
+    r.maxlevel, r.maxlist, r.maxdict, r.maxtuple, r.maxset = 3, 8, 8, 8, 8
+    r.maxstring, r.maxlong, r.maxother = ECHO_BYTES, 64, 64
+    return r
+
+
+_REPR = _reprs()
+
+
+def utf8_size(text: str) -> int:
+    """The size of ``text`` in UTF-8 (lone surrogates count as 3 bytes)."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+def clip(text: str, limit: int = ECHO_BYTES) -> str:
+    """``text`` cut to at most ``limit`` UTF-8 bytes, ending in ``...`` when it was cut."""
+    if len(text) * 4 <= limit or utf8_size(text) <= limit:
+        return text
+    head = text.encode("utf-8", "surrogatepass")[: max(limit - 3, 0)]
+    return head.decode("utf-8", "ignore") + "..."
+
+
+def shown(value: Any, limit: int = ECHO_BYTES) -> str:
+    """A client-supplied value as an error message names it: a repr of at most ``limit``
+    UTF-8 bytes (containers and long strings abbreviated with ``...``; an integer too long
+    for ``repr`` described by its size)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
+        return f"<an integer of {value.bit_length()} bits>"
+    return clip(_REPR.repr(value), limit)

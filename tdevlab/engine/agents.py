@@ -18,7 +18,7 @@ from tdevlab.engine.code import parse_agent_code, render_agent_code
 from tdevlab.engine.events import RETIRED, STATUS_NAMES, AgentUpdate, LogEntry
 from tdevlab.engine.genes import FloatArray, GeneSpace
 from tdevlab.engine.operators import Mutation
-from tdevlab.engine.params import Parameters
+from tdevlab.engine.params import SHOWN_CHARS, Parameters
 from tdevlab.engine.population import IntArray, Population
 from tdevlab.engine.problems import Evaluation, Problem
 from tdevlab.engine.storage import RunStore
@@ -28,6 +28,7 @@ from tdevlab.exceptions import (
     GenerationNotFound,
     InvalidCommand,
 )
+from tdevlab.exceptions import shown as quoted
 
 #: The most members a front or archive reply lists (about 250 bytes each).
 MAX_MEMBERS = 10_000
@@ -389,8 +390,5 @@ class AgentAccess:
 
 
 def shown(value: object) -> str:
-    """A client-supplied value as an error message shows it (at most 64 characters)."""
-    if isinstance(value, int) and value.bit_length() > 200:  # repr() refuses huge ints
-        return f"<an integer of {value.bit_length()} bits>"
-    text = repr(value[:64] if isinstance(value, str) else value)
-    return text if len(text) <= 64 else text[:61] + "..."
+    """A client-supplied value as an engine error message names it (64 bytes at most)."""
+    return quoted(value, SHOWN_CHARS)

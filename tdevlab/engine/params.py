@@ -9,6 +9,7 @@ from typing import Any, Literal
 import msgspec
 
 from tdevlab.exceptions import InvalidParameters
+from tdevlab.exceptions import shown as quoted
 
 __all__ = ["BOUNDS", "MAX_POPULATION", "Parameters"]
 
@@ -121,22 +122,15 @@ class Parameters(msgspec.Struct, frozen=True, kw_only=True):
         return {name: getattr(self, name) for name in self.__struct_fields__}
 
 
+#: How much of a client's value an error message repeats.
+SHOWN_CHARS = 64
 #: Integers beyond this are refused before any conversion (float() overflows past ~1e308).
 _LARGEST = 2**63
 
 
 def _fail(name: str, value: Any, why: str) -> None:
-    shown = _shown(value)
+    shown = quoted(value, SHOWN_CHARS)
     raise InvalidParameters(f"{name}={shown} {why}", details={"parameter": name, "value": shown})
-
-
-def _shown(value: Any) -> str:
-    """A client's value as a message shows it: at most 64 characters (an int too long for
-    ``repr`` is described by its size)."""
-    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
-        return f"<an integer of {value.bit_length()} bits>"
-    shown = repr(value)
-    return shown if len(shown) <= 64 else shown[:61] + "..."
 
 
 def _integer(name: str, value: Any) -> int:

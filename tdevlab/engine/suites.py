@@ -18,6 +18,7 @@ them by name:
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any
 
 import numpy as np
@@ -35,7 +36,9 @@ def _dims(dims: object, least: int) -> int:
     return int(dims)
 
 
-class _ZDT:
+class _ZDT(ABC):
+    """Shared parts of ZDT1 and ZDT2: g over the tail genes; each defines f2."""
+
     name = "zdt"
     role_names = ("Pareto",)
 
@@ -44,8 +47,9 @@ class _ZDT:
         self.gene_space = GeneSpace([Float(f"x{i}", 0.0, 1.0) for i in range(self.dims)])
         self.config: dict[str, Any] = {"dims": self.dims}
 
+    @abstractmethod
     def _f2(self, f1: FloatArray, g: FloatArray) -> FloatArray:
-        raise NotImplementedError
+        """The second objective from f1 and g."""
 
     def evaluate(self, genes: FloatArray) -> Evaluation:
         """``memory_kb`` = f1, ``speed_us`` = f2 (both minimised), ``fitness`` = -(f1 + f2)."""

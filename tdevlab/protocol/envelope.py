@@ -16,58 +16,24 @@ error message names are shown by :func:`shown` (a repr cut to :data:`ECHO_BYTES`
 from __future__ import annotations
 
 import itertools
-import reprlib
 import secrets
 from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 
-from tdevlab.exceptions import TdevlabError
+from tdevlab.exceptions import ECHO_BYTES, TdevlabError, clip, shown, utf8_size
 
 __all__ = ["ECHO_BYTES", "MAX_REPLY_BYTES", "Encoder", "clip", "iso_time", "shown", "utf8_size"]
 
 _ENCODE = msgspec.json.Encoder().encode
 
-#: The most UTF-8 bytes of a client-supplied string a reply repeats: longer request ids
-#: and ping timestamps are refused, longer names in error messages are cut.
-ECHO_BYTES = 256
 #: No reply or error the server sends is larger (spec replies are a few hundred bytes).
 MAX_REPLY_BYTES = 64 * 1024
 #: An error's message is cut to this many bytes; strings in its details to ECHO_BYTES.
 ERROR_MESSAGE_BYTES = 2048
 _DETAIL_ITEMS = 16  # items of a list or dict kept in an error's details
 _DETAIL_DEPTH = 3  # nesting kept in an error's details
-
-
-def _reprs() -> reprlib.Repr:
-    # Bounded work as well as bounded output: a 1 MB nested list is never repr'd whole.
-    r = reprlib.Repr()
-    r.maxlevel, r.maxlist, r.maxdict, r.maxtuple, r.maxset = 3, 8, 8, 8, 8
-    r.maxstring, r.maxlong, r.maxother = ECHO_BYTES, 64, 64
-    return r
-
-
-_REPR = _reprs()
-
-
-def utf8_size(text: str) -> int:
-    """The size of ``text`` in UTF-8 (lone surrogates count as 3 bytes)."""
-    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
-
-
-def clip(text: str, limit: int = ECHO_BYTES) -> str:
-    """``text`` cut to at most ``limit`` UTF-8 bytes, ending in ``...`` when it was cut."""
-    if len(text) * 4 <= limit or utf8_size(text) <= limit:
-        return text
-    head = text.encode("utf-8", "surrogatepass")[: max(limit - 3, 0)]
-    return head.decode("utf-8", "ignore") + "..."
-
-
-def shown(value: Any, limit: int = ECHO_BYTES) -> str:
-    """A client-supplied value as an error message names it: a repr of at most ``limit``
-    UTF-8 bytes (containers and long strings abbreviated with ``...``)."""
-    return clip(_REPR.repr(value), limit)
 
 
 def iso_time(now: float) -> str:

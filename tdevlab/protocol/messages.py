@@ -32,6 +32,7 @@ __all__ = [
     "ClientMessage",
     "Command",
     "Control",
+    "EngineRequest",
     "GetAgent",
     "GetAgentCode",
     "GetArchive",
@@ -171,6 +172,10 @@ class AgentCodeUpload(msgspec.Struct, frozen=True, kw_only=True):
     code: str
 
 
+#: Requests the driver carries out on the engine (after the session authorized them).
+EngineRequest: TypeAlias = (
+    Control | GetAgent | GetAgentCode | GetFront | GetArchive | Rollback | SetParameters
+)
 #: What a text frame decodes to, before commands are typed.
 ClientMessage: TypeAlias = (
     Auth
@@ -185,19 +190,7 @@ ClientMessage: TypeAlias = (
     | Ping
 )
 #: What :func:`parse_text` returns.
-Request: TypeAlias = (
-    Auth
-    | Subscribe
-    | Unsubscribe
-    | Control
-    | GetAgent
-    | GetAgentCode
-    | GetFront
-    | GetArchive
-    | Rollback
-    | SetParameters
-    | Ping
-)
+Request: TypeAlias = Auth | Subscribe | Unsubscribe | Ping | EngineRequest
 _DECODER = msgspec.json.Decoder(ClientMessage)
 _ANY = msgspec.json.Decoder()
 TYPES: tuple[str, ...] = (

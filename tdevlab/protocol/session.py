@@ -42,7 +42,7 @@ from tdevlab.protocol.limits import FloodGuard, Limits, TokenBucket, UserRegistr
 from tdevlab.protocol.messages import (
     AgentCodeUpload,
     Auth,
-    Control,
+    EngineRequest,
     GetAgent,
     GetAgentCode,
     GetArchive,
@@ -120,16 +120,7 @@ class Replay:
 class Dispatch:
     """An authorized request for the driver to carry out (on the engine)."""
 
-    request: (
-        Control
-        | GetAgent
-        | GetAgentCode
-        | GetFront
-        | GetArchive
-        | Rollback
-        | SetParameters
-        | AgentCodeUpload
-    )
+    request: EngineRequest | AgentCodeUpload
     claims: Claims
 
 
@@ -471,10 +462,7 @@ class Session:
             for name in names:
                 self.subscriptions.pop(name, None)
             return [self._ack("unsubscribe", message.id, now, channels=sorted(self.subscriptions))]
-        if isinstance(
-            message,
-            Control | GetAgent | GetAgentCode | GetFront | GetArchive | Rollback | SetParameters,
-        ):
+        if isinstance(message, EngineRequest):
             return [Dispatch(message, self.claims)]
         raise AssertionError(f"unhandled message {message!r}")  # pragma: no cover
 

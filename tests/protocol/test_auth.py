@@ -74,21 +74,6 @@ def refused(token: Any, now: float = NOW, check: TokenVerifier | None = None) ->
 
 
 @pytest.fixture(scope="module")
-def rsa_keys() -> tuple[bytes, bytes]:
-    """An RSA-2048 key pair as (private PEM, public PEM)."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    public = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return private, public
-
-
-@pytest.fixture(scope="module")
 def other_rsa_private() -> bytes:
     """The private PEM of a second, unrelated RSA key."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)

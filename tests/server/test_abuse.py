@@ -13,8 +13,6 @@ from typing import Any
 
 import jwt
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.frames import Frame, Opcode
@@ -226,36 +224,21 @@ def test_token_with_a_sub_over_128_bytes_is_refused(size: int) -> None:
 # -- 6. a server that verifies RS256 -----------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def rsa_pems() -> tuple[bytes, bytes]:
-    """An RSA-2048 key pair as (private PEM, public PEM)."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    public = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return private, public
-
-
 def test_rs256_server_cannot_issue_tokens_without_its_private_key(
-    rsa_pems: tuple[bytes, bytes],
+    rsa_keys: tuple[bytes, bytes],
 ) -> None:
     """token() on a server verifying RS256 with only the public key raises, naming the fix."""
-    _, public = rsa_pems
+    _, public = rsa_keys
     server = make_server(verifier=TokenVerifier(public, "RS256"))
     with pytest.raises(InvalidParameters, match="cannot sign"):
         server.token("ada", "viewer")
 
 
 def test_rs256_server_with_its_private_key_issues_tokens_it_accepts(
-    rsa_pems: tuple[bytes, bytes],
+    rsa_keys: tuple[bytes, bytes],
 ) -> None:
     """Given the private key, token() signs RS256 tokens that the same server accepts."""
-    private, public = rsa_pems
+    private, public = rsa_keys
     verifier = TokenVerifier(public, "RS256", signing_key=private)
 
     async def scenario() -> None:
