@@ -67,6 +67,7 @@ __all__ = [
     "Alert",
     "AlertThresholds",
     "Categorical",
+    "Comparison",
     "ControlEvent",
     "Engine",
     "EngineState",
@@ -85,6 +86,7 @@ __all__ = [
     "Rastrigin",
     "SQLiteStore",
     "Sphere",
+    "compare",
     "export_run",
     "load_run",
     "make_problem",
@@ -125,6 +127,10 @@ def __getattr__(name: str) -> Any:
         from tdevlab.store import export
 
         return getattr(export, name)
+    if name in ("compare", "Comparison"):  # pandas; matplotlib only when a plot is drawn
+        from tdevlab import comparison
+
+        return getattr(comparison, name)
     if name in ("Client", "SyncClient", "connect", "connect_sync"):
         from tdevlab import client
 

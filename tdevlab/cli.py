@@ -8,6 +8,7 @@
     tdevlab run --dask-scheduler tcp://scheduler:8786 --generations 50    # or --workers 2
     tdevlab rollback --db runs.db --run 1 --generation 30
     tdevlab runs --db runs.db
+    tdevlab compare --db runs.db --runs 1,2,3 --out build/compare
     tdevlab export --db runs.db --run 1 --out data/my-run [--format csv]
     tdevlab demo
 
@@ -72,6 +73,13 @@ def _parser() -> argparse.ArgumentParser:
 
     runs = sub.add_parser("runs", help="list the runs of a store")
     runs.add_argument("--db", type=Path, required=True)
+
+    compare = sub.add_parser(
+        "compare", help="compare runs of a store: compare.png, compare.csv and the rank table"
+    )
+    compare.add_argument("--db", type=Path, required=True)
+    compare.add_argument("--runs", metavar="IDS", help="comma-separated run ids (default: all)")
+    compare.add_argument("--out", type=Path, required=True, metavar="DIR")
 
     export = sub.add_parser("export", help="write a stored run as a dataset directory")
     export.add_argument("--db", type=Path, required=True)
@@ -148,6 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler = {
             "run": _run,
             "runs": _runs,
+            "compare": _compare,
             "export": _export,
             "rollback": _rollback,
             "demo": _demo,
@@ -232,22 +241,47 @@ def _summary(engine: Engine, last: GenerationResult | None) -> None:
 
 
 def _runs(args: argparse.Namespace) -> int:
+    from tdevlab.comparison import describe_runs
     from tdevlab.store.sqlite import SQLiteStore
 
     _require_file(args.db)
     with SQLiteStore(args.db) as store:
-        infos = store.runs()
+        infos = {info.run_id: info for info in store.runs()}
+        table = describe_runs(store)
     print(
-        f"{'run':>4}  {'problem':<14} {'seed':>20}  {'generation':>10}  {'branch':>6}  "
-        "status   created"
+        f"{'run':>4}  {'strategy':<16} {'problem':<20} {'seed':>20}  {'generations':>11}  "
+        f"{'last':>5}  {'branch':>6}  {'best':>10}  status   created"
     )
-    for info in infos:
+    for run_id, row in table.iterrows():
+        info = infos[int(run_id)]
         created = datetime.fromtimestamp(info.created_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
         last = "-" if info.last_generation is None else str(info.last_generation)
         print(
-            f"{info.run_id:>4}  {info.problem:<14} {info.seed:>20}  {last:>10}  "
-            f"{info.active_branch:>6}  {info.status:<8} {created}"
+            f"{info.run_id:>4}  {row['strategy']:<16} {row['problem']:<20} {info.seed:>20}  "
+            f"{row['generations']:>11}  {last:>5}  {info.active_branch:>6}  "
+            f"{row['best_fitness']:>10.4f}  {info.status:<8} {created}"
         )
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from tdevlab.comparison import compare
+
+    _require_file(args.db)
+    run_ids = None
+    if args.runs is not None:
+        try:
+            run_ids = [int(part) for part in args.runs.split(",") if part.strip()]
+        except ValueError as exc:
+            raise _usage(f"--runs takes comma-separated run ids, got {args.runs!r}") from exc
+    result = compare(args.db, run_ids=run_ids)
+    png, csv = result.save(args.out)
+    final = result.final[["strategy", "seed", "problem", "evaluations", "best_so_far", "rank"]]
+    print(final.to_string())
+    print()
+    print(result.ranks.to_string(float_format=lambda v: f"{v:.2f}"))
+    print(f"plot: {png}")
+    print(f"table: {csv}")
     return 0
 
 

@@ -23,11 +23,13 @@ Modules: ``state`` (pure logic: enabled controls, redraw throttle, commands, ale
 the strategy choice), ``plots`` (matplotlib ``Figure`` objects, PNG rendering),
 ``tradeoffs`` (the front and archive panel), ``report`` (the snapshot), ``feeds`` (alert and
 log HTML), ``texts`` (status words), ``layout`` (the widgets), ``dashboard`` (commands,
-client events and the redraw task).
+client events and the redraw task). ``compare_view`` (with ``compare_plots``)
+compares the runs of a store: ``dashboard.add_compare("runs.db")`` adds it below the plots.
 """
 
 from __future__ import annotations
 
+from tdevlab.notebook.compare_view import CompareView
 from tdevlab.notebook.dashboard import Dashboard, DashboardClient, FramesLike
 from tdevlab.notebook.plots import (
     ViewData,
@@ -52,6 +54,7 @@ __all__ = [
     "CONTROLS",
     "STRATEGY_CHOICES",
     "Command",
+    "CompareView",
     "Dashboard",
     "DashboardClient",
     "FramesLike",

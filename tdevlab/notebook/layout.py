@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 
 from tdevlab.engine.params import Parameters
 from tdevlab.notebook.state import STRATEGY_CHOICES
+
+if TYPE_CHECKING:
+    from tdevlab.notebook.compare_view import CompareView
 
 __all__ = ["PLOTS", "DashboardWidgets"]
 
@@ -166,6 +170,14 @@ class DashboardWidgets:
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         # A bare `dashboard` at the end of a cell shows the widget (IPython display protocol).
         return self.widget._repr_mimebundle_(**kwargs)
+
+    def add_compare(self, store: str | Path) -> CompareView:
+        """Add a compare view of the runs in ``store`` below the plots, and return it."""
+        from tdevlab.notebook.compare_view import CompareView
+
+        view = CompareView(store)
+        self.widget.children = (*self.widget.children, view.widget)
+        return view
 
     def _click(self, control: str) -> None:
         """Handle a click on a control's button (the dashboard overrides it)."""

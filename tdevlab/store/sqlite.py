@@ -348,6 +348,21 @@ class SQLiteStore:
             ).fetchall()
         return [_typed(dict(zip(GENERATION_COLUMNS, r, strict=True))) for r in rows]
 
+    def new_id_ranges(self, run_id: int) -> dict[tuple[int, int], tuple[int, int]]:
+        """Per (branch, generation), the inclusive range of agent ids it created.
+
+        The range holds the generation's offspring and the uploaded agents that joined it
+        (numbered when they were uploaded, before the offspring), so its length minus
+        ``agents_evolved`` is how many uploads joined.
+        """
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT branch, generation, first_new_id, last_new_id FROM generations "
+                "WHERE run_id = ?",
+                (run_id,),
+            ).fetchall()
+        return {(int(b), int(g)): (int(lo), int(hi)) for b, g, lo, hi in rows}
+
     def count_generations(self, run_id: int) -> int:
         """How many generation rows the run has recorded (all branches)."""
         with self._lock:
