@@ -23,7 +23,8 @@ Modules: ``state`` (pure logic: enabled controls, redraw throttle, commands, ale
 the strategy choice), ``plots`` (matplotlib ``Figure`` objects, PNG rendering),
 ``tradeoffs`` (the front and archive panel), ``report`` (the snapshot), ``feeds`` (alert and
 log HTML), ``texts`` (status words), ``layout`` (the widgets), ``dashboard`` (commands,
-client events and the redraw task). ``compare_view`` (with ``compare_plots``)
+client events and the redraw task), ``extras`` (:func:`require`: a notebook's optional extra,
+checked up front). ``compare_view`` (with ``compare_plots``)
 compares the runs of a store: ``dashboard.add_compare("runs.db")`` adds it below the plots.
 """
 
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 from tdevlab.notebook.compare_view import CompareView
 from tdevlab.notebook.dashboard import Dashboard, DashboardClient, FramesLike
+from tdevlab.notebook.extras import require
 from tdevlab.notebook.plots import (
     ViewData,
     render_feasible,
@@ -68,5 +70,6 @@ __all__ = [
     "render_metrics",
     "render_population",
     "render_snapshot",
+    "require",
     "rollback_recommendation",
 ]
