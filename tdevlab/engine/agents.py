@@ -168,18 +168,25 @@ def mutation_logs(
     # Evenly spread: deterministic, and no draw from the run's generator.
     m = min(sample, count)
     picks = np.arange(m) * (count - 1) // max(m - 1, 1)
+    rows = mutation.rows[picks]
     entries = []
-    for k in picks:
-        row, col = int(mutation.rows[k]), int(mutation.columns[k])
+    # One gather per field, then plain Python values: per-cell NumPy scalars cost more.
+    for number, col, old, new in zip(
+        ids[rows].tolist(),
+        mutation.columns[picks].tolist(),
+        mutation.old[picks].tolist(),
+        mutation.new[picks].tolist(),
+        strict=True,
+    ):
         gene = space.genes[col]
         details: dict[str, Any] = {
             "mutation_type": "categorical_switch"
             if gene.kind == "categorical"
             else "parameter_adjustment",
             "gene_modified": gene.name,
-            "old_value": space.value(col, mutation.old[k]),
-            "new_value": space.value(col, mutation.new[k]),
-            "agent_id": agent_id(ids[row]),
+            "old_value": space.value(col, old),
+            "new_value": space.value(col, new),
+            "agent_id": agent_id(number),
         }
         entries.append(
             LogEntry(

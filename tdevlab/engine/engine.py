@@ -380,7 +380,7 @@ class Engine(RunLoops, AgentAccess):
             last_best=self._last_best,
             evolved=k,
             mutations=mutations,
-            crossovers=0 if crossed is None else int(crossed.sum()),
+            crossovers=0 if crossed is None else int(np.count_nonzero(crossed)),
             run_id=self.run_id,
             branch=self.branch,
             params=p,

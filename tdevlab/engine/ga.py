@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from tdevlab.engine import operators as ops
+from tdevlab.engine.arena import take_rows
 from tdevlab.engine.genes import GeneSpace
 from tdevlab.engine.operators import IntArray
 from tdevlab.engine.params import Parameters
@@ -62,10 +63,13 @@ class GeneticAlgorithm:
         # and the generator draws for the whole population, as the GA always has.
         rows_a = np.concatenate([elites, first])
         rows_b = np.concatenate([elites, second])
+        # The block becomes the next population's genes, kept with its snapshot: carved
+        # from a slab (see engine.arena) rather than fresh pages each generation.
+        block = take_rows(pop.genes, rows_a)
         if p.crossover == "blend":
             genes, crossed = ops.blend_crossover(
                 rng,
-                pop.genes[rows_a],
+                block,
                 pop.genes[rows_b],
                 p.crossover_rate,
                 run.space,
@@ -73,7 +77,7 @@ class GeneticAlgorithm:
             )
         else:
             genes, crossed = ops.uniform_crossover(
-                rng, pop.genes[rows_a], pop.genes[rows_b], p.crossover_rate, inplace=True
+                rng, block, pop.genes[rows_b], p.crossover_rate, inplace=True
             )
         crossed = crossed[n_elite:]
         children = genes[n_elite:]

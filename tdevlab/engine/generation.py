@@ -100,9 +100,15 @@ def _carry(keep: IntArray, previous: int, new: int) -> int:
     """How many rows of ``keep`` come from the previous population, when ``keep`` is those
     rows followed by every new row in order; -1 otherwise (a general selection)."""
     carry = keep.size - new
-    if carry < 0 or (carry and int(keep[:carry].max()) >= previous):
+    if carry < 0:
         return -1
-    if not np.array_equal(keep[carry:], np.arange(previous, previous + new)):
+    if new and (int(keep[carry]) != previous or int(keep[-1]) != previous + new - 1):
+        return -1  # cheap refusals first: most general selections end elsewhere
+    if carry and int(keep[:carry].max()) >= previous:
+        return -1
+    # `new` distinct rows from previous..previous+new-1, first and last in place, in
+    # increasing order: exactly that range.
+    if new > 2 and not bool((keep[carry + 1 :] > keep[carry:-1]).all()):
         return -1
     return carry
 
@@ -230,7 +236,7 @@ def elite_changes(
         The updates and the elite's agent numbers, best first.
     """
     elite_rows = order[:elite_count]
-    elite_ids = [int(i) for i in population.agent_id[elite_rows]]
+    elite_ids: list[int] = population.agent_id[elite_rows].tolist()
     before = set(previous_elite)
     best_id = int(population.agent_id[order[0]])
     updates: list[AgentUpdate] = []

@@ -165,6 +165,7 @@ class GeneSpace:
         self.any_log = bool(self.is_log.any())
         self.any_integer = bool(self.is_integer.any())
         self.any_categorical = bool(self.is_categorical.any())
+        self._all_float = all(type(g) is Float for g in self.genes)
         self.numeric_columns = np.flatnonzero(self.is_numeric)
         self.categorical_columns = np.flatnonzero(self.is_categorical)
 
@@ -249,8 +250,13 @@ class GeneSpace:
 
     def decode(self, row: Sequence[float] | FloatArray) -> dict[str, GeneValue]:
         """Return one matrix row as a readable ``{name: value}`` genome."""
+        values = row.tolist() if isinstance(row, np.ndarray) else [float(v) for v in row]
+        if len(values) != len(self.genes):
+            raise ValueError(f"a genome row has {len(values)} values, the space {len(self.genes)}")
+        if self._all_float:  # the common case, announced with every new best: no per-gene test
+            return dict(zip(self.names, values, strict=True))
         out: dict[str, GeneValue] = {}
-        for gene, value in zip(self.genes, row, strict=True):
+        for gene, value in zip(self.genes, values, strict=True):
             if isinstance(gene, Categorical):
                 out[gene.name] = gene.choices[int(value)]
             elif isinstance(gene, Integer):

@@ -99,8 +99,9 @@ def tournament_select(
     for round_ in contestants[1:]:
         challenger = score[round_]
         wins = challenger > best
-        chosen[wins] = round_[wins]
-        best = np.where(wins, challenger, best)
+        # copyto with a mask writes in place; boolean indexing would compact first.
+        np.copyto(chosen, round_, where=wins)
+        np.copyto(best, challenger, where=wins)
     return chosen
 
 
@@ -213,7 +214,11 @@ def mutate(
     """
     n_genes = genes.shape[1]
     cells = bernoulli_cells(rng, genes.size, mutation_rate)
-    rows, columns = np.divmod(cells, n_genes)
+    if n_genes & (n_genes - 1) == 0:  # a power of two: shift and mask, the same numbers
+        shift = n_genes.bit_length() - 1
+        rows, columns = cells >> shift, cells & (n_genes - 1)
+    else:
+        rows, columns = np.divmod(cells, n_genes)
     out = genes if inplace else genes.copy()
     # A contiguous view when `genes` is (row slices of a C-ordered matrix are).
     flat = out.reshape(-1)
@@ -226,7 +231,10 @@ def mutate(
     else:
         value = old.copy()
     value += noise * (sigma * space.search_span[columns])
-    np.clip(value, space.search_low[columns], space.search_high[columns], out=value)
+    # maximum then minimum: what np.clip computes (NaN included), without its per-call
+    # checks, which cost more than the arithmetic on a few thousand cells.
+    np.maximum(value, space.search_low[columns], out=value)
+    np.minimum(value, space.search_high[columns], out=value)
     value = space.cells_from_search(columns, value)
     if space.any_categorical:
         cat = space.is_categorical[columns]

@@ -119,7 +119,7 @@ class Parameters(msgspec.Struct, frozen=True, kw_only=True):
 
     def to_dict(self) -> dict[str, Any]:
         """Return the parameters as a plain dict."""
-        return {name: getattr(self, name) for name in self.__struct_fields__}
+        return msgspec.structs.asdict(self)
 
 
 #: How much of a client's value an error message repeats.

@@ -251,10 +251,12 @@ def check_keep(keep: object, candidates: int) -> IntArray:
         raise EvolutionFailed(f"tell() must return a 1-D integer array of rows, got {rows!r}")
     if rows.size < 1:
         raise EvolutionFailed("tell() kept no agent; a population needs at least one")
-    if rows.min() < 0 or rows.max() >= candidates:
-        raise EvolutionFailed(f"tell() returned rows outside 0..{candidates - 1}")
     # Rows in increasing order (the GA's with one elite: it, then every child) are distinct
-    # without counting.
-    if not bool((np.diff(rows) > 0).all()) and np.bincount(rows, minlength=candidates).max() > 1:
+    # without counting, and their ends are their extremes.
+    increasing = rows.size == 1 or bool((rows[1:] > rows[:-1]).all())
+    low, high = (rows[0], rows[-1]) if increasing else (rows.min(), rows.max())
+    if low < 0 or high >= candidates:
+        raise EvolutionFailed(f"tell() returned rows outside 0..{candidates - 1}")
+    if not increasing and np.bincount(rows, minlength=candidates).max() > 1:
         raise EvolutionFailed("tell() returned a row more than once")
     return rows.astype(np.int64, copy=False)
