@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 
 from tdevlab.engine import operators as ops
-from tdevlab.engine.arena import take_rows
 from tdevlab.engine.genes import GeneSpace
 from tdevlab.engine.operators import IntArray
 from tdevlab.engine.params import Parameters
@@ -63,9 +62,7 @@ class GeneticAlgorithm:
         # and the generator draws for the whole population, as the GA always has.
         rows_a = np.concatenate([elites, first])
         rows_b = np.concatenate([elites, second])
-        # The block becomes the next population's genes, kept with its snapshot: carved
-        # from a slab (see engine.arena) rather than fresh pages each generation.
-        block = take_rows(pop.genes, rows_a)
+        block = pop.genes[rows_a]  # a fresh matrix: crossed and mutated in place
         if p.crossover == "blend":
             genes, crossed = ops.blend_crossover(
                 rng,
