@@ -16,10 +16,10 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from tdevlab.engine import operators as ops
-from tdevlab.engine.agents import Pending, agent_id, agent_name, agent_update
+from tdevlab.engine.agents import Pending, agent_id, agent_name, agent_update, agent_updates
 from tdevlab.engine.events import ELITE, EVOLVING, VIOLATING, AgentUpdate, EvolutionUpdate
 from tdevlab.engine.genes import FloatArray, GeneSpace
-from tdevlab.engine.operators import IntArray
+from tdevlab.engine.operators import BoolArray, IntArray
 from tdevlab.engine.params import Parameters
 from tdevlab.engine.population import Population
 from tdevlab.engine.problems import Evaluation, Problem
@@ -297,19 +297,53 @@ def strategy_outcome(
     reason = str(getattr(strategy, "member_reason", "member"))
     ids = population.agent_id[rows]
     before = np.asarray(previous_members, dtype=np.int64)
-    updates = [
-        agent_update(problem, population, int(row), generation, reason)
-        for row in rows[~np.isin(ids, before)]
-    ]
-    for number in before[~np.isin(before, ids)]:
-        row = population.row_of(int(number))
-        if row is not None:
-            updates.append(agent_update(problem, population, row, generation, f"left_{reason}"))
-        elif previous is not None and (old := previous.row_of(int(number))) is not None:
-            updates.append(
-                agent_update(problem, previous, old, generation, f"left_{reason}", retired=True)
+    updates = agent_updates(problem, population, rows[~_isin(ids, before)], generation, reason)
+    left = before[~_isin(before, ids)]
+    if left.size:
+        # Still in the population (left the set only), else retired from the previous one;
+        # announced in the order they were members.
+        here, here_rows = _rows_of(population, left)
+        gone = left[~here]
+        was, was_rows = (
+            _rows_of(previous, gone)
+            if previous is not None and gone.size
+            else (np.zeros(0, dtype=np.bool_), np.zeros(0, dtype=np.int64))
+        )
+        staying = agent_updates(problem, population, here_rows, generation, f"left_{reason}")
+        retired = (
+            []
+            if previous is None
+            else agent_updates(
+                problem, previous, was_rows, generation, f"left_{reason}", retired=True
             )
-    return measures, updates, [int(i) for i in ids]
+        )
+        by_number = {u.agent_id: u for u in staying + retired}
+        updates += [by_number[k] for k in (agent_id(n) for n in left.tolist()) if k in by_number]
+    return measures, updates, ids.tolist()
+
+
+#: Agent-number spans up to this use a lookup table (a byte per number) to compare sets.
+_TABLE_SPAN = 1 << 20
+
+
+def _isin(numbers: IntArray, other: IntArray) -> BoolArray:
+    """``np.isin`` for agent numbers: by lookup table while their span is at most
+    :data:`_TABLE_SPAN` (a thousand members: ~20 µs against ~130 µs by sorting)."""
+    if numbers.size == 0 or other.size == 0:
+        return np.zeros(numbers.size, dtype=np.bool_)
+    span = max(int(numbers.max()), int(other.max())) - min(int(numbers.min()), int(other.min()))
+    return np.isin(numbers, other, kind="table" if span <= _TABLE_SPAN else "sort")
+
+
+def _rows_of(population: Population, numbers: IntArray) -> tuple[BoolArray, IntArray]:
+    """Which agent ``numbers`` are in ``population``, and their rows (in that order)."""
+    if len(population) == 0:
+        return np.zeros(numbers.size, dtype=np.bool_), np.zeros(0, dtype=np.int64)
+    order = np.argsort(population.agent_id, kind="stable")
+    sorted_ids = population.agent_id[order]
+    at = np.minimum(np.searchsorted(sorted_ids, numbers), sorted_ids.size - 1)
+    found = sorted_ids[at] == numbers
+    return found, order[at[found]]
 
 
 def worst_agents(population: Population, generation: int, count: int = 5) -> list[str]:

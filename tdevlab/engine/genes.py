@@ -251,6 +251,10 @@ class GeneSpace:
     def decode(self, row: Sequence[float] | FloatArray) -> dict[str, GeneValue]:
         """Return one matrix row as a readable ``{name: value}`` genome."""
         values = row.tolist() if isinstance(row, np.ndarray) else [float(v) for v in row]
+        return self.decode_values(values)
+
+    def decode_values(self, values: list[float]) -> dict[str, GeneValue]:
+        """:meth:`decode` for a row already made a list of Python floats (``tolist``)."""
         if len(values) != len(self.genes):
             raise ValueError(f"a genome row has {len(values)} values, the space {len(self.genes)}")
         if self._all_float:  # the common case, announced with every new best: no per-gene test
