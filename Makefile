@@ -1,32 +1,58 @@
 # Two commands on a fresh machine (Python 3.11+, pip, make): `make demo` and `make test`.
-# Each creates the virtual environment from pyproject.toml when it is missing or stale.
+# Each creates the virtual environment from pyproject.toml when it is missing or stale:
+# `make demo` with the runtime dependencies only, `make test` adds the extras below.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+# The extras `make test` (and docs, bench) install on top of the runtime: one word each.
+TEST_EXTRAS := dev dask bench docs
+RUNTIME := $(VENV)/.installed-runtime
+DEV := $(VENV)/.installed-dev
 
-.PHONY: demo test lint typecheck pytest js-deps bench bench-quick sample-data clean
+comma := ,
+empty :=
+space := $(empty) $(empty)
 
-$(STAMP): pyproject.toml
+.PHONY: demo test test-fast lint typecheck pytest docs js-deps bench bench-quick sample-data clean
+
+$(RUNTIME): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,dask,bench]'
-	touch $(STAMP)
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
 
-demo: $(STAMP)
+$(DEV): $(RUNTIME) pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[$(subst $(space),$(comma),$(TEST_EXTRAS))]'
+	touch $@
+
+demo: $(RUNTIME)
 	$(BIN)/tdevlab demo
 
-test: lint typecheck pytest
+test: lint typecheck pytest docs
 
-lint: $(STAMP)
+lint: $(DEV)
 	$(BIN)/ruff format --check tdevlab tests benchmarks
 	$(BIN)/ruff check tdevlab tests benchmarks
 
-typecheck: $(STAMP)
+typecheck: $(DEV)
 	$(BIN)/mypy
 
-pytest: $(STAMP) js-deps
-	$(BIN)/python -m pytest
+# Both cores: tests that share one browser, one Dask cluster or one set of executed notebooks
+# stay on one worker each (their xdist_group); the rest are spread test by test.
+XDIST := -n auto --dist loadgroup
+
+pytest: $(DEV) js-deps
+	$(BIN)/python -m pytest $(XDIST)
+
+# The edit-test loop (under a minute on 2 cores): no browser, no Dask, no notebooks, nothing
+# marked slow. `make test` runs them all.
+test-fast: $(DEV)
+	$(BIN)/python -m pytest $(XDIST) -m "not browser and not dask and not notebook and not slow"
+
+# The documentation site (mkdocs.yml): docs/*.md, the API reference from the docstrings and
+# the notebooks executed at build time, into site/ (open site/index.html); warnings are errors.
+docs: $(DEV)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 # The API document's JavaScript client is tested in Node with the npm package ws.
 js-deps:
@@ -39,20 +65,20 @@ js-deps:
 BENCHMARKS := engine_vs_peers strategies_vs_peers frames distributed fanout stalled_reader \
 	churn_soak abuse
 
-bench: $(STAMP)
+bench: $(DEV)
 	@for name in $(BENCHMARKS); do \
 		echo "== python benchmarks/$$name.py --markdown"; \
 		$(BIN)/python benchmarks/$$name.py --markdown || exit 1; \
 	done
 
-bench-quick: $(STAMP)
+bench-quick: $(DEV)
 	@for name in $(BENCHMARKS); do \
 		echo "== python benchmarks/$$name.py --quick"; \
 		$(BIN)/python benchmarks/$$name.py --quick || exit 1; \
 	done
 
 # The shipped sample dataset; data/README.md documents it.
-sample-data: $(STAMP)
+sample-data: $(RUNTIME)
 	rm -rf data/sample-run build/sample.db && mkdir -p build
 	$(BIN)/tdevlab run --problem agent_design --generations 40 --population-size 60 \
 		--mutation-rate 0.15 --seed 7 --db build/sample.db --quiet
@@ -61,4 +87,4 @@ sample-data: $(STAMP)
 		--quiet --export data/sample-run
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) site .pytest_cache .mypy_cache .ruff_cache .hypothesis
