@@ -158,11 +158,12 @@ def compare(runs: Any, *, run_ids: Iterable[int] | None = None) -> Comparison:
     """Compare runs: one long table, a rank table and plots (see the module docstring).
 
     Args:
-        runs: A SQLite store (its path or a ``SQLiteStore``), whose runs ``run_ids`` (all
-            by default) are compared; or one or several of: a ``RunDataset``
-            (``load_run``, ``Frames.to_run``), a dataset directory, a client with
-            ``frames`` (``Client``, ``SyncClient``: what its frames hold; its problem and
-            seed are unknown unless given as ``client.frames.to_run({"run": {...}})``).
+        runs: A SQLite store (its path or a ``SQLiteStore``), whose runs ``run_ids`` are
+            compared (by default every run with at least one generation); or one or
+            several of: a ``RunDataset`` (``load_run``, ``Frames.to_run``), a dataset
+            directory, a client with ``frames`` (``Client``, ``SyncClient``: what its
+            frames hold; its problem and seed are unknown unless given as
+            ``client.frames.to_run({"run": {...}})``).
         run_ids: With a store: which runs, in order.
 
     Returns:
@@ -241,7 +242,10 @@ def _single(runs: Any) -> bool:
 
 def _from_store(store: SQLiteStore, run_ids: Iterable[int] | None) -> list[_Run]:
     known = [info.run_id for info in store.runs()]
-    wanted = known if run_ids is None else [_run_id(r) for r in run_ids]
+    if run_ids is None:  # every run that has a generation (a run made but never stepped has none)
+        wanted = [r for r in known if store.count_generations(r)]
+    else:
+        wanted = [_run_id(r) for r in run_ids]
     if not wanted:
         raise InvalidParameters(
             f"compare() needs at least one run; {store.path} holds none"

@@ -283,6 +283,18 @@ def test_unknown_run_error_lists_the_known_ones(store: Path) -> None:
         compare(store, run_ids=[7])
 
 
+def test_a_run_without_generations(store: Path, tmp_path: Path) -> None:
+    """A run never stepped is left out of "every run", and named when asked for."""
+    db = tmp_path / "runs.db"
+    db.write_bytes(store.read_bytes())
+    engine = Engine(make_problem("sphere", dims=3), seed=3, store=db)
+    run_id = engine.ensure_run()
+    engine.close()
+    assert list(compare(db).final.index) == [str(i) for i in range(1, 7)]
+    with pytest.raises(DatasetError, match=f"run {run_id} of .* has no fitness to compare"):
+        compare(db, run_ids=[1, run_id])
+
+
 def test_a_dataset_without_fitness_is_named(tmp_path: Path) -> None:
     """A dataset whose generations have no best_fitness (or none at all) is refused."""
     run = load_run(SAMPLE)
