@@ -37,8 +37,10 @@ _CALLABLE = frozenset(
         "stop",
         "set_parameters",
         "rollback",
+        "branch",
         "get_agent",
         "get_agent_code",
+        "get_lineage",
         "get_front",
         "get_archive",
         "upload_agent_code",
@@ -273,6 +275,55 @@ class Client(Connection):
         return await self._request(
             {"type": "command", "cmd": "rollback", "args": {"generation": generation}}
         )
+
+    async def branch(self, agent_id: str, parameters: dict[str, Any] | None = None) -> JsonObject:
+        """Go back to the generation that made ``agent_id``, on its branch, and go on there.
+
+        Exactly a rollback to that generation, from any branch; the current branch is kept.
+
+        Args:
+            agent_id: The agent to branch from.
+            parameters: Parameter changes for the new branch (validated before anything
+                changes).
+
+        Returns:
+            The acknowledgement's data: ``agent_id``, ``generation``, the new ``branch``
+            and the run's ``state``.
+
+        Raises:
+            AgentNotFound: no such agent stored in the run.
+            InvalidCommand: bad parameters, or a rollback or branch is in progress
+                (``details["in_progress"]``).
+        """
+        args: JsonObject = {"agent_id": agent_id}
+        if parameters is not None:
+            args["parameters"] = parameters
+        return await self._request({"type": "command", "cmd": "branch", "args": args})
+
+    async def get_lineage(
+        self, agent_id: str, depth: int | None = None, *, descendants: bool = False
+    ) -> JsonObject:
+        """An agent's line of first parents (the ``lineage`` reply's data).
+
+        Args:
+            agent_id: Any stored agent (current, retired, on an abandoned branch).
+            depth: Steps to follow, 1 ..= 10000 (``None``: the server's default, 200).
+            descendants: Also list descendants (by first parent).
+
+        Returns:
+            ``agent_id``, ``depth``, ``truncated``, ``nodes`` and ``edges``: each a dict of
+            columns (``pandas.DataFrame(data["nodes"])`` makes the table).
+
+        Raises:
+            AgentNotFound: no such agent stored in the run.
+            InvalidCommand: a depth out of range.
+        """
+        message: JsonObject = {"type": "get_lineage", "agent_id": agent_id}
+        if depth is not None:
+            message["depth"] = depth
+        if descendants:
+            message["descendants"] = True
+        return await self._request(message)
 
     async def get_agent(self, agent_id: str) -> JsonObject:
         """An agent's status and metrics (the ``agent_update`` data).

@@ -14,7 +14,7 @@ each request and carries out what the table decides:
 
 Resend policy (:data:`RESENT`): reads, subscriptions and pings are safe to send twice, so
 after a reconnect they are sent again instead of failing. Control actions, commands
-(``rollback``, ``set_parameters``) and code uploads written on a connection that dropped
+(``rollback``, ``set_parameters``, ``branch``) and code uploads written on a connection that dropped
 fail with :class:`~tdevlab.exceptions.ConnectionClosed`: the server may have applied them,
 and applying one twice is not harmless. Requests never written (still queued) go out after
 the reconnect, whatever their kind.
@@ -55,7 +55,16 @@ Filters: TypeAlias = Mapping[str, float]
 #: Request kinds sent again after a reconnect when their reply was lost (see the module
 #: docstring); every other kind written on a dropped connection fails instead.
 RESENT = frozenset(
-    {"subscribe", "unsubscribe", "get_agent", "get_agent_code", "get_front", "get_archive", "ping"}
+    {
+        "subscribe",
+        "unsubscribe",
+        "get_agent",
+        "get_agent_code",
+        "get_lineage",
+        "get_front",
+        "get_archive",
+        "ping",
+    }
 )
 
 W = TypeVar("W")

@@ -320,6 +320,16 @@ class SyncClient:
         """See :meth:`Client.rollback`."""
         return self._request(self.client.rollback(generation))
 
+    def branch(self, agent_id: str, parameters: dict[str, Any] | None = None) -> dict[str, Any]:
+        """See :meth:`Client.branch`."""
+        return self._request(self.client.branch(agent_id, parameters))
+
+    def get_lineage(
+        self, agent_id: str, depth: int | None = None, *, descendants: bool = False
+    ) -> dict[str, Any]:
+        """See :meth:`Client.get_lineage`."""
+        return self._request(self.client.get_lineage(agent_id, depth, descendants=descendants))
+
     def get_agent(self, agent_id: str) -> dict[str, Any]:
         """See :meth:`Client.get_agent`."""
         return self._request(self.client.get_agent(agent_id))

@@ -21,10 +21,11 @@ are done) or ``failed`` (an error); those are reported as the actions ``finish``
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -182,6 +183,34 @@ class RunControl:
         self.state = EngineState.IDLE
         self.token = 0
         self._wakers: list[Callable[[], None]] = []
+        self._moves: list[str] = []  # rollbacks and branches in progress
+
+    @contextlib.contextmanager
+    def moving(self, action: str, state: EngineState, *, exclusive: bool) -> Iterator[None]:
+        """Mark a rollback or branch in progress for the ``with`` block.
+
+        Args:
+            action: ``rollback`` or ``branch``.
+            state: The run's state, for the refusal's details.
+            exclusive: Refuse (rather than wait behind) a move already in progress.
+
+        Raises:
+            InvalidState: if ``exclusive`` and another move is in progress; ``details``
+                has the ``state`` and the move ``in_progress``.
+        """
+        with self.cond:
+            if exclusive and self._moves:
+                busy = self._moves[0]
+                raise InvalidState(
+                    f"cannot {action}: a {busy} is in progress; try again when it is done",
+                    details={"state": state.value, "action": action, "in_progress": busy},
+                )
+            self._moves.append(action)
+        try:
+            yield
+        finally:
+            with self.cond:
+                self._moves.remove(action)
 
     def decide(
         self, action: str, apply: Callable[[EngineState], _T]

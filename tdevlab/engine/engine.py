@@ -38,6 +38,7 @@ from tdevlab.engine.evaluation import evaluate_batch
 from tdevlab.engine.events import Alert, GenerationResult, LogEntry
 from tdevlab.engine.ga import GeneticAlgorithm
 from tdevlab.engine.genes import FloatArray
+from tdevlab.engine.lineage import LineageAccess
 from tdevlab.engine.loops import RunLoops
 from tdevlab.engine.params import Parameters
 from tdevlab.engine.population import Population, Snapshot
@@ -65,7 +66,7 @@ __all__ = ["ControlEvent", "Engine", "EngineState"]
 log = logging.getLogger("tdevlab.engine")
 
 
-class Engine(RunLoops, AgentAccess):
+class Engine(RunLoops, AgentAccess, LineageAccess):
     """A run of a strategy (by default the genetic algorithm) over a population of agents.
 
     Args:
@@ -501,7 +502,7 @@ class Engine(RunLoops, AgentAccess):
         if isinstance(generation, bool) or not isinstance(generation, int | np.integer):
             raise InvalidParameters(f"generation must be an integer, got {shown(generation)}")
         generation = int(generation)
-        with self._lock:
+        with self._run.moving("rollback", self.state, exclusive=False), self._lock:
             if not 0 <= generation <= self.generation or self.run_id is None:
                 raise GenerationNotFound(
                     f"cannot roll back to generation {generation}: the run is at generation "

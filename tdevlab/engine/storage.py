@@ -17,20 +17,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+import numpy as np
+
 from tdevlab.engine.events import Alert, GenerationResult, LogEntry
-from tdevlab.engine.population import Snapshot
+from tdevlab.engine.population import Population, Snapshot
 from tdevlab.exceptions import InvalidParameters, InvalidState
 
 if TYPE_CHECKING:
     from tdevlab.engine.problems import Problem
 
 __all__ = [
+    "MADE_BY",
+    "AgentRecords",
     "BranchInfo",
     "RunInfo",
     "RunStore",
     "StoreBackend",
     "export_run",
     "install_backend",
+    "made_by_codes",
     "open_store",
 ]
 
@@ -56,6 +61,101 @@ class RunInfo:
     active_branch: int
     last_generation: int | None
     status: str
+
+
+#: How an agent was made, by code (the ``made_by`` of its stored row).
+MADE_BY: tuple[str, ...] = ("initial", "upload", "mutation", "crossover")
+
+
+@dataclass(frozen=True)
+class AgentRecords:
+    """Stored agents as parallel arrays, one entry per agent (what lineage needs).
+
+    Attributes:
+        agent: Agent numbers.
+        branch: The branch each was born on.
+        birth_generation: The generation that made it.
+        parent_a, parent_b: Parent numbers (-1: none).
+        fitness, memory_kb, speed_us: Its metrics (they never change).
+        made_by: Codes into :data:`MADE_BY`.
+        genes: ``(n, genes)`` matrix.
+    """
+
+    agent: np.ndarray
+    branch: np.ndarray
+    birth_generation: np.ndarray
+    parent_a: np.ndarray
+    parent_b: np.ndarray
+    fitness: np.ndarray
+    memory_kb: np.ndarray
+    speed_us: np.ndarray
+    made_by: np.ndarray
+    genes: np.ndarray
+
+    COLUMNS = (
+        "agent",
+        "branch",
+        "birth_generation",
+        "parent_a",
+        "parent_b",
+        "fitness",
+        "memory_kb",
+        "speed_us",
+        "made_by",
+        "genes",
+    )
+
+    def __len__(self) -> int:
+        return int(self.agent.size)
+
+    def take(self, rows: np.ndarray) -> AgentRecords:
+        """The records at ``rows`` (indices or a mask)."""
+        return AgentRecords(*(getattr(self, c)[rows] for c in self.COLUMNS))
+
+    @classmethod
+    def concat(cls, parts: list[AgentRecords], genes: int) -> AgentRecords:
+        """One table of several (an empty one with ``genes`` columns when none)."""
+        if not parts:
+            return cls.empty(genes)
+        return cls(*(np.concatenate([getattr(p, c) for p in parts]) for c in cls.COLUMNS))
+
+    @classmethod
+    def empty(cls, genes: int) -> AgentRecords:
+        """No agents."""
+        ints = np.empty(0, dtype=np.int64)
+        floats = np.empty(0, dtype=np.float64)
+        return cls(ints, ints, ints, ints, ints, floats, floats, floats, ints, np.empty((0, genes)))
+
+    @classmethod
+    def born(cls, population: Population, branch: int, generation: int) -> AgentRecords:
+        """The agents of ``population`` born in ``generation`` (whole arrays, no loop)."""
+        rows = np.flatnonzero(population.birth_generation == generation)
+        parent_a = population.parent_a[rows]
+        parent_b = population.parent_b[rows]
+        made_by = made_by_codes(parent_a, parent_b, population.birth_generation[rows])
+        return cls(
+            population.agent_id[rows],
+            np.full(rows.size, branch, dtype=np.int64),
+            population.birth_generation[rows],
+            parent_a,
+            parent_b,
+            population.fitness[rows],
+            population.memory_kb[rows],
+            population.speed_us[rows],
+            made_by,
+            population.genes[rows],
+        )
+
+
+def made_by_codes(
+    parent_a: np.ndarray, parent_b: np.ndarray, birth_generation: np.ndarray
+) -> np.ndarray:
+    """How agents were made (codes into :data:`MADE_BY`) from their parents: two parents a
+    crossover, one a mutation (of a copy), none an initial agent (generation 0) or an
+    upload."""
+    return np.where(
+        parent_b >= 0, 3, np.where(parent_a >= 0, 2, np.where(birth_generation == 0, 0, 1))
+    ).astype(np.int64)
 
 
 class RunStore(Protocol):
@@ -129,6 +229,22 @@ class RunStore(Protocol):
 
     def find_agent_generation(self, run_id: int, agent_id: int) -> tuple[int, int] | None:
         """Return (branch, generation) of the generation that created ``agent_id``."""
+        ...
+
+    def agent_records(self, run_id: int, agents: list[int]) -> AgentRecords:
+        """The stored rows of ``agents`` that exist (any branch, any order)."""
+        ...
+
+    def first_parent_line(self, run_id: int, agent: int, depth: int) -> AgentRecords:
+        """``agent``'s row, then its first parent's, and so on, ``depth`` steps at most.
+
+        Stops early at an agent without a first parent, or one not stored. Empty if
+        ``agent`` is not stored.
+        """
+        ...
+
+    def children(self, run_id: int, agents: list[int]) -> AgentRecords:
+        """The stored agents whose first parent is one of ``agents``."""
         ...
 
     def set_status(self, run_id: int, status: str) -> None:

@@ -29,6 +29,7 @@ __all__ = [
     "MAX_CODE_BYTES",
     "AgentCodeUpload",
     "Auth",
+    "Branch",
     "ClientMessage",
     "Command",
     "Control",
@@ -37,6 +38,7 @@ __all__ = [
     "GetAgentCode",
     "GetArchive",
     "GetFront",
+    "GetLineage",
     "Ping",
     "Request",
     "Rollback",
@@ -50,9 +52,10 @@ __all__ = [
 
 #: spec: subscribe filters; they apply to evolution updates (best_fitness) and agent updates.
 FILTERS: tuple[str, ...] = ("generation_min", "fitness_min")
-#: Commands of ``{"type": "command", "cmd": ...}``: the document's ``rollback``, and
-#: ``set_parameters`` (change parameters while running, which no control action can do).
-COMMANDS: tuple[str, ...] = ("rollback", "set_parameters")
+#: Commands of ``{"type": "command", "cmd": ...}``: the document's ``rollback``,
+#: ``set_parameters`` (change parameters while running, which no control action can do)
+#: and ``branch`` (roll back to the generation that made an agent, on its branch).
+COMMANDS: tuple[str, ...] = ("rollback", "set_parameters", "branch")
 
 RequestId: TypeAlias = str | int | None
 #: The most bytes of agent code one upload may carry: its ``get_agent_code`` reply (the
@@ -119,6 +122,17 @@ class GetAgentCode(_Message, tag="get_agent_code"):
     agent_id: str
 
 
+class GetLineage(_Message, tag="get_lineage"):
+    """Ask for an agent's lineage; the reply is a ``lineage`` message.
+
+    ``depth`` is checked by the engine, which owns its range; ``None``: the engine's default.
+    """
+
+    agent_id: str
+    depth: int | None = None
+    descendants: bool = False
+
+
 class GetFront(_Message, tag="get_front"):
     """Ask for the current Pareto front (NSGA-II runs); the reply is a ``front`` message."""
 
@@ -155,6 +169,17 @@ class SetParameters(msgspec.Struct, frozen=True, kw_only=True):
     parameters: dict[str, Any]
 
 
+class Branch(msgspec.Struct, frozen=True, kw_only=True):
+    """``{"type": "command", "cmd": "branch", "args": {"agent_id": ..., "parameters": {...}}}``.
+
+    The parameters (optional) are validated by the engine, which owns them.
+    """
+
+    id: RequestId = None
+    agent_id: str
+    parameters: dict[str, Any] | None = None
+
+
 class Ping(_Message, tag="ping"):
     """spec: "Heartbeat": the server answers ``pong`` echoing ``timestamp``.
 
@@ -174,7 +199,15 @@ class AgentCodeUpload(msgspec.Struct, frozen=True, kw_only=True):
 
 #: Requests the driver carries out on the engine (after the session authorized them).
 EngineRequest: TypeAlias = (
-    Control | GetAgent | GetAgentCode | GetFront | GetArchive | Rollback | SetParameters
+    Control
+    | GetAgent
+    | GetAgentCode
+    | GetLineage
+    | GetFront
+    | GetArchive
+    | Rollback
+    | SetParameters
+    | Branch
 )
 #: What a text frame decodes to, before commands are typed.
 ClientMessage: TypeAlias = (
@@ -184,6 +217,7 @@ ClientMessage: TypeAlias = (
     | Control
     | GetAgent
     | GetAgentCode
+    | GetLineage
     | GetFront
     | GetArchive
     | Command
@@ -194,8 +228,8 @@ Request: TypeAlias = Auth | Subscribe | Unsubscribe | Ping | EngineRequest
 _DECODER = msgspec.json.Decoder(ClientMessage)
 _ANY = msgspec.json.Decoder()
 TYPES: tuple[str, ...] = (
-    "auth", "subscribe", "unsubscribe", "control", "get_agent", "get_agent_code", "get_front",
-    "get_archive", "command", "ping",
+    "auth", "subscribe", "unsubscribe", "control", "get_agent", "get_agent_code", "get_lineage",
+    "get_front", "get_archive", "command", "ping",
 )  # fmt: skip
 
 
@@ -346,7 +380,7 @@ def _check(message: ClientMessage) -> None:
     rid = message.id
     _check_id(rid)
     details = {"id": rid} if rid is not None else {}
-    if isinstance(message, GetAgent | GetAgentCode) and not _id_fits(message.agent_id):
+    if isinstance(message, GetAgent | GetAgentCode | GetLineage) and not _id_fits(message.agent_id):
         # Agent ids are "agent-<number>": a longer one names no agent, and is not echoed.
         raise InvalidCommand(
             f"agent_id is {utf8_size(message.agent_id)} bytes; an agent id is at most {ECHO_BYTES}",
@@ -393,11 +427,13 @@ def _check(message: ClientMessage) -> None:
                 )
 
 
-def _typed_command(message: Command) -> Rollback | SetParameters:
+def _typed_command(message: Command) -> Rollback | SetParameters | Branch:
     rid = message.id
     details: dict[str, Any] = {"id": rid} if rid is not None else {}
     if message.cmd == "set_parameters":
         return SetParameters(id=rid, parameters=dict(message.args))
+    if message.cmd == "branch":
+        return _branch(message.args, rid, details)
     if message.cmd == "rollback":
         args = message.args
         unknown = sorted(clip(str(k)) for k in set(args) - {"generation"})[:10]
@@ -418,3 +454,27 @@ def _typed_command(message: Command) -> Rollback | SetParameters:
         f"unknown command {shown(message.cmd)}; commands are {list(COMMANDS)}",
         details={**details, "cmd": clip(message.cmd)},
     )
+
+
+def _branch(args: dict[str, Any], rid: RequestId, details: dict[str, Any]) -> Branch:
+    unknown = sorted(clip(str(k)) for k in set(args) - {"agent_id", "parameters"})[:10]
+    if unknown:
+        raise InvalidCommand(
+            f"unknown branch argument(s) {shown(unknown, 4 * ECHO_BYTES)}; branch takes "
+            "'agent_id' and optional 'parameters'",
+            details={**details, "unknown_arguments": unknown},
+        )
+    agent = args.get("agent_id")
+    if not isinstance(agent, str) or not _id_fits(agent):
+        raise InvalidCommand(
+            f"branch needs a string 'agent_id' of at most {ECHO_BYTES} bytes, got "
+            f"{shown(agent, 64)}",
+            details={**details, "cmd": "branch"},
+        )
+    parameters = args.get("parameters")
+    if parameters is not None and not isinstance(parameters, dict):
+        raise InvalidCommand(
+            f"branch 'parameters' must be an object, got {shown(parameters, 64)}",
+            details={**details, "cmd": "branch"},
+        )
+    return Branch(id=rid, agent_id=agent, parameters=parameters)

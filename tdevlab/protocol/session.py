@@ -42,11 +42,13 @@ from tdevlab.protocol.limits import FloodGuard, Limits, TokenBucket, UserRegistr
 from tdevlab.protocol.messages import (
     AgentCodeUpload,
     Auth,
+    Branch,
     EngineRequest,
     GetAgent,
     GetAgentCode,
     GetArchive,
     GetFront,
+    GetLineage,
     Ping,
     Request,
     Rollback,
@@ -72,13 +74,18 @@ _VIEWER_REQUESTS = (
     Unsubscribe,
     GetAgent,
     GetAgentCode,
+    GetLineage,
     GetFront,
     GetArchive,
     Ping,
     Auth,
 )
 # How a refusal names a typed command (they arrived as {"type": "command", "cmd": ...}).
-_REQUEST_NAMES: dict[type, str] = {Rollback: "rollback", SetParameters: "set_parameters"}
+_REQUEST_NAMES: dict[type, str] = {
+    Rollback: "rollback",
+    SetParameters: "set_parameters",
+    Branch: "branch",
+}
 
 
 class SessionState(enum.Enum):

@@ -19,16 +19,19 @@ from collections.abc import Callable
 from typing import Any
 
 from tdevlab.engine.engine import Engine
+from tdevlab.engine.lineage import DEFAULT_DEPTH
 from tdevlab.engine.loops import STOP_WAIT
 from tdevlab.exceptions import EvolutionFailed, InvalidState, TdevlabError
 from tdevlab.protocol.envelope import Encoder
 from tdevlab.protocol.messages import (
     AgentCodeUpload,
+    Branch,
     Control,
     GetAgent,
     GetAgentCode,
     GetArchive,
     GetFront,
+    GetLineage,
     RequestId,
     Rollback,
     SetParameters,
@@ -76,6 +79,14 @@ class Service:
                 reply(self.encoder.encode(message), False)
             elif isinstance(request, GetAgentCode):
                 await self._agent_code(reply, request)
+            elif isinstance(request, GetLineage):
+                await self._lineage(reply, request)
+            elif isinstance(request, Branch):
+                result = await asyncio.to_thread(
+                    self.engine.branch_from, request.agent_id, request.parameters
+                )
+                data = {"cmd": "branch", "agent_id": request.agent_id, **result.to_dict()}
+                self._ack(reply, "command", request.id, data)
             elif isinstance(request, GetFront | GetArchive):
                 kind = "front" if isinstance(request, GetFront) else "archive"
                 data = await asyncio.to_thread(self.engine.member_set, kind)
@@ -111,6 +122,16 @@ class Service:
     async def _rollback(self, reply: Replier, request: Rollback) -> None:
         result = await asyncio.to_thread(self.engine.rollback, request.generation)
         self._ack(reply, "command", request.id, {"cmd": "rollback", **result.to_dict()})
+
+    async def _lineage(self, reply: Replier, request: GetLineage) -> None:
+        depth = DEFAULT_DEPTH if request.depth is None else request.depth
+        lineage = await asyncio.to_thread(
+            self.engine.lineage, request.agent_id, depth, request.descendants
+        )
+        message = self.encoder.message(
+            "lineage", lineage.to_dict(), now=time.time(), reply_to=request.id
+        )
+        reply(self.encoder.encode(message), False)
 
     async def _agent_code(self, reply: Replier, request: GetAgentCode) -> None:
         code = await asyncio.to_thread(self.engine.agent_code, request.agent_id)

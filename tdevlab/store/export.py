@@ -18,7 +18,7 @@ import functools
 import json
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ import pandas as pd
 
 from tdevlab.engine.events import STATUS_NAMES
 from tdevlab.engine.genes import Categorical, GeneSpace, Integer
+from tdevlab.engine.lineage import Lineage
 from tdevlab.exceptions import DatasetError, GenerationNotFound, InvalidParameters
 from tdevlab.store.base import RunStore, lineage_of
 from tdevlab.store.members import MEMBER_TABLES, member_table
@@ -93,6 +94,8 @@ class RunDataset:
     front: pd.DataFrame | None = None
     #: MAP-Elites runs: the archive of every stored generation.
     archive: pd.DataFrame | None = None
+    #: The agents as lineage reads them, made by the first :meth:`lineage`.
+    lineage_rows: Any = field(default=None, init=False, repr=False, compare=False)
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """Return the tables by name: the four of every run, and ``front`` or ``archive``."""
@@ -101,6 +104,19 @@ class RunDataset:
             if getattr(self, name) is not None:
                 out[name] = getattr(self, name)
         return out
+
+    def lineage(
+        self, agent_id: str | int, depth: int | None = None, descendants: bool = False
+    ) -> Lineage:
+        """An agent's lineage, rebuilt from the ``agents`` table (as ``Engine.lineage``).
+
+        Raises:
+            AgentNotFound: if the dataset has no such agent.
+            InvalidParameters: for a depth out of range.
+        """
+        from tdevlab.store.dataset_lineage import dataset_lineage
+
+        return dataset_lineage(self, agent_id, depth, descendants)
 
     @property
     def active_generations(self) -> pd.DataFrame:

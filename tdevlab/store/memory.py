@@ -5,8 +5,10 @@ Memory stays bounded on long runs and large populations: it keeps the newest
 alerts) and the newest snapshots (a snapshot holds the whole population), at most
 ``keep_snapshots`` of them and at most ``keep_bytes`` of arrays, so rollback reaches that far
 back and an export covers that window. Recording is just appending references: a
-population's arrays are never modified after they are built, so nothing is copied. Use
-the SQLite store to keep a whole run.
+population's arrays are never modified after they are built, so nothing is copied. Lineage
+finds the agents born in the kept generations (read from their snapshots when asked), so
+it reaches back as far as rollback does. Use the SQLite store to keep a
+whole run.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from typing import Any
 import numpy as np
 
 from tdevlab.engine.events import Alert, EvolutionUpdate, GenerationResult, LogEntry
+from tdevlab.engine.lineage import RecordsIndex
 from tdevlab.engine.population import Snapshot
+from tdevlab.engine.storage import AgentRecords
 from tdevlab.exceptions import GenerationNotFound, InvalidParameters, RunNotFound
 from tdevlab.store.base import BranchInfo, RunInfo, branch_holding
 from tdevlab.store.rows import event_row, generation_row
@@ -39,6 +43,9 @@ class _Run:
     snapshot_bytes: int = 0
     # (first id, last id, branch, generation) per generation, in creation order.
     new_ids: deque[tuple[int, int, int, int]] = field(default_factory=deque)
+    # The agents born in the kept generations, sorted by number: built from the snapshots
+    # when lineage asks (None: to rebuild), so recording a generation costs nothing more.
+    index: RecordsIndex | None = None
 
 
 class MemoryStore:
@@ -106,6 +113,7 @@ class MemoryStore:
             run.snapshot_bytes -= _nbytes(old)
         run.snapshots[key] = snapshot
         run.snapshot_bytes += _nbytes(snapshot)
+        run.index = None
         while len(run.snapshots) > 1 and (
             (self.keep_snapshots is not None and len(run.snapshots) > self.keep_snapshots)
             or (self.keep_bytes is not None and run.snapshot_bytes > self.keep_bytes)
@@ -203,6 +211,23 @@ class MemoryStore:
         if i >= 0 and run.new_ids[i][0] <= agent_id <= run.new_ids[i][1]:
             return run.new_ids[i][2], run.new_ids[i][3]
         return None
+
+    def _index(self, run_id: int) -> RecordsIndex:
+        run = self._run(run_id)
+        if run.index is None:
+            genes = len(run.info.config.get("gene_space") or ())
+            born = [AgentRecords.born(s.population, *key) for key, s in run.snapshots.items()]
+            run.index = RecordsIndex(AgentRecords.concat(born, genes))
+        return run.index
+
+    def agent_records(self, run_id: int, agents: list[int]) -> AgentRecords:
+        return self._index(run_id).agent_records(agents)
+
+    def first_parent_line(self, run_id: int, agent: int, depth: int) -> AgentRecords:
+        return self._index(run_id).first_parent_line(agent, depth)
+
+    def children(self, run_id: int, agents: list[int]) -> AgentRecords:
+        return self._index(run_id).children(agents)
 
     def set_status(self, run_id: int, status: str) -> None:
         run = self._run(run_id)

@@ -1,0 +1,106 @@
+"""Lineage offline: an exported run's ``agents`` table answers what the store's agent rows do.
+
+A dataset's ``agents`` table holds every stored agent once, with its branch, birth
+generation, both parents, metrics and genes: everything :func:`build_lineage` needs, so
+``load_run(path).lineage("agent-42")`` gives what ``engine.lineage`` gave on the run's
+store (a dataset exported from a memory store covers the generations it kept).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from tdevlab.engine.genes import Categorical, GeneSpace
+from tdevlab.engine.lineage import Lineage, RecordsIndex, build_lineage
+from tdevlab.engine.problems import make_problem
+from tdevlab.engine.storage import AgentRecords, made_by_codes
+from tdevlab.exceptions import TdevlabError
+
+if TYPE_CHECKING:
+    from tdevlab.store.export import RunDataset
+
+__all__ = ["dataset_lineage"]
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """A dataset's agents behind the store calls :func:`build_lineage` makes."""
+
+    index: RecordsIndex
+    problem: Any
+
+    def agent_records(self, run_id: int, agents: list[int]) -> AgentRecords:
+        return self.index.agent_records(agents)
+
+    def first_parent_line(self, run_id: int, agent: int, depth: int) -> AgentRecords:
+        return self.index.first_parent_line(agent, depth)
+
+    def children(self, run_id: int, agents: list[int]) -> AgentRecords:
+        return self.index.children(agents)
+
+
+@dataclass(frozen=True)
+class _SpaceOnly:
+    """A problem that is only a gene space (a custom problem not rebuilt offline)."""
+
+    gene_space: GeneSpace
+
+
+def dataset_lineage(
+    dataset: RunDataset, agent_id: str | int, depth: int | None, descendants: bool
+) -> Lineage:
+    """The lineage of ``agent_id`` from ``dataset``'s agents (see ``Engine.lineage``)."""
+    rows: _Rows | None = dataset.lineage_rows
+    if rows is None:
+        rows = dataset.lineage_rows = _rows(dataset)
+    run_id = int(dataset.metadata.get("run", {}).get("run_id") or 0)
+    return build_lineage(rows, run_id, rows.problem, agent_id, depth, descendants)
+
+
+def _rows(dataset: RunDataset) -> _Rows:
+    space = GeneSpace.from_description(dataset.metadata["gene_space"])
+    agents = dataset.agents
+    genes = np.empty((len(agents), len(space)))
+    for i, gene in enumerate(space.genes):
+        column = agents[gene.name]
+        if isinstance(gene, Categorical):
+            genes[:, i] = pd.Categorical(column, categories=list(gene.choices)).codes
+        else:
+            genes[:, i] = column.to_numpy(np.float64)
+    birth = agents["birth_generation"].to_numpy(np.int64)
+    parent_a, parent_b = _numbers(agents["parent_a"]), _numbers(agents["parent_b"])
+    records = AgentRecords(
+        agent=agents["agent_number"].to_numpy(np.int64),
+        branch=agents["branch"].to_numpy(np.int64),
+        birth_generation=birth,
+        parent_a=parent_a,
+        parent_b=parent_b,
+        fitness=agents["fitness"].to_numpy(np.float64),
+        memory_kb=agents["memory_kb"].to_numpy(np.float64),
+        speed_us=agents["speed_us"].to_numpy(np.float64),
+        made_by=made_by_codes(parent_a, parent_b, birth),
+        genes=genes,
+    )
+    return _Rows(RecordsIndex(records), _problem(dataset, space))
+
+
+def _numbers(ids: pd.Series) -> np.ndarray:
+    """``agent-<n>`` ids as numbers (-1 where missing)."""
+    text = ids.astype("string").str.removeprefix("agent-")
+    numbers: np.ndarray = pd.to_numeric(text, errors="coerce").fillna(-1).to_numpy(np.int64)
+    return numbers
+
+
+def _problem(dataset: RunDataset, space: GeneSpace) -> Any:
+    """The run's built-in problem (for agent names), else just its gene space."""
+    run = dataset.metadata.get("run", {})
+    config = dataset.metadata.get("config", {}).get("problem_config", {})
+    try:
+        problem = make_problem(str(run.get("problem")), **config)
+    except (TdevlabError, TypeError):
+        return _SpaceOnly(space)
+    return problem if problem.gene_space.describe() == space.describe() else _SpaceOnly(space)
