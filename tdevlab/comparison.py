@@ -46,7 +46,8 @@ import pandas as pd
 
 from tdevlab.exceptions import DatasetError, InvalidParameters, RunNotFound
 from tdevlab.store.base import lineage_of
-from tdevlab.store.export import RunDataset, build_dataset, load_run
+from tdevlab.store.export import RunDataset, load_run
+from tdevlab.store.rows import GENERATION_COLUMNS
 from tdevlab.store.sqlite import SQLiteStore
 
 if TYPE_CHECKING:
@@ -230,10 +231,17 @@ def describe_runs(store: SQLiteStore | str | Path) -> pd.DataFrame:
 class _Run:
     """One run's pieces before the table is built."""
 
-    dataset: RunDataset
+    generations: pd.DataFrame  # the dataset's generations table (``active`` marks the lineage)
+    metadata: dict[str, Any]  # at least "run" (run_id, problem, seed) and "config"
     uploads: Mapping[tuple[int, int], int]
     where: str  # how error messages name the run
+    path: Path | None = None
     strategy: str | None = None
+
+    @classmethod
+    def of(cls, dataset: RunDataset, where: str, strategy: str | None = None) -> _Run:
+        uploads = _dataset_uploads(dataset)
+        return cls(dataset.generations, dataset.metadata, uploads, where, dataset.path, strategy)
 
 
 def _single(runs: Any) -> bool:
@@ -260,16 +268,26 @@ def _from_store(store: SQLiteStore, run_ids: Iterable[int] | None) -> list[_Run]
         )
     out = []
     for run_id in wanted:
-        dataset = build_dataset(store, run_id)
-        ranges = store.new_id_ranges(run_id)
-        evolved = {
-            (int(b), int(g)): int(k)
-            for b, g, k in dataset.generations[
-                ["branch", "generation", "agents_evolved"]
-            ].itertuples(index=False)
+        # Only the generation rows: no snapshot is read.
+        info = store.run_info(run_id)
+        rows = store.generation_rows(run_id)
+        on_lineage = {
+            (r["branch"], r["generation"])
+            for r in _on_lineage(store, run_id, info.active_branch, rows)
         }
-        uploads = {key: hi - lo + 1 - evolved[key] for key, (lo, hi) in ranges.items()}
-        out.append(_Run(dataset, uploads, f"run {run_id} of {store.path}"))
+        generations = pd.DataFrame(rows, columns=list(GENERATION_COLUMNS))
+        generations["active"] = [(r["branch"], r["generation"]) in on_lineage for r in rows]
+        # A generation's id range holds its offspring and the uploads that joined it.
+        evolved = {(r["branch"], r["generation"]): r["agents_evolved"] for r in rows}
+        uploads = {
+            key: high - low + 1 - evolved[key]
+            for key, (low, high) in store.new_id_ranges(run_id).items()
+        }
+        metadata = {
+            "run": {"run_id": run_id, "problem": info.problem, "seed": str(info.seed)},
+            "config": info.config,
+        }
+        out.append(_Run(generations, metadata, uploads, f"run {run_id} of {store.path}"))
     return out
 
 
@@ -282,18 +300,15 @@ def _run_id(value: object) -> int:
 def _from_item(item: Any, index: int) -> _Run:
     if isinstance(item, RunDataset):
         where = f"dataset {item.path}" if item.path is not None else f"dataset #{index + 1}"
-        return _Run(item, _dataset_uploads(item), where)
+        return _Run.of(item, where)
     if isinstance(item, str | Path):
         path = Path(item)
         if not path.exists():
             raise DatasetError(f"{path} is neither a run store nor a dataset directory")
-        dataset = load_run(path)
-        return _Run(dataset, _dataset_uploads(dataset), f"dataset {path}")
+        return _Run.of(load_run(path), f"dataset {path}")
     frames = getattr(item, "frames", None)
     if frames is not None and hasattr(frames, "to_run"):
-        dataset = frames.to_run()
-        strategy = getattr(item, "strategy", None)
-        return _Run(dataset, _dataset_uploads(dataset), f"client #{index + 1}", strategy)
+        return _Run.of(frames.to_run(), f"client #{index + 1}", getattr(item, "strategy", None))
     raise InvalidParameters(
         f"compare() takes run datasets, dataset directories, clients or a store; item "
         f"{index + 1} is a {type(item).__name__}"
@@ -361,11 +376,11 @@ def _frame(runs: Sequence[_Run]) -> pd.DataFrame:
 
 def _labels(runs: Sequence[_Run]) -> list[str]:
     """Each run's label: its run id, made unique by its dataset's name or its position."""
-    base = [str(run.dataset.metadata.get("run", {}).get("run_id")) for run in runs]
+    base = [str(run.metadata.get("run", {}).get("run_id")) for run in runs]
     labels = []
     for i, (label, run) in enumerate(zip(base, runs, strict=True)):
         if base.count(label) > 1:
-            path = run.dataset.path
+            path = run.path
             label = f"{label} ({path.name})" if path is not None else f"{label} (#{i + 1})"
         labels.append(label)
     return [
@@ -374,7 +389,7 @@ def _labels(runs: Sequence[_Run]) -> list[str]:
 
 
 def _run_rows(run: _Run, label: str) -> pd.DataFrame:
-    g = run.dataset.generations
+    g = run.generations
     missing = [c for c in _NEEDED if c not in g]
     if missing:
         raise DatasetError(f"{run.where} has no {', '.join(missing)} column in its generations")
@@ -389,7 +404,7 @@ def _run_rows(run: _Run, label: str) -> pd.DataFrame:
     keys = zip(lineage["branch"].astype(int), lineage["generation"].astype(int), strict=True)
     uploads = np.array([run.uploads.get(key, 0) for key in keys], dtype=np.int64)
     per_generation = lineage["agents_evolved"].to_numpy(dtype=np.int64) + uploads
-    meta = run.dataset.metadata
+    meta = run.metadata
     info = meta.get("run", {}) or {}
     config = meta.get("config", {}) or {}
     strategy = run.strategy or (_strategy_label(config) if config else "unknown")
