@@ -290,13 +290,13 @@ def _node_columns(
 ) -> dict[str, list[Any]]:
     space = problem.gene_space
     row_of = {int(a): i for i, a in enumerate(table.agent.tolist())}
-    changed: list[list[str] | None] = []
-    for genes, parent in zip(nodes.genes, nodes.parent_a.tolist(), strict=True):
-        row = row_of.get(int(parent))
-        if row is None:
-            changed.append(None)
-        else:
-            changed.append([space.names[i] for i in np.flatnonzero(genes != table.genes[row])])
+    parents = [row_of.get(p, -1) for p in nodes.parent_a.tolist()]
+    rows = np.asarray(parents, dtype=np.int64)
+    differs = (nodes.genes != table.genes[np.maximum(rows, 0)]).tolist() if len(nodes) else []
+    changed: list[list[str] | None] = [
+        None if row < 0 else [name for name, d in zip(space.names, diff, strict=True) if d]
+        for row, diff in zip(parents, differs, strict=True)
+    ]
     names = getattr(problem, "role_names", ("Agent",))
     role_of = getattr(problem, "roles", None)
     roles = (

@@ -102,17 +102,19 @@ def _table(
     where: dict[tuple[int, int], list[int]] = {}
     for i, key in enumerate(zip(cols[1], cols[2], strict=True)):
         where.setdefault(key, []).append(i)
-    for (branch, generation), at in where.items():
-        ids, matrix = db.execute(
-            "SELECT agent_id, genes FROM snapshots WHERE run_id = ? AND branch = ? "
-            "AND generation = ?",
-            (run_id, branch, generation),
-        ).fetchone()
-        numbers = np.frombuffer(ids, dtype="<i8")
-        found = np.frombuffer(matrix, dtype="<f8").reshape(numbers.size, -1)
-        order = np.argsort(numbers)
-        rows_at = order[np.searchsorted(numbers, table.agent[at], sorter=order)]
-        table.genes[at] = found[rows_at]
+    keys = list(where)
+    for start in range(0, len(keys), _CHUNK // 2):  # one query per chunk of generations
+        part = keys[start : start + _CHUNK // 2]
+        found = db.execute(
+            "SELECT branch, generation, agent_id, genes FROM snapshots WHERE run_id = ? AND "
+            f"(branch, generation) IN (VALUES {', '.join(['(?, ?)'] * len(part))})",
+            (run_id, *(x for key in part for x in key)),
+        ).fetchall()
+        for branch, generation, ids, blob in found:
+            numbers = np.frombuffer(ids, dtype="<i8")
+            matrix = np.frombuffer(blob, dtype="<f8").reshape(numbers.size, -1)
+            for i in where[(branch, generation)]:
+                table.genes[i] = matrix[int(np.flatnonzero(numbers == table.agent[i])[0])]
     return table
 
 
