@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import timeout
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = sorted(p.stem for p in (ROOT / "benchmarks").glob("*.py") if p.stem[0] != "_")
 CASES = [
@@ -43,7 +45,7 @@ def test_quick_mode_runs_and_prints_its_table(name: str, how: str, tmp_path: Pat
     else:  # python -m benchmarks.<name>, from the repository's root
         command, cwd = [sys.executable, "-m", f"benchmarks.{name}"], ROOT
     out = subprocess.run(
-        [*command, "--quick"], capture_output=True, text=True, timeout=180, cwd=cwd
+        [*command, "--quick"], capture_output=True, text=True, timeout=timeout(180), cwd=cwd
     )
     assert out.returncode == 0, out.stderr[-3000:]
     lines = out.stdout.splitlines()

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tdevlab import load_run
+from tests.conftest import timeout
 
 
 def tdevlab(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -19,10 +20,11 @@ def tdevlab(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         cwd=cwd,
-        timeout=120,
+        timeout=timeout(120),
     )
 
 
+@pytest.mark.slow
 def test_run_rollback_resume_runs_export(tmp_path: Path) -> None:
     """run -> rollback -> run --resume -> runs -> export, as the README shows."""
     db = tmp_path / "runs.db"
@@ -83,6 +85,7 @@ def test_run_rollback_resume_runs_export(tmp_path: Path) -> None:
     assert (tmp_path / "csv" / "generations.csv").is_file()
 
 
+@pytest.mark.slow
 def test_run_exports_csv_dataset(tmp_path: Path) -> None:
     """`run --export DIR --format csv` writes CSV tables that load_run reads back."""
     out = tdevlab(
@@ -131,6 +134,7 @@ def test_benchmark_problem_with_dims(tmp_path: Path) -> None:
     assert "rastrigin" in out.stdout
 
 
+@pytest.mark.slow
 def test_errors_are_one_clear_line(tmp_path: Path) -> None:
     """Bad input prints `tdevlab: error: ...` naming the problem, exit status 2."""
     cases = [
@@ -161,7 +165,7 @@ def test_default_demo_streams_progress_and_saves_dataset_and_plot(tmp_path: Path
         capture_output=True,
         text=True,
         cwd=tmp_path,
-        timeout=90,
+        timeout=timeout(90),
     )
     assert out.returncode == 0, out.stderr
     assert "server at ws://127.0.0.1:" in out.stdout
@@ -191,6 +195,7 @@ def test_default_demo_streams_progress_and_saves_dataset_and_plot(tmp_path: Path
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_token_prints_a_verifiable_jwt(tmp_path: Path) -> None:
     """`tdevlab token` prints the JWT alone; it verifies with the same secret."""
     import time
@@ -223,7 +228,7 @@ def test_token_ttl_sets_expiry(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         cwd=tmp_path,
-        timeout=60,
+        timeout=timeout(60),
         env={**os.environ, "TDEVLAB_SECRET": secret},
     )
     after = time.time()
@@ -275,13 +280,13 @@ def test_serve_prints_url_and_stops_gracefully_on_sigterm(tmp_path: Path) -> Non
             async with connect(url, additional_headers={"Authorization": f"Bearer {token}"}) as ws:
                 await ws.send(json.dumps({"type": "subscribe", "channels": ["evolution"]}))
                 while True:
-                    message = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                    message = json.loads(await asyncio.wait_for(ws.recv(), timeout(10)))
                     if message["type"] == "evolution_update" and message["data"]["generation"] >= 2:
                         return int(message["data"]["generation"])
 
         assert asyncio.run(watch()) >= 2
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
+        assert proc.wait(timeout=timeout(30)) == 0
         assert "shutting down" in proc.stdout.read()
     finally:
         if proc.poll() is None:
@@ -343,7 +348,7 @@ def test_serve_uses_env_secret_and_problem_and_stops_on_sigint(tmp_path: Path) -
                 await ws.send(json.dumps({"type": "subscribe", "channels": ["agents"],
                                           "since": {"agents": 0}}))  # fmt: skip
                 while True:
-                    message = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                    message = json.loads(await asyncio.wait_for(ws.recv(), timeout(10)))
                     if message["type"] == "agent_update":
                         return status, message["data"]
 
@@ -351,7 +356,7 @@ def test_serve_uses_env_secret_and_problem_and_stops_on_sigint(tmp_path: Path) -
         assert status == 401
         assert set(agent["genes"]) == {"x0", "x1", "x2"}  # sphere's genes, 3 dims
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=30) == 0
+        assert proc.wait(timeout=timeout(30)) == 0
         assert "shutting down" in proc.stdout.read()
     finally:
         if proc.poll() is None:
@@ -396,13 +401,13 @@ def test_serve_evaluates_on_worker_processes(tmp_path: Path) -> None:
                 await ws.send(json.dumps({"type": "subscribe", "channel": "evolution",
                                           "since": {"evolution": 0}}))  # fmt: skip
                 while True:
-                    message = json.loads(await asyncio.wait_for(ws.recv(), 30))
+                    message = json.loads(await asyncio.wait_for(ws.recv(), timeout(30)))
                     if message["type"] == "evolution_update" and message["data"]["generation"] >= 3:
                         return int(message["data"]["generation"])
 
         assert asyncio.run(watch()) >= 3
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
+        assert proc.wait(timeout=timeout(30)) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -449,11 +454,11 @@ def test_serve_with_certfile_and_keyfile_speaks_wss(tmp_path: Path) -> None:
                 url, ssl=context, additional_headers={"Authorization": f"Bearer {token}"}
             ) as ws:
                 await ws.send(json.dumps({"type": "ping", "timestamp": 5}))
-                return str(json.loads(await asyncio.wait_for(ws.recv(), 10))["type"])
+                return str(json.loads(await asyncio.wait_for(ws.recv(), timeout(10)))["type"])
 
         assert asyncio.run(ping()) == "pong"
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
+        assert proc.wait(timeout=timeout(30)) == 0
     finally:
         if proc.poll() is None:
             proc.kill()

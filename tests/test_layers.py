@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import timeout
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "tdevlab"
 
@@ -44,7 +46,7 @@ def _imported(package: str) -> list[str]:
         [sys.executable, "-c", PROBE, str(ROOT), package],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout(120),
         check=True,
     )
     modules: list[str] = json.loads(out.stdout)

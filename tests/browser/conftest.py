@@ -25,14 +25,12 @@ if TYPE_CHECKING:
 HERE = Path(__file__).parent
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "browser: drives JupyterLab in headless Chromium")
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if HERE in item.path.parents:
             item.add_marker(pytest.mark.browser)
+            # One JupyterLab and one Chromium: every browser test on the same xdist worker.
+            item.add_marker(pytest.mark.xdist_group("browser"))
 
 
 def _skip_without_browser_tools() -> None:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import signal
 import socket
-import time
-from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 import tdevlab
 from tdevlab.client import Backoff, SyncClient
-from tests.server.conftest import TIMEOUT
-from tests.serving import operator_token, serve_store
+from tests.conftest import eventually_sync, timeout
+from tests.serving import TIMEOUT, operator_token, serve_store
 
 
 def _free_port() -> int:
@@ -20,14 +20,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _until(condition: Callable[[], bool]) -> None:
-    """Wait (bounded) until ``condition()`` holds."""
-    deadline = time.monotonic() + TIMEOUT
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
-
-
+@pytest.mark.slow
 def test_server_killed_and_restarted_mid_run_loses_no_generation(tmp_path: Path) -> None:
     """SIGKILL mid-run, restart on the same store: the client reconnects by itself and its
     frame holds every generation exactly once, in order."""
@@ -41,11 +34,11 @@ def test_server_killed_and_restarted_mid_run_loses_no_generation(tmp_path: Path)
         server.send_signal(signal.SIGKILL)
         server.wait(TIMEOUT)
     try:
-        _until(lambda: client.connection_state == "reconnecting")
+        eventually_sync(lambda: client.connection_state == "reconnecting")
         killed_at = client.generation
         assert killed_at is not None
         with serve_store(db, port=port):  # resumes the stored run, not started
-            _until(lambda: client.connection_state == "open")
+            eventually_sync(lambda: client.connection_state == "open")
             assert client.start()["state"] == "running"  # continues from the last stored one
             client.wait_for(
                 "evolution",
@@ -69,6 +62,7 @@ def test_server_killed_and_restarted_mid_run_loses_no_generation(tmp_path: Path)
         client.close()
 
 
+@pytest.mark.slow
 def test_a_frozen_server_is_treated_as_gone_and_rejoined(tmp_path: Path) -> None:
     """A server that stops answering (SIGSTOP) misses its pongs: the client drops the
     connection, and reconnects once the server answers again (SIGCONT)."""
@@ -79,8 +73,8 @@ def test_a_frozen_server_is_treated_as_gone_and_rejoined(tmp_path: Path) -> None
             url,
             operator_token(),
             ping_interval=0.2,
-            ping_timeout=0.5,
-            request_timeout=1.0,
+            ping_timeout=timeout(0.5),
+            request_timeout=timeout(1.0),
             backoff=Backoff(initial=0.1, cap=0.3, max_attempts=None),
         )
         try:
@@ -89,10 +83,10 @@ def test_a_frozen_server_is_treated_as_gone_and_rejoined(tmp_path: Path) -> None
             client.subscribe("control")
             server.send_signal(signal.SIGSTOP)
             try:
-                _until(lambda: client.connection_state == "reconnecting")
+                eventually_sync(lambda: client.connection_state == "reconnecting")
             finally:
                 server.send_signal(signal.SIGCONT)
-            _until(lambda: client.connection_state == "open")
+            eventually_sync(lambda: client.connection_state == "open")
             assert states[:2] == ["reconnecting", "open"]
             assert client.ping() > 0
             assert client.reconnects >= 1

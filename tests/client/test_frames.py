@@ -596,6 +596,7 @@ def junk(draw: st.DrawFn) -> Any:
     return message
 
 
+@pytest.mark.slow
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(junk(), max_size=12))
 def test_junk_never_breaks_the_tables(messages: list[Any]) -> None:

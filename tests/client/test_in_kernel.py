@@ -6,8 +6,11 @@ import re
 from pathlib import Path
 
 import nbformat
+import pytest
 
 from tests.kernel import execute as execute_notebook
+
+pytestmark = pytest.mark.notebook
 
 CELLS = [
     """\
@@ -48,7 +51,7 @@ def test_client_runs_on_the_kernel_loop_without_patching(tmp_path: Path) -> None
     """connect, subscribe, await updates and read frames in a kernel; nothing is patched."""
     notebook = nbformat.v4.new_notebook()
     notebook.cells = [nbformat.v4.new_code_cell(source) for source in CELLS]
-    execute_notebook(notebook, tmp_path, timeout=120)
+    execute_notebook(notebook, tmp_path, cell_timeout=120)
     text = [
         "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
         for cell in notebook.cells

@@ -29,22 +29,11 @@ from tdevlab.engine import NSGA2, MapElites
 from tdevlab.engine.params import Parameters
 from tdevlab.exceptions import InvalidCommand
 from tdevlab.server import EvolutionServer
-from tests.server.conftest import SECRET, TIMEOUT, make_server
+from tests.conftest import eventually
+from tests.serving import SECRET, TIMEOUT, make_server
 
 #: Seconds between generations: slow enough that a run is followed generation by generation.
 INTERVAL = 0.02
-
-
-def run(coroutine: Any) -> Any:
-    """Run one async scenario with a hard time bound."""
-    return asyncio.run(asyncio.wait_for(coroutine, 10 * TIMEOUT))
-
-
-async def _until(condition: Callable[[], bool]) -> None:
-    """Wait (bounded) until ``condition()`` holds."""
-    async with asyncio.timeout(TIMEOUT):
-        while not condition():  # noqa: ASYNC110 (arbitrary state, not an awaitable event)
-            await asyncio.sleep(0.01)
 
 
 async def _event(client: Client, predicate: Callable[[dict[str, Any]], bool]) -> None:
@@ -99,168 +88,144 @@ async def _settle(client: Client, server: Any, kind: str) -> dict[str, Any]:
             return False
         return set(getattr(client.frames, kind).index) == _ids(truth)
 
-    await _until(caught_up)
+    await eventually(caught_up)
     return truth
 
 
-def test_get_front_replies_with_the_engines_front() -> None:
+async def test_get_front_replies_with_the_engines_front() -> None:
     """get_front returns the front with its objectives and reference, for viewers too."""
-
-    async def scenario() -> None:
-        async with _server(NSGA2()) as server:
-            operator = await tdevlab.connect(server.url, token=server.token("ada", "operator"))
-            await operator.subscribe("evolution")
-            await operator.start()
-            await _event(operator, lambda d: d["generation"] >= 3)
-            await operator.stop()  # acked once the generation in progress ended
-            viewer = await tdevlab.connect(server.url, token=server.token("val", "viewer"))
-            reply = await viewer.get_front()
-            truth = server.engine.member_set("front")
-            assert reply == truth
-            assert reply["objectives"] == ["max:fitness", "min:memory_kb", "min:speed_us"]
-            assert len(reply["reference"]) == 3
-            assert reply["agents"], "a feasible front after 3 generations"
-            # A reply replaces the frames' copy at once, without any subscription.
-            _same_as_engine(viewer.frames.front, truth, "front")
-            seen: list[dict[str, Any]] = []
-            viewer.on("front", seen.append)
-            await viewer.get_front()
-            assert [m["data"]["generation"] for m in seen] == [truth["generation"]]
-            assert viewer.frames.front.attrs["generation"] == truth["generation"]
-            with pytest.raises(InvalidCommand, match="nsga2"):
-                await viewer.get_archive()
-            await viewer.close()
-            await operator.close()
-
-    run(scenario())
+    async with _server(NSGA2()) as server:
+        operator = await tdevlab.connect(server.url, token=server.token("ada", "operator"))
+        await operator.subscribe("evolution")
+        await operator.start()
+        await _event(operator, lambda d: d["generation"] >= 3)
+        await operator.stop()  # acked once the generation in progress ended
+        viewer = await tdevlab.connect(server.url, token=server.token("val", "viewer"))
+        reply = await viewer.get_front()
+        truth = server.engine.member_set("front")
+        assert reply == truth
+        assert reply["objectives"] == ["max:fitness", "min:memory_kb", "min:speed_us"]
+        assert len(reply["reference"]) == 3
+        assert reply["agents"], "a feasible front after 3 generations"
+        # A reply replaces the frames' copy at once, without any subscription.
+        _same_as_engine(viewer.frames.front, truth, "front")
+        seen: list[dict[str, Any]] = []
+        viewer.on("front", seen.append)
+        await viewer.get_front()
+        assert [m["data"]["generation"] for m in seen] == [truth["generation"]]
+        assert viewer.frames.front.attrs["generation"] == truth["generation"]
+        with pytest.raises(InvalidCommand, match="nsga2"):
+            await viewer.get_archive()
+        await viewer.close()
+        await operator.close()
 
 
-def test_a_subscribed_client_follows_the_front_live_and_across_a_rollback() -> None:
+async def test_a_subscribed_client_follows_the_front_live_and_across_a_rollback() -> None:
     """One reply (asked by the client itself), then agent updates keep frames.front equal
     to the engine's front; a rollback makes the client ask again."""
+    async with _server() as server:
+        client = await _follower(server, role="operator")
+        ack = await client.start(strategy="nsga2")
+        assert ack["strategy"]["name"] == client.strategy == "nsga2"
+        await eventually(lambda: "generation" in client.frames.front.attrs)
+        first = client.frames.front.attrs["generation"]
+        await _event(client, lambda d: d["generation"] >= first + 6)
+        truth = await _settle(client, server, "front")
+        _same_as_engine(client.frames.front, truth, "front")
+        # Only the first reply came: every later change was followed from updates.
+        assert client.frames.front.attrs["generation"] == first
+        assert truth["generation"] >= first + 6
 
-    async def scenario() -> None:
-        async with _server() as server:
-            client = await _follower(server, role="operator")
-            ack = await client.start(strategy="nsga2")
-            assert ack["strategy"]["name"] == client.strategy == "nsga2"
-            await _until(lambda: "generation" in client.frames.front.attrs)
-            first = client.frames.front.attrs["generation"]
-            await _event(client, lambda d: d["generation"] >= first + 6)
-            truth = await _settle(client, server, "front")
-            _same_as_engine(client.frames.front, truth, "front")
-            # Only the first reply came: every later change was followed from updates.
-            assert client.frames.front.attrs["generation"] == first
-            assert truth["generation"] >= first + 6
-
-            await client.rollback(first + 2)
-            await client.start()
-            await _event(
-                client,
-                lambda d: d["branch"] == 1 and d["generation"] >= first + 6,
-            )
-            truth = await _settle(client, server, "front")
-            _same_as_engine(client.frames.front, truth, "front")
-            assert client.frames.front.attrs["branch"] == 1  # asked again after the rollback
-            await client.close()
-
-    run(scenario())
+        await client.rollback(first + 2)
+        await client.start()
+        await _event(
+            client,
+            lambda d: d["branch"] == 1 and d["generation"] >= first + 6,
+        )
+        truth = await _settle(client, server, "front")
+        _same_as_engine(client.frames.front, truth, "front")
+        assert client.frames.front.attrs["branch"] == 1  # asked again after the rollback
+        await client.close()
 
 
-def test_a_subscribed_client_follows_the_archive_and_its_cells() -> None:
+async def test_a_subscribed_client_follows_the_archive_and_its_cells() -> None:
     """frames.archive follows the archive live: members, descriptors and the cells the
     client computes from the reply's bins and ranges, as the engine bins them."""
-
-    async def scenario() -> None:
-        async with _server() as server:
-            client = await _follower(server, role="operator")
-            strategy = {"name": "map-elites", "bins": [8, 6]}
-            ack = await client.start(strategy=strategy, population_size=16)
-            assert ack["strategy"]["config"]["bins"] == [8, 6]
-            await _until(lambda: "bins" in client.frames.archive.attrs)
-            first = client.frames.archive.attrs["generation"]
-            await _event(client, lambda d: d["generation"] >= first + 8)
-            truth = await _settle(client, server, "archive")
-            _same_as_engine(client.frames.archive, truth, "archive")
-            assert client.frames.archive.attrs["generation"] == first
-            assert client.frames.archive.attrs["ranges"] == [[0.0, 13.0], [0.0, 6.0]]
-            assert len(client.frames.archive) == len(truth["agents"]) > 1
-            reply = await client.get_archive()
-            assert reply == server.engine.member_set("archive")
-            assert client.frames.front.empty
-            await client.close()
-
-    run(scenario())
+    async with _server() as server:
+        client = await _follower(server, role="operator")
+        strategy = {"name": "map-elites", "bins": [8, 6]}
+        ack = await client.start(strategy=strategy, population_size=16)
+        assert ack["strategy"]["config"]["bins"] == [8, 6]
+        await eventually(lambda: "bins" in client.frames.archive.attrs)
+        first = client.frames.archive.attrs["generation"]
+        await _event(client, lambda d: d["generation"] >= first + 8)
+        truth = await _settle(client, server, "archive")
+        _same_as_engine(client.frames.archive, truth, "archive")
+        assert client.frames.archive.attrs["generation"] == first
+        assert client.frames.archive.attrs["ranges"] == [[0.0, 13.0], [0.0, 6.0]]
+        assert len(client.frames.archive) == len(truth["agents"]) > 1
+        reply = await client.get_archive()
+        assert reply == server.engine.member_set("archive")
+        assert client.frames.front.empty
+        await client.close()
 
 
-def test_objectives_that_are_genes_get_gene_columns() -> None:
+async def test_objectives_that_are_genes_get_gene_columns() -> None:
     """An objective that is a gene is a gene_<name> column, filled live from the genes."""
-
-    async def scenario() -> None:
-        strategy = NSGA2(objectives=["max:fitness", "min:temperature"])
-        async with _server(strategy) as server:
-            client = await _follower(server, role="operator")
-            await client.start()
-            await _until(lambda: "objectives" in client.frames.front.attrs)
-            first = client.frames.front.attrs["generation"]
-            await _event(client, lambda d: d["generation"] >= first + 5)
-            truth = await _settle(client, server, "front")
-            assert "gene_temperature" in client.frames.front.columns
-            _same_as_engine(client.frames.front, truth, "front")
-            await client.close()
-
-    run(scenario())
+    strategy = NSGA2(objectives=["max:fitness", "min:temperature"])
+    async with _server(strategy) as server:
+        client = await _follower(server, role="operator")
+        await client.start()
+        await eventually(lambda: "objectives" in client.frames.front.attrs)
+        first = client.frames.front.attrs["generation"]
+        await _event(client, lambda d: d["generation"] >= first + 5)
+        truth = await _settle(client, server, "front")
+        assert "gene_temperature" in client.frames.front.columns
+        _same_as_engine(client.frames.front, truth, "front")
+        await client.close()
 
 
-def test_a_ga_run_keeps_no_set() -> None:
+async def test_a_ga_run_keeps_no_set() -> None:
     """Under the GA both requests are refused naming it; the client never asks by itself."""
-
-    async def scenario() -> None:
-        async with _server() as server:
-            client = await _follower(server, role="operator")
-            await client.start()
-            await _event(client, lambda d: d["generation"] >= 3)
-            await client.stop()
-            for request in (client.get_front, client.get_archive):
-                with pytest.raises(InvalidCommand, match="'ga'") as refused:
-                    await request()
-                assert refused.value.details["strategy"] == "ga"
-            assert client.frames.front.empty
-            assert client.frames.archive.empty
-            assert not client.frames.member_sets["front"].known
-            assert client.frames.rejected == 0
-            await client.close()
-
-    run(scenario())
+    async with _server() as server:
+        client = await _follower(server, role="operator")
+        await client.start()
+        await _event(client, lambda d: d["generation"] >= 3)
+        await client.stop()
+        for request in (client.get_front, client.get_archive):
+            with pytest.raises(InvalidCommand, match="'ga'") as refused:
+                await request()
+            assert refused.value.details["strategy"] == "ga"
+        assert client.frames.front.empty
+        assert client.frames.archive.empty
+        assert not client.frames.member_sets["front"].known
+        assert client.frames.rejected == 0
+        await client.close()
 
 
-def test_after_a_reconnect_the_client_asks_for_the_set_again() -> None:
+async def test_after_a_reconnect_the_client_asks_for_the_set_again() -> None:
     """The front changed while the client was away (a rollback announces nothing): after
     reconnecting the client holds the engine's front again."""
-
-    async def scenario() -> None:
-        engine = Engine(seed=5, population_size=24, strategy=NSGA2())
-        async with make_server(engine=engine, generation_interval=INTERVAL) as first:
-            port = first.port
-            client = await tdevlab.connect(
-                first.url,
-                token=first.token("ada", "operator"),
-                backoff=Backoff(initial=0.05, cap=0.2, max_attempts=200),
-            )
-            await client.subscribe()
-            await client.start()
-            await _event(client, lambda d: d["generation"] >= 8)
-            await _settle(client, first, "front")
-        await _until(lambda: client.connection_state == "reconnecting")
-        await asyncio.to_thread(engine.rollback, 3)
-        truth = _ids(engine.member_set("front"))
-        assert set(client.frames.front.index) != truth  # the client's copy is stale now
-        async with EvolutionServer(engine, host="127.0.0.1", port=port, secret=SECRET):
-            await _until(lambda: set(client.frames.front.index) == truth)
-            assert client.frames.front.attrs["generation"] == 3
-            await client.close()
-
-    run(scenario())
+    engine = Engine(seed=5, population_size=24, strategy=NSGA2())
+    async with make_server(engine=engine, generation_interval=INTERVAL) as first:
+        port = first.port
+        client = await tdevlab.connect(
+            first.url,
+            token=first.token("ada", "operator"),
+            backoff=Backoff(initial=0.05, cap=0.2, max_attempts=200),
+        )
+        await client.subscribe()
+        await client.start()
+        await _event(client, lambda d: d["generation"] >= 8)
+        await _settle(client, first, "front")
+    await eventually(lambda: client.connection_state == "reconnecting")
+    await asyncio.to_thread(engine.rollback, 3)
+    truth = _ids(engine.member_set("front"))
+    assert set(client.frames.front.index) != truth  # the client's copy is stale now
+    async with EvolutionServer(engine, host="127.0.0.1", port=port, secret=SECRET):
+        await eventually(lambda: set(client.frames.front.index) == truth)
+        assert client.frames.front.attrs["generation"] == 3
+        await client.close()
 
 
 def test_the_sync_client_has_the_same_requests_and_frames() -> None:
@@ -453,6 +418,7 @@ def junk_replies(draw: st.DrawFn) -> Any:
     return message
 
 
+@pytest.mark.slow
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(junk_replies(), max_size=6))
 def test_junk_replies_are_taken_whole_or_not_at_all(messages: list[Any]) -> None:

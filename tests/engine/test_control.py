@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import threading
 import time
@@ -20,19 +19,13 @@ from tdevlab.engine.control import (
     transition,
 )
 from tdevlab.exceptions import InvalidCommand, InvalidParameters, InvalidState, StoreError
+from tests.conftest import eventually, eventually_sync, timeout
 
-TIMEOUT = 10.0
+TIMEOUT = timeout(10)
 
 
 def _engine(**kwargs: Any) -> Engine:
     return Engine(Sphere(dims=3), seed=1, population_size=8, **kwargs)
-
-
-def _wait(condition: Any) -> None:
-    deadline = time.monotonic() + TIMEOUT
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.001)
 
 
 @pytest.mark.parametrize("state", list(EngineState))
@@ -85,7 +78,7 @@ def test_start_with_parameters_is_one_decision() -> None:
         )
         assert result.parameters["population_size"] == 10
         assert [e.action for e in events[:2]] == ["set_parameters", "start"]
-        _wait(lambda: engine.generation >= 2)
+        eventually_sync(lambda: engine.generation >= 2)
         assert engine.population is not None
         assert len(engine.population) == 10
     finally:
@@ -131,7 +124,7 @@ def test_stop_then_start_never_runs_two_loops() -> None:
         engine.control("start")
         engine.control("stop")
     engine.control("start")
-    _wait(lambda: engine.generation >= 30)
+    eventually_sync(lambda: engine.generation >= 30)
     engine.control("stop")
     assert engine._thread is not None
     engine._thread.join(TIMEOUT)
@@ -149,28 +142,23 @@ def test_set_parameters_in_every_state() -> None:
     engine.control("stop")
 
 
-def test_control_async_runs_the_loop_on_the_event_loop() -> None:
+async def test_control_async_runs_the_loop_on_the_event_loop() -> None:
     """control_async(start) runs generations as a task; stop returns once it has ended."""
-
-    async def main() -> None:
-        engine = _engine()
-        result = await engine.control_async("start", {"mutation_rate": 0.2})
-        assert result.state is EngineState.RUNNING
-        async with asyncio.timeout(TIMEOUT):
-            while engine.generation < 3:  # noqa: ASYNC110 (polling engine state)
-                await asyncio.sleep(0.001)
-        with pytest.raises(InvalidState):
-            await engine.control_async("start")
-        stopped = await engine.control_async("stop")
-        assert stopped.state is EngineState.STOPPED
-        generation = engine.generation
-        await asyncio.sleep(0.02)
-        assert engine.generation == generation
-
-    asyncio.run(main())
+    engine = _engine()
+    result = await engine.control_async("start", {"mutation_rate": 0.2})
+    assert result.state is EngineState.RUNNING
+    await eventually(lambda: engine.generation >= 3)
+    with pytest.raises(InvalidState):
+        await engine.control_async("start")
+    stopped = await engine.control_async("stop")
+    assert stopped.state is EngineState.STOPPED
+    # The loop has ended (not merely been told to): no generation can follow.
+    generation = engine.generation
+    assert await engine.wait_async(0)
+    assert engine.generation == generation
 
 
-def test_a_failing_loop_publishes_fail_with_the_error() -> None:
+async def test_a_failing_loop_publishes_fail_with_the_error() -> None:
     """A loop that fails sets the state to failed and publishes the error with it."""
 
     class Exploding(Sphere):
@@ -182,48 +170,37 @@ def test_a_failing_loop_publishes_fail_with_the_error() -> None:
                 raise RuntimeError("boom")
             return super().evaluate(genes)
 
-    async def main() -> None:
-        engine = Engine(Exploding(dims=2), seed=1, population_size=6)
-        events: list[ControlEvent] = []
-        engine.subscribe(lambda e: events.append(e) if isinstance(e, ControlEvent) else None)
-        await engine.control_async("start")
-        assert await engine.wait_async(TIMEOUT)
-        assert engine.state is EngineState.FAILED
-        failed = events[-1]
-        assert failed.action == "fail"
-        assert failed.error is not None
-        assert failed.error["code"] == "EVOLUTION_FAILED"
-        assert "boom" in failed.error["message"]
-        # A failed run can be started again (and fails again here, cleanly).
-        assert (await engine.control_async("start")).state is EngineState.RUNNING
-
-    asyncio.run(main())
+    engine = Engine(Exploding(dims=2), seed=1, population_size=6)
+    events: list[ControlEvent] = []
+    engine.subscribe(lambda e: events.append(e) if isinstance(e, ControlEvent) else None)
+    await engine.control_async("start")
+    assert await engine.wait_async(TIMEOUT)
+    assert engine.state is EngineState.FAILED
+    failed = events[-1]
+    assert failed.action == "fail"
+    assert failed.error is not None
+    assert failed.error["code"] == "EVOLUTION_FAILED"
+    assert "boom" in failed.error["message"]
+    # A failed run can be started again (and fails again here, cleanly).
+    assert (await engine.control_async("start")).state is EngineState.RUNNING
 
 
-def test_generation_interval_holds_after_control_actions() -> None:
+async def test_generation_interval_holds_after_control_actions() -> None:
     """A control action (here set_parameters) does not cut later interval waits short."""
-
-    async def main() -> None:
-        engine = _engine()
-        made: list[float] = []
-        engine.subscribe(
-            lambda e: made.append(time.monotonic()) if hasattr(e, "best_fitness") else None
-        )
-        await engine.control_async("start", interval=0.05)
-        async with asyncio.timeout(TIMEOUT):
-            while len(made) < 2:  # noqa: ASYNC110 (polling engine output)
-                await asyncio.sleep(0.005)
-        await engine.control_async("set_parameters", {"mutation_rate": 0.2})
-        count = len(made)
-        async with asyncio.timeout(TIMEOUT):
-            while len(made) < count + 4:  # noqa: ASYNC110 (polling engine output)
-                await asyncio.sleep(0.005)
-        await engine.control_async("stop")
-        gaps = np.diff(made[count - 1 :])
-        # Each generation starts at least an interval after the previous one started.
-        assert gaps.min() >= 0.04, gaps
-
-    asyncio.run(main())
+    engine = _engine()
+    made: list[float] = []
+    engine.subscribe(
+        lambda e: made.append(time.monotonic()) if hasattr(e, "best_fitness") else None
+    )
+    await engine.control_async("start", interval=0.05)
+    await eventually(lambda: len(made) >= 2)
+    await engine.control_async("set_parameters", {"mutation_rate": 0.2})
+    count = len(made)
+    await eventually(lambda: len(made) >= count + 4)
+    await engine.control_async("stop")
+    gaps = np.diff(made[count - 1 :])
+    # Each generation starts at least an interval after the previous one started.
+    assert gaps.min() >= 0.04, gaps
 
 
 class _FailingStatusStore(MemoryStore):
@@ -243,7 +220,7 @@ def test_a_failing_status_write_does_not_undo_an_accepted_start() -> None:
     store.fail = True
     result = engine.control("start")
     assert result.state is EngineState.RUNNING
-    _wait(lambda: engine.generation >= 2)  # a loop really runs
+    eventually_sync(lambda: engine.generation >= 2)  # a loop really runs
     engine.control("stop")
     assert engine._thread is not None
     engine._thread.join(TIMEOUT)

@@ -8,7 +8,6 @@ import multiprocessing
 import os
 import subprocess
 import sys
-import time
 import traceback
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -43,7 +42,7 @@ from tdevlab.engine.distributed import (
     load_problem,
     pickle_problem,
 )
-from tests.conftest import MS
+from tests.conftest import MS, SCALE, eventually_sync, timeout
 from tests.engine.distributed_problems import (
     AlignmentProbe,
     CountingSphere,
@@ -53,6 +52,9 @@ from tests.engine.distributed_problems import (
 )
 
 #: Longest a test of this module may wait for anything (a hung cluster ends the run).
+# Needs Dask; the local cluster is shared, so these run on one xdist worker.
+pytestmark = [pytest.mark.dask, pytest.mark.xdist_group("dask")]
+
 TIMEOUT = 60_000 * MS
 
 SPAWN = multiprocessing.get_context("spawn")  # no fork of a process that runs Dask threads
@@ -589,10 +591,7 @@ def test_dask_restarted_cluster_gets_the_problem_again(two_workers: Client, tmp_
 
 def _wait_until(condition: Callable[[], bool]) -> None:
     """Poll ``condition`` until it holds, at most TIMEOUT seconds."""
-    deadline = time.monotonic() + TIMEOUT
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(50 * MS)
+    eventually_sync(condition, TIMEOUT / SCALE)
 
 
 def test_dask_worker_killed_mid_generation_completes_on_the_survivor(
@@ -696,7 +695,7 @@ def test_cli_refuses_bad_distributed_options(tmp_path: Path) -> None:
 def test_unreachable_scheduler_is_invalid_parameters() -> None:
     """A scheduler address nobody answers is refused, naming the address."""
     with pytest.raises(InvalidParameters, match="cannot reach the Dask scheduler at 'tcp://127"):
-        executor_from_options("tcp://127.0.0.1:1", timeout=1.0)
+        executor_from_options("tcp://127.0.0.1:1", timeout=timeout(1.0))
 
 
 def test_executor_from_options_makes_a_process_pool() -> None:

@@ -34,6 +34,7 @@ from tdevlab.engine import operators as ops
 from tdevlab.engine.alerts import AlertDetector, AlertFinding
 from tdevlab.engine.events import STATUS_NAMES
 from tdevlab.engine.population import Population
+from tests.conftest import run, timeout
 
 SPEC_EVOLUTION_FIELDS = {
     "generation",
@@ -339,20 +340,20 @@ def test_sync_run_pauses_and_resumes_from_another_thread() -> None:
     def on_event(event: object) -> None:
         if isinstance(event, EvolutionUpdate) and event.generation == 3:
             reached.set()
-            release.wait(5)
+            release.wait(timeout(5))
 
     engine.subscribe(on_event)
     worker = threading.Thread(target=lambda: list(engine.run(generations=10)))
     worker.start()
-    assert reached.wait(5)
+    assert reached.wait(timeout(5))
     engine.pause()
     release.set()
-    worker.join(0.3)
-    assert worker.is_alive()
+    engine.ensure_run()  # takes the engine's lock: generation 3's step has ended
+    assert worker.is_alive()  # held: the pause came before the loop's next state check
     held = engine.generation
     assert held == 3
     engine.resume()
-    worker.join(5)
+    worker.join(timeout(5))
     assert not worker.is_alive()
     assert engine.generation == 9
 
@@ -370,12 +371,12 @@ def test_run_async_interval_paces_generations_and_stop_cuts_the_wait() -> None:
             first.set()
 
         task = asyncio.create_task(engine.run_async(on_result=on_result, interval=3600))
-        await asyncio.wait_for(first.wait(), 5)
+        await asyncio.wait_for(first.wait(), timeout(5))
         engine.stop()
-        await asyncio.wait_for(task, 5)  # an hour-long wait would time this out
+        await asyncio.wait_for(task, timeout(5))  # an hour-long wait would time this out
         return seen, engine.state
 
-    seen, state = asyncio.run(scenario())
+    seen, state = run(scenario())
     assert seen == [0]
     assert state is EngineState.STOPPED
 
@@ -403,23 +404,26 @@ def test_run_async_honours_pause_resume_stop() -> None:
             if len(seen) >= wanted["count"]:
                 reached.set()
 
-        task = asyncio.create_task(engine.run_async(on_result=on_result))
-        await asyncio.wait_for(reached.wait(), 5)
+        # Steps on this loop (no worker thread): between two turns of the run's task no
+        # step is in flight, so the pause holds from the generation it finds.
+        task = asyncio.create_task(engine.run_async(on_result=on_result, offload=False))
+        await asyncio.wait_for(reached.wait(), timeout(5))
         engine.pause()
-        await asyncio.sleep(0.01)
         held = engine.generation
-        await asyncio.sleep(0.05)
+        # The run's task gets turns of this event loop; paused, it makes no generation.
+        for _ in range(20):
+            await asyncio.sleep(0)  # one turn of the loop
         still = engine.generation
         reached.clear()
         wanted["count"] = held + 5
         engine.resume()
-        await asyncio.wait_for(reached.wait(), 5)
+        await asyncio.wait_for(reached.wait(), timeout(5))
         engine.stop()
-        last = await asyncio.wait_for(task, 5)
+        last = await asyncio.wait_for(task, timeout(5))
         assert last is not None
         return held, still, last.generation, engine.state
 
-    held, still, last, state = asyncio.run(scenario())
+    held, still, last, state = run(scenario())
     assert held == still
     assert last >= held + 4
     assert state is EngineState.STOPPED

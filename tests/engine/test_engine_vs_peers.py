@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import timeout
+
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "engine_vs_peers.py"
 TINY = ("--population", "20", "--generations", "2", "--repeats", "1")
 LABELS = {
@@ -25,7 +27,7 @@ def _bench(*args: str) -> subprocess.CompletedProcess[str]:
         [sys.executable, str(SCRIPT), *TINY, *args],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout(120),
     )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ from tdevlab.engine import NSGA2, ZDT1, AgentDesign, MapElites, ProjectedRastrig
 from tdevlab.engine.pareto import hypervolume, non_dominated_ranks
 from tdevlab.engine.strategy import Offspring, make_strategy
 from tdevlab.exceptions import InvalidCommand, InvalidParameters, InvalidState
-from tests.server.conftest import client, make_server
+from tests.serving import client, make_server
 
 FREE = {"memory_limit_kb": 1e9, "speed_limit_us": 1e9}
 
@@ -244,61 +243,53 @@ def test_strategy_is_chosen_with_start_and_recorded(tmp_path: Path) -> None:
     reopened.close()
 
 
-def test_strategy_choice_over_the_api() -> None:
+async def test_strategy_choice_over_the_api() -> None:
     """Over the WebSocket API: a bad strategy is INVALID_COMMAND naming it with the run
     untouched; a good one is acked with the strategy, and its measures stream."""
-
-    async def main() -> None:
-        server = make_server(engine=Engine(seed=1, population_size=16))
-        async with server, client(server) as c:
-            await c.request({"type": "subscribe", "channels": ["evolution"]})
-            bad = await c.request(
-                {
-                    "type": "control",
-                    "action": "start",
-                    "parameters": {"strategy": {"name": "map-elites", "descriptors": ["hue"]}},
-                }
-            )
-            assert bad["error"]["code"] == "INVALID_COMMAND"
-            assert "'hue'" in bad["error"]["message"]
-            assert server.engine.state.value == "idle"
-            started = await c.request(
-                {"type": "control", "action": "start", "parameters": {"strategy": "nsga2"}}
-            )
-            assert started["data"]["strategy"]["name"] == "nsga2"
-            update = await c.event("evolution_update", generation=2)
-            assert update["data"]["front_size"] >= 1
-            assert "hypervolume" in update["data"]
-            await c.request({"type": "control", "action": "stop"})
-
-    asyncio.run(main())
+    server = make_server(engine=Engine(seed=1, population_size=16))
+    async with server, client(server) as c:
+        await c.request({"type": "subscribe", "channels": ["evolution"]})
+        bad = await c.request(
+            {
+                "type": "control",
+                "action": "start",
+                "parameters": {"strategy": {"name": "map-elites", "descriptors": ["hue"]}},
+            }
+        )
+        assert bad["error"]["code"] == "INVALID_COMMAND"
+        assert "'hue'" in bad["error"]["message"]
+        assert server.engine.state.value == "idle"
+        started = await c.request(
+            {"type": "control", "action": "start", "parameters": {"strategy": "nsga2"}}
+        )
+        assert started["data"]["strategy"]["name"] == "nsga2"
+        update = await c.event("evolution_update", generation=2)
+        assert update["data"]["front_size"] >= 1
+        assert "hypervolume" in update["data"]
+        await c.request({"type": "control", "action": "stop"})
 
 
-def test_get_front_and_get_archive_over_the_api() -> None:
+async def test_get_front_and_get_archive_over_the_api() -> None:
     """get_front returns the NSGA-II front (objectives, reference); get_archive on that run
     is INVALID_COMMAND naming the strategy; a viewer may ask."""
-
-    async def main() -> None:
-        engine = Engine(AgentDesign(), strategy=NSGA2(), seed=2, population_size=20)
-        for _ in range(6):
-            engine.step()
-        server = make_server(engine=engine)
-        async with server, client(server, role="viewer") as c:
-            reply = await c.request({"type": "get_front"})
-            assert reply["type"] == "front"
-            data = reply["data"]
-            assert data["generation"] == 5
-            assert data["objectives"] == ["max:fitness", "min:memory_kb", "min:speed_us"]
-            assert len(data["reference"]) == 3
-            assert len(data["agents"]) == engine._members.__len__()
-            first = data["agents"][0]
-            assert {"agent_id", "fitness", "memory_kb", "speed_us", "objectives"} <= set(first)
-            assert first["objectives"] == [first["fitness"], first["memory_kb"], first["speed_us"]]
-            wrong = await c.request({"type": "get_archive"})
-            assert wrong["error"]["code"] == "INVALID_COMMAND"
-            assert "'nsga2'" in wrong["error"]["message"]
-
-    asyncio.run(main())
+    engine = Engine(AgentDesign(), strategy=NSGA2(), seed=2, population_size=20)
+    for _ in range(6):
+        engine.step()
+    server = make_server(engine=engine)
+    async with server, client(server, role="viewer") as c:
+        reply = await c.request({"type": "get_front"})
+        assert reply["type"] == "front"
+        data = reply["data"]
+        assert data["generation"] == 5
+        assert data["objectives"] == ["max:fitness", "min:memory_kb", "min:speed_us"]
+        assert len(data["reference"]) == 3
+        assert len(data["agents"]) == engine._members.__len__()
+        first = data["agents"][0]
+        assert {"agent_id", "fitness", "memory_kb", "speed_us", "objectives"} <= set(first)
+        assert first["objectives"] == [first["fitness"], first["memory_kb"], first["speed_us"]]
+        wrong = await c.request({"type": "get_archive"})
+        assert wrong["error"]["code"] == "INVALID_COMMAND"
+        assert "'nsga2'" in wrong["error"]["message"]
 
 
 def test_archive_member_set_names_cells() -> None:

@@ -217,6 +217,7 @@ def test_larger_tournaments_raise_selection_pressure() -> None:
 # -- uniform_crossover --------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @FAST
 @given(pair=parent_pairs(), rate=rates, seed=seeds)
 def test_uniform_crossover_takes_each_gene_from_a_parent(
@@ -262,6 +263,7 @@ def test_uniform_crossover_mixes_both_parents() -> None:
 # -- blend_crossover ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @FAST
 @given(pair=parent_pairs(), rate=rates, alpha=st.floats(0.0, 1.0), seed=seeds)
 def test_blend_crossover_respects_bounds(
@@ -283,6 +285,7 @@ def test_blend_crossover_respects_bounds(
     np.testing.assert_array_equal(crossed, crossed_again)
 
 
+@pytest.mark.slow
 @FAST
 @given(pair=parent_pairs(), alpha=st.floats(0.0, 1.0), seed=seeds)
 def test_blend_crossover_stays_in_the_widened_interval(
@@ -452,6 +455,7 @@ def test_mutate_rate_zero_changes_nothing(data: st.DataObject, sigma: float, see
     assert all(array.size == 0 for array in record)
 
 
+@pytest.mark.slow
 @FAST
 @given(data=st.data(), rate=mutation_rates, sigma=st.floats(0.0, 2.0), seed=seeds)
 def test_mutate_inplace_matches_copy(

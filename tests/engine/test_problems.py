@@ -46,6 +46,7 @@ GOOD = {
 # -- AgentDesign --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @FAST
 @given(genes=populations(SPACE, max_rows=20))
 def test_agent_design_is_deterministic(genes: np.ndarray) -> None:
@@ -60,6 +61,7 @@ def test_agent_design_is_deterministic(genes: np.ndarray) -> None:
     np.testing.assert_array_equal(genes, before)
 
 
+@pytest.mark.slow
 @FAST
 @given(genes=populations(SPACE, max_rows=20), seed=st.integers(0, 2**32 - 1))
 def test_agent_design_is_vectorized(genes: np.ndarray, seed: int) -> None:
@@ -76,6 +78,7 @@ def test_agent_design_is_vectorized(genes: np.ndarray, seed: int) -> None:
         np.testing.assert_array_equal(batched[order], permuted)
 
 
+@pytest.mark.slow
 @FAST
 @given(genes=populations(SPACE, max_rows=20))
 def test_agent_design_outputs_are_in_range(genes: np.ndarray) -> None:

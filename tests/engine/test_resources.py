@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
 
 import pytest
@@ -10,7 +9,7 @@ import pytest
 from tdevlab import Engine, MemoryStore, Sphere
 from tdevlab.engine.params import BOUNDS, MAX_POPULATION, Parameters
 from tdevlab.exceptions import GenerationNotFound, InvalidParameters
-from tests.server.conftest import client, make_server
+from tests.serving import client, make_server
 
 
 @pytest.mark.parametrize(
@@ -79,23 +78,19 @@ def test_memory_store_keeps_snapshots_within_its_byte_budget() -> None:
     engine.rollback(engine.generation - 1)  # the newest ones are kept
 
 
-def test_parameter_bomb_over_the_api_is_invalid_command() -> None:
+async def test_parameter_bomb_over_the_api_is_invalid_command() -> None:
     """set_parameters with population_size 400000 is INVALID_COMMAND naming the maximum; the
     run then starts with the parameters it had."""
-
-    async def main() -> None:
-        server = make_server(engine=Engine(seed=1, population_size=20))
-        async with server, client(server) as c:
-            reply = await c.request(
-                {"type": "command", "cmd": "set_parameters", "args": {"population_size": 400000}}
-            )
-            assert reply["type"] == "error"
-            assert reply["error"]["code"] == "INVALID_COMMAND"
-            assert reply["error"]["details"]["maximum"] == server.engine.max_population
-            started = await c.request({"type": "control", "action": "start"})
-            assert started["data"]["parameters"]["population_size"] == 20
-
-    asyncio.run(main())
+    server = make_server(engine=Engine(seed=1, population_size=20))
+    async with server, client(server) as c:
+        reply = await c.request(
+            {"type": "command", "cmd": "set_parameters", "args": {"population_size": 400000}}
+        )
+        assert reply["type"] == "error"
+        assert reply["error"]["code"] == "INVALID_COMMAND"
+        assert reply["error"]["details"]["maximum"] == server.engine.max_population
+        started = await c.request({"type": "control", "action": "start"})
+        assert started["data"]["parameters"]["population_size"] == 20
 
 
 @pytest.mark.parametrize(

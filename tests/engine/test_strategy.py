@@ -7,10 +7,8 @@ fitness, ids, parents) and the strategy's state with an uninterrupted run.
 
 from __future__ import annotations
 
-import asyncio
 import re
 import textwrap
-import time
 from typing import Any
 
 import numpy as np
@@ -19,10 +17,12 @@ import pytest
 import tdevlab
 from tdevlab import Engine, Sphere
 from tdevlab.engine import strategy as strategy_module
+from tdevlab.engine.control import EngineState
 from tdevlab.engine.ga import GeneticAlgorithm
 from tdevlab.engine.strategy import Offspring, make_strategy, strategy_names
 from tdevlab.exceptions import EvolutionFailed, InvalidParameters
-from tests.server.conftest import TIMEOUT, make_server
+from tests.conftest import eventually_sync, run
+from tests.serving import TIMEOUT, make_server
 
 
 def _example_class() -> type:
@@ -93,17 +93,17 @@ def test_custom_strategy_pause_resume_and_reopen_are_exact(tmp_path: Any) -> Non
     db = tmp_path / "runs.db"
     engine = _engine(store=db)
     engine.control("start")
-    deadline = time.monotonic() + TIMEOUT
-    while engine.generation < 6 and time.monotonic() < deadline:
-        time.sleep(0.001)
+    eventually_sync(lambda: engine.generation >= 6)
     engine.control("pause")
-    time.sleep(0.02)
+    engine.ensure_run()  # takes the engine's lock: the generation in progress has ended
     paused_at = engine.generation
-    time.sleep(0.02)
-    assert engine.generation == paused_at  # nothing runs while paused
+    # A loop past its state check when the pause came makes that one generation; then it
+    # waits for resume (the lock is free again once that generation ends).
+    engine.ensure_run()
+    assert engine.generation - paused_at in (0, 1)
+    assert engine.state is EngineState.PAUSED
     engine.control("resume")
-    while engine.generation < 10 and time.monotonic() < deadline:
-        time.sleep(0.001)
+    eventually_sync(lambda: engine.generation >= 10)
     engine.control("stop")
     assert engine._thread is not None
     engine._thread.join(TIMEOUT)
@@ -159,7 +159,7 @@ def test_custom_strategy_through_server_and_client() -> None:
         branch_one = frame[frame["branch"] == 1]
         assert int(branch_one.index.min()) == 9  # the run continued after generation 8
 
-    asyncio.run(asyncio.wait_for(scenario(), 60))
+    run(scenario())
 
 
 def test_strategies_are_made_by_name_and_checked() -> None:

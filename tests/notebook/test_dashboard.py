@@ -9,7 +9,6 @@ thread does in a real kernel. Every wait is bounded by ``TIMEOUT``; nothing asse
 from __future__ import annotations
 
 import io
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -44,9 +43,10 @@ from tdevlab.notebook.state import (
     rollback_recommendation,
 )
 from tdevlab.server import EvolutionServer
+from tests.conftest import SCALE, eventually_sync, timeout
 
 PNG = b"\x89PNG\r\n\x1a\n"
-TIMEOUT = 20.0  # seconds; every wait below is bounded by it
+TIMEOUT = timeout(20)  # every wait below is bounded by it
 
 REGRESSION = {
     "type": "alert",
@@ -354,6 +354,7 @@ def test_metrics_figure_shows_latest_values() -> None:
     assert list(figure.axes[0].get_lines()[0].get_xdata()) == [-2.0, -1.0, 0.0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "render",
     [
@@ -446,16 +447,9 @@ def test_logs_html_newest_first_with_timestamp_index() -> None:
 # -- the widgets, with a real server and client --------------------------------------------
 
 
-def wait_until(predicate: Callable[[], Any], what: str, timeout: float = TIMEOUT) -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}; last value {value!r}")
-        time.sleep(0.02)
+def wait_until(predicate: Callable[[], Any], what: str) -> Any:
+    """Poll ``predicate`` until it returns something truthy (bounded by TIMEOUT); return it."""
+    return eventually_sync(predicate, TIMEOUT / SCALE, what)
 
 
 def disabled(dashboard: Dashboard) -> dict[str, bool]:
@@ -538,6 +532,7 @@ def test_connection_loss_disables_every_control(
     wait_until(lambda: "open" not in dashboard.connection_label.value, "connection label")
 
 
+@pytest.mark.slow
 def test_start_button_starts_the_run(dashboard: Dashboard, client: Any) -> None:
     """Start sends start with the edited inputs; the run and the buttons follow."""
     dashboard.mutation_input.value = 0.25
@@ -547,6 +542,7 @@ def test_start_button_starts_the_run(dashboard: Dashboard, client: Any) -> None:
     wait_until(lambda: "start: run running" in dashboard.message_label.value, "start reply")
 
 
+@pytest.mark.slow
 def test_labels_and_plots_follow_the_run(dashboard: Dashboard, client: Any) -> None:
     """The generation label advances and the plot images change as generations arrive."""
     wait_until(lambda: bytes(dashboard.images["fitness"].value).startswith(PNG), "first draw")
@@ -560,6 +556,7 @@ def test_labels_and_plots_follow_the_run(dashboard: Dashboard, client: Any) -> N
     assert dashboard.redraws <= dashboard.ticks
 
 
+@pytest.mark.slow
 def test_dashboard_redraws_are_throttled(client: Any) -> None:
     """While the throttle's clock stands still new data waits; it draws once the clock moves."""
     clock = FakeClock()
@@ -578,6 +575,7 @@ def test_dashboard_redraws_are_throttled(client: Any) -> None:
         dashboard.close()
 
 
+@pytest.mark.slow
 def test_pause_holds_and_resume_continues(dashboard: Dashboard, client: Any) -> None:
     """Pause stops new generations (across several redraw ticks); Resume continues."""
     start(dashboard, client)
@@ -593,6 +591,7 @@ def test_pause_holds_and_resume_continues(dashboard: Dashboard, client: Any) -> 
     wait_until(lambda: client.generation > held, "a new generation")
 
 
+@pytest.mark.slow
 def test_rollback_uses_the_input_and_branches_show(dashboard: Dashboard, client: Any) -> None:
     """Rollback sends the input's generation; the new branch appears in the fitness plot."""
     start(dashboard, client)
@@ -615,6 +614,7 @@ def test_rollback_uses_the_input_and_branches_show(dashboard: Dashboard, client:
     wait_until(lambda: dashboard.plot_redraws["fitness"] > fitness, "a fitness redraw")
 
 
+@pytest.mark.slow
 def test_refused_command_shows_its_message(dashboard: Dashboard, client: Any) -> None:
     """A rollback to a generation that does not exist shows the server's refusal."""
     start(dashboard, client)
@@ -628,6 +628,7 @@ def test_refused_command_shows_its_message(dashboard: Dashboard, client: Any) ->
     assert client.run_state == "paused"
 
 
+@pytest.mark.slow
 def test_apply_sets_parameters_while_running(dashboard: Dashboard, client: Any) -> None:
     """Apply sends set_parameters with the inputs while the run goes on."""
     start(dashboard, client)
@@ -638,6 +639,7 @@ def test_apply_sets_parameters_while_running(dashboard: Dashboard, client: Any) 
     wait_until(lambda: "applied population_size=40" in dashboard.message_label.value, "reply")
 
 
+@pytest.mark.slow
 def test_stop_disables_run_controls(dashboard: Dashboard, client: Any) -> None:
     """Stop ends the run; then Start and Rollback are the enabled buttons."""
     start(dashboard, client)
@@ -657,6 +659,7 @@ def test_alert_prefills_rollback_input(dashboard: Dashboard) -> None:
     assert dashboard.rollback_input.value == 27
 
 
+@pytest.mark.slow
 def test_snapshot_and_display(dashboard: Dashboard, client: Any, tmp_path: Path) -> None:
     """snapshot() writes a PNG of the view; a bare dashboard displays its root widget."""
     start(dashboard, client)
@@ -667,6 +670,7 @@ def test_snapshot_and_display(dashboard: Dashboard, client: Any, tmp_path: Path)
     assert view["model_id"] == dashboard.widget.model_id
 
 
+@pytest.mark.slow
 def test_close_stops_redraws_and_disables(dashboard: Dashboard, client: Any) -> None:
     """close() stops the redraw task and unsubscribes; every button is disabled."""
     start(dashboard, client)

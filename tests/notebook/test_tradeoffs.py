@@ -7,7 +7,6 @@ set as a browser sets it). Every wait is bounded by ``TIMEOUT``; nothing asserts
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -37,9 +36,10 @@ from tdevlab.notebook.tradeoffs import (
     render_members,
 )
 from tdevlab.server import EvolutionServer
+from tests.conftest import SCALE, eventually_sync, timeout
 
 PNG = b"\x89PNG\r\n\x1a\n"
-TIMEOUT = 20.0  # seconds; every wait below is bounded by it
+TIMEOUT = timeout(20)  # every wait below is bounded by it
 LIMITS = {"memory_limit_kb": 6.5, "speed_limit_us": 3.0}
 
 
@@ -206,6 +206,7 @@ def test_member_summary_names_size_generation_and_measures() -> None:
     assert member_summary("front", None) == "Pareto front · 0 agents"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "render",
     [
@@ -232,15 +233,8 @@ def test_an_unknown_kind_is_refused() -> None:
 
 
 def wait_until(condition: Callable[[], Any], what: str) -> Any:
-    """Poll ``condition`` until it is truthy (bounded by TIMEOUT); return its value."""
-    deadline = time.monotonic() + TIMEOUT
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}; last value {value!r}")
-        time.sleep(0.02)
+    """Poll ``condition`` until it returns something truthy (bounded by TIMEOUT); return it."""
+    return eventually_sync(condition, TIMEOUT / SCALE, what)
 
 
 @pytest.fixture
@@ -277,6 +271,7 @@ def start_with(dashboard: Dashboard, client: Any, strategy: str | None, settings
     wait_until(lambda: client.run_state == "running", "run_state running")
 
 
+@pytest.mark.slow
 def test_nsga2_chosen_before_start_shows_the_live_front(dashboard: Dashboard, client: Any) -> None:
     """Choosing NSGA-II sends it with Start; the front panel appears and follows the run;
     the choice is then fixed, showing the run's strategy."""
@@ -298,6 +293,7 @@ def test_nsga2_chosen_before_start_shows_the_live_front(dashboard: Dashboard, cl
     assert len(view.front) > 0
 
 
+@pytest.mark.slow
 def test_map_elites_with_settings_shows_the_archive(dashboard: Dashboard, client: Any) -> None:
     """MAP-Elites with JSON settings: the archive panel, on the chosen grid."""
     start_with(dashboard, client, "map-elites", '{"bins": [10, 6]}')

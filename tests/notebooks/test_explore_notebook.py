@@ -12,6 +12,9 @@ import pytest
 import tdevlab
 from tests.kernel import execute as execute_notebook
 
+# The module executes its notebook once (a module fixture): its tests stay on one xdist worker.
+pytestmark = [pytest.mark.notebook, pytest.mark.xdist_group(__name__)]
+
 ROOT = Path(__file__).parents[2]
 NOTEBOOK = ROOT / "notebooks" / "02-exploring-a-run.ipynb"
 SAMPLE_RUN = ROOT / "data" / "sample-run"

@@ -10,6 +10,9 @@ import pytest
 
 from tests.kernel import execute as execute_notebook
 
+# The module executes its notebook once (a module fixture): its tests stay on one xdist worker.
+pytestmark = [pytest.mark.notebook, pytest.mark.xdist_group(__name__)]
+
 NOTEBOOK = Path(__file__).parents[2] / "notebooks" / "01-quick-start.ipynb"
 
 

@@ -321,6 +321,7 @@ def test_clip_cuts_to_utf8_bytes(text: str, limit: int, expected: str) -> None:
     assert len(clip(text, limit).encode()) <= limit
 
 
+@pytest.mark.slow
 @given(
     st.recursive(
         st.text() | st.integers() | st.floats(),

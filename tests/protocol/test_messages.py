@@ -755,6 +755,7 @@ def test_arbitrary_text_parses_or_is_invalid(text: str) -> None:
     assert_parses_or_refuses(text)
 
 
+@pytest.mark.slow
 @FAST
 @given(json_values)
 def test_arbitrary_json_parses_or_is_invalid(value: Any) -> None:
@@ -762,6 +763,7 @@ def test_arbitrary_json_parses_or_is_invalid(value: Any) -> None:
     assert_parses_or_refuses(json.dumps(value))
 
 
+@pytest.mark.slow
 @FAST
 @given(message_like)
 def test_message_shaped_objects_parse_or_are_invalid(fields: dict[str, Any]) -> None:
@@ -783,6 +785,7 @@ def test_arbitrary_bytes_upload_parses_or_is_invalid(data: bytes) -> None:
 
 
 @FAST
+@pytest.mark.slow
 @given(
     st.dictionaries(st.text(max_size=8), json_values, max_size=4),
     st.sampled_from([b"\n", b"", b"\r\n", b"\n\n", b" "]),

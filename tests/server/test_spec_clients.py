@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.server.conftest import make_server
+from tests.conftest import timeout
+from tests.serving import make_server
 
 HERE = Path(__file__).resolve().parent
 CLIENTS = HERE.parent / "spec_clients"
@@ -66,7 +67,7 @@ def test_spec_javascript_client_receives_evolution_updates(tmp_path: Path) -> No
             ["node", str(script)],
             capture_output=True,
             text=True,
-            timeout=60,
+            timeout=timeout(60),
             env={
                 **os.environ,
                 "NODE_PATH": str(JS_DEPS / "node_modules"),
@@ -108,7 +109,7 @@ def test_spec_python_client_runs_as_written(tmp_path: Path) -> None:
                     break
         finally:
             proc.kill()
-            proc.wait(timeout=10)
+            proc.wait(timeout=timeout(10))
     finally:
         server.stop()
     assert len(lines) == 3, lines

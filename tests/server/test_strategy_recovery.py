@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import signal
 from pathlib import Path
 from typing import Any
@@ -14,8 +13,8 @@ from websockets.exceptions import ConnectionClosed
 from tdevlab import Engine
 from tdevlab.engine.strategy import make_strategy
 from tdevlab.store.sqlite import SQLiteStore
-from tests.server.conftest import TIMEOUT, Client
-from tests.serving import operator_token, serve_store
+from tests.conftest import run, timeout
+from tests.serving import TIMEOUT, Client, operator_token, serve_store
 
 
 async def _watch(url: str, until: int, start: bool) -> int:
@@ -46,13 +45,13 @@ def test_sigkill_and_resume_continues_the_strategy_exactly(strategy: str, tmp_pa
     db = tmp_path / "runs.db"
     args = ("--strategy", strategy, "--seed", "5")
     with serve_store(db, "--autostart", *args) as (proc, url):
-        killed_at = asyncio.run(asyncio.wait_for(_watch(url, 8, False), 60))
+        killed_at = run(_watch(url, 8, False))
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=TIMEOUT)
     with serve_store(db) as (proc, url):
-        last = asyncio.run(asyncio.wait_for(_watch(url, killed_at + 6, True), 60))
+        last = run(_watch(url, killed_at + 6, True))
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
+        assert proc.wait(timeout=timeout(30)) == 0
     assert last >= killed_at + 6
 
     with SQLiteStore(db) as store:
