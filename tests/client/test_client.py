@@ -26,7 +26,7 @@ from tdevlab.protocol.auth import TokenVerifier, issue_token
 from tdevlab.protocol.limits import Limits
 from tdevlab.server import EvolutionServer
 from tests.conftest import eventually
-from tests.serving import SECRET, TIMEOUT, CountingBackoff, make_server
+from tests.serving import SECRET, TIMEOUT, CountingBackoff, connected, make_server
 
 FAST = Backoff(initial=0.05, cap=0.2, max_attempts=200)
 
@@ -129,8 +129,10 @@ async def test_a_failing_run_reaches_callbacks_as_evolution_failed() -> None:
         raise ValueError(f"cannot score {agent}")
 
     problem = FunctionProblem(broken, [Float("x", 0.0, 1.0)])
-    async with make_server(engine=Engine(problem, population_size=8)) as server:
-        client = await tdevlab.connect(server.url, token=server.token("ada", "operator"))
+    async with (
+        make_server(engine=Engine(problem, population_size=8)) as server,
+        connected(server) as client,
+    ):
         errors: list[dict[str, Any]] = []
         client.on("error", errors.append)
         await client.subscribe("evolution", "control")
@@ -139,7 +141,6 @@ async def test_a_failing_run_reaches_callbacks_as_evolution_failed() -> None:
         exc = error_from_message(errors[0])
         assert isinstance(exc, EvolutionFailed)
         assert "cannot score" in str(exc)
-        await client.close()
 
 
 async def test_events_reach_callbacks_iterators_and_frames_once_each() -> None:
@@ -173,10 +174,7 @@ async def test_events_reach_callbacks_iterators_and_frames_once_each() -> None:
 
 async def test_connection_cut_by_the_server_is_restored_without_gaps() -> None:
     """Connections aborted by the server are re-established; every generation arrives once."""
-    async with make_server() as server:
-        client = await tdevlab.connect(
-            server.url, token=server.token("ada", "operator"), backoff=FAST
-        )
+    async with make_server() as server, connected(server, backoff=FAST) as client:
         await client.subscribe("evolution", "control")
         await client.start()
         for cut in (10, 40, 80):
@@ -192,7 +190,6 @@ async def test_connection_cut_by_the_server_is_restored_without_gaps() -> None:
         await eventually(lambda: _generations(client)[-1] == last)
         assert _generations(client) == list(range(last + 1))
         assert client.reconnects == 3
-        await client.close()
 
 
 async def test_requests_made_while_down_are_sent_after_reconnecting() -> None:
@@ -261,17 +258,13 @@ async def test_a_static_token_that_expires_ends_the_client_with_auth_failed() ->
 async def test_a_client_closed_for_flooding_reconnects() -> None:
     """Close 1008 without AUTH_FAILED (flooding) is no auth failure: the client comes back."""
     limits = Limits(messages_per_second=5, flood_factor=1)
-    async with make_server(limits=limits) as server:
-        client = await tdevlab.connect(
-            server.url, token=server.token("ada", "operator"), backoff=FAST
-        )
+    async with make_server(limits=limits) as server, connected(server, backoff=FAST) as client:
         flood = [client.stop() for _ in range(30)]
         outcomes = await asyncio.gather(*flood, return_exceptions=True)
         assert any(isinstance(o, RateLimited) for o in outcomes)
         await eventually(lambda: client.reconnects >= 1 and client.connection_state == "open")
         assert client.error is None
         assert await client.ping() > 0
-        await client.close()
 
 
 def test_sync_client_mirrors_the_async_one(threaded_server: EvolutionServer) -> None:

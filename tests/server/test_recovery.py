@@ -284,7 +284,7 @@ async def _narrow_socket(server: Any) -> socket.socket:
 
 async def _read_logs(c: Client, seqs: list[int], until: int) -> None:
     """Append the ``seq`` of each log event ``c`` receives until ``seqs`` holds ``until``."""
-    async with asyncio.timeout(TIMEOUT):
+    async with asyncio.timeout(timeout(60)):  # megabytes: many seconds on a loaded machine
         while len(seqs) < until:
             message = await c.receive()
             if message.get("type") == "log":
