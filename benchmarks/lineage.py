@@ -3,19 +3,22 @@
 What is measured
 ----------------
 A run of the default problem (``agent_design``) with the genetic algorithm, population 200,
-seed 1, is recorded for 10 000 generations in a SQLite store (about 2 million agents, each a
-row of the ``agents`` table; the file is built once and reused from the temporary directory:
+seed 1, is recorded for 10 000 generations in a SQLite store (about 2 million agents; the
+file is built once and reused from the temporary directory:
 ``tdevlab-bench/lineage-<generations>x<population>.db``). The store is then reopened and,
 for the best agent of the last generation:
 
-* ``store``: ``SQLiteStore.first_parent_line`` (the recursive query over the ``agents``
-  primary key, and the genes of each node from its birth snapshot);
+* ``store``: ``SQLiteStore.first_parent_line`` (per step a seek in ``generations_new_ids``
+  and the birth snapshot's ``agent_id`` and ``parent_a``; then the line's rows, one query
+  per chunk of generations);
 * ``engine``: ``Engine.lineage(agent, depth=200)`` (the line, the second parents beside it,
   the genes changed, agent names: the ``lineage`` message's data);
 * ``server``: a ``get_lineage`` request with ``depth: 200`` to an ``EvolutionServer`` on
   127.0.0.1 serving that engine, timed from the request's send to its reply's arrival
   (JSON encoding, the socket and decoding included), by one websockets client;
-* ``engine, whole line``: ``Engine.lineage(agent)`` with no depth (back to generation 0).
+* ``engine, whole line``: ``Engine.lineage(agent)`` with no depth (back to generation 0);
+* ``engine, descendants``: ``Engine.lineage(ancestor, depth=200, descendants=True)`` for the
+  agent's 100th ancestor (its first-parent descendants, at most 10 000).
 
 Each is timed ``--repeats`` times after one untimed call (which warms SQLite's page cache
 from the OS cache); the table gives the median, min and max in milliseconds and the nodes
@@ -181,6 +184,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             engine_ms, lineage = timed(lambda: engine.lineage(agent, depth=DEPTH), args.repeats)
             whole_ms, whole = timed(lambda: engine.lineage(agent), args.repeats)
+            ancestor = lineage.nodes["agent_id"][min(100, len(line) - 1)]
+            kids_ms, kids = timed(
+                lambda: engine.lineage(ancestor, depth=DEPTH, descendants=True), args.repeats
+            )
             server_ms, served = asyncio.run(over_the_server(engine, agent, args.repeats))
     rows = [
         ["query", "median ms", "min ms", "max ms", "nodes"],
@@ -188,6 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         row(f"engine: lineage depth {DEPTH}", engine_ms, len(lineage.nodes["agent_id"])),
         row(f"server: get_lineage depth {DEPTH}", server_ms, served),
         row("engine: lineage, whole line", whole_ms, len(whole.nodes["agent_id"])),
+        row(f"engine: lineage depth {DEPTH} + descendants", kids_ms, len(kids.nodes["agent_id"])),
     ]
     checks = [
         (name, statistics.median(samples))

@@ -80,7 +80,9 @@ class AgentRows(Protocol):
 
     def first_parent_line(self, run_id: int, agent: int, depth: int) -> AgentRecords: ...
 
-    def children(self, run_id: int, agents: list[int]) -> AgentRecords: ...
+    def descendants(
+        self, run_id: int, agent: int, depth: int, limit: int
+    ) -> tuple[AgentRecords, np.ndarray, bool]: ...
 
 
 class RecordsIndex:
@@ -97,9 +99,13 @@ class RecordsIndex:
         self.records = records.take(np.argsort(records.agent, kind="stable"))
 
     def agent_records(self, agents: list[int]) -> AgentRecords:
-        """The rows of ``agents`` that exist."""
+        """The rows of ``agents`` that exist, each once, in the order asked."""
         table = self.records
-        return table.take(np.flatnonzero(np.isin(table.agent, np.asarray(agents, np.int64))))
+        wanted = np.asarray(list(dict.fromkeys(agents)), dtype=np.int64)
+        if not len(table) or not wanted.size:
+            return table.take(np.empty(0, dtype=np.int64))
+        at = np.minimum(np.searchsorted(table.agent, wanted), len(table) - 1)
+        return table.take(at[table.agent[at] == wanted])
 
     def first_parent_line(self, agent: int, depth: int) -> AgentRecords:
         """``agent``, its first parent, and so on, ``depth`` steps at most."""
@@ -115,10 +121,24 @@ class RecordsIndex:
                 break
         return table.take(np.asarray(rows, dtype=np.int64))
 
-    def children(self, agents: list[int]) -> AgentRecords:
-        """The agents whose first parent is one of ``agents``."""
+    def descendants(
+        self, agent: int, depth: int, limit: int
+    ) -> tuple[AgentRecords, np.ndarray, bool]:
+        """As :meth:`RunStore.descendants`: level by level over the first-parent links."""
         table = self.records
-        return table.take(np.flatnonzero(np.isin(table.parent_a, np.asarray(agents, np.int64))))
+        level: dict[int, int] = {}
+        frontier = np.asarray([agent], dtype=np.int64)
+        for step in range(1, depth + 1):
+            if not frontier.size:
+                break
+            kids = table.agent[np.isin(table.parent_a, frontier)]
+            kids = np.asarray([k for k in kids.tolist() if k not in level and k != agent])
+            level.update((k, step) for k in kids.tolist())
+            frontier = kids.astype(np.int64)
+        found = self.agent_records(list(level))
+        found = found.take(np.lexsort((found.agent, found.birth_generation))[:limit])
+        steps = np.asarray([level[a] for a in found.agent.tolist()], dtype=np.int64)
+        return found, steps, len(level) > limit
 
 
 def check_depth(depth: object) -> int:
@@ -252,21 +272,12 @@ def build_lineage(
         seen.update(found.agent.tolist())
     truncated = False
     if descendants:
-        frontier, step, count = [number], 0, 0
-        while frontier and step < steps:
-            step += 1
-            kids = store.children(run_id, frontier)
-            kids = kids.take(np.flatnonzero(~np.isin(kids.agent, list(seen))))
-            if count + len(kids) > MAX_NODES:
-                kids, truncated = kids.take(np.arange(MAX_NODES - count)), True
-            count += len(kids)
-            parts.append(kids)
-            relation += ["descendant"] * len(kids)
-            level += [-step] * len(kids)
-            seen.update(kids.agent.tolist())
-            frontier = kids.agent.tolist()
-            if truncated:
-                break
+        kids, levels, truncated = store.descendants(run_id, number, steps, MAX_NODES)
+        keep = np.flatnonzero(~np.isin(kids.agent, np.asarray(list(seen), dtype=np.int64)))
+        parts.append(kids.take(keep))
+        relation += ["descendant"] * keep.size
+        level += (-levels[keep]).tolist()
+        seen.update(kids.agent[keep].tolist())
     nodes = AgentRecords.concat(parts, len(problem.gene_space))
     # First parents outside the nodes, for the genes changed of the outermost nodes.
     missing = sorted({int(a) for a in nodes.parent_a.tolist() if a >= 0} - seen)

@@ -232,7 +232,8 @@ class RunStore(Protocol):
         ...
 
     def agent_records(self, run_id: int, agents: list[int]) -> AgentRecords:
-        """The stored rows of ``agents`` that exist (any branch, any order)."""
+        """The stored rows of ``agents`` that exist (any branch), each once, in the order
+        asked."""
         ...
 
     def first_parent_line(self, run_id: int, agent: int, depth: int) -> AgentRecords:
@@ -243,8 +244,16 @@ class RunStore(Protocol):
         """
         ...
 
-    def children(self, run_id: int, agents: list[int]) -> AgentRecords:
-        """The stored agents whose first parent is one of ``agents``."""
+    def descendants(
+        self, run_id: int, agent: int, depth: int, limit: int
+    ) -> tuple[AgentRecords, np.ndarray, bool]:
+        """The stored descendants of ``agent`` by first parent, within ``depth`` steps.
+
+        Returns:
+            Their rows in order of birth (generation, then number), their levels (steps
+            from ``agent``), and whether there are more than ``limit`` (then the first
+            ``limit``).
+        """
         ...
 
     def set_status(self, run_id: int, status: str) -> None:

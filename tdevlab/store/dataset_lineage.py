@@ -39,8 +39,10 @@ class _Rows:
     def first_parent_line(self, run_id: int, agent: int, depth: int) -> AgentRecords:
         return self.index.first_parent_line(agent, depth)
 
-    def children(self, run_id: int, agents: list[int]) -> AgentRecords:
-        return self.index.children(agents)
+    def descendants(
+        self, run_id: int, agent: int, depth: int, limit: int
+    ) -> tuple[AgentRecords, np.ndarray, bool]:
+        return self.index.descendants(agent, depth, limit)
 
 
 @dataclass(frozen=True)

@@ -226,8 +226,10 @@ class MemoryStore:
     def first_parent_line(self, run_id: int, agent: int, depth: int) -> AgentRecords:
         return self._index(run_id).first_parent_line(agent, depth)
 
-    def children(self, run_id: int, agents: list[int]) -> AgentRecords:
-        return self._index(run_id).children(agents)
+    def descendants(
+        self, run_id: int, agent: int, depth: int, limit: int
+    ) -> tuple[AgentRecords, np.ndarray, bool]:
+        return self._index(run_id).descendants(agent, depth, limit)
 
     def set_status(self, run_id: int, status: str) -> None:
         run = self._run(run_id)

@@ -6,9 +6,9 @@ logs and alerts -- before the engine announces it. With WAL and ``synchronous=NO
 committed transaction survives the process being killed at any moment (the OS holds the
 WAL); ``durability="full"`` also survives power loss, at an fsync per generation.
 
-Tables: ``runs``, ``branches``, ``generations``, ``snapshots``, ``events``, ``agents`` (one
-row per agent, for lineage: :mod:`tdevlab.store.agent_table`). The schema version is
-SQLite's ``user_version``.
+Tables: ``runs``, ``branches``, ``generations``, ``snapshots``, ``events``. The schema
+version is SQLite's ``user_version``. Lineage reads the snapshots and the generations' new-id
+ranges (:mod:`tdevlab.store.snapshot_lineage`): nothing more is written for it.
 """
 
 from __future__ import annotations
@@ -27,14 +27,13 @@ from tdevlab.engine.events import STRATEGY_FIELDS, Alert, GenerationResult, LogE
 from tdevlab.engine.population import Population, Snapshot
 from tdevlab.engine.storage import AgentRecords
 from tdevlab.exceptions import GenerationNotFound, InvalidParameters, RunNotFound, StoreError
-from tdevlab.store import agent_table
+from tdevlab.store import snapshot_lineage
 from tdevlab.store.base import BranchInfo, RunInfo, branch_holding
 from tdevlab.store.rows import EVENT_COLUMNS, GENERATION_COLUMNS, event_row, generation_row
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
-# 2: the generations' strategy measures (events.STRATEGY_FIELDS); 3: the agents table
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 2  # 2: the generations' strategy measures (events.STRATEGY_FIELDS)
 
 # Blob columns of a snapshot and their dtypes (explicit little-endian: files move machines).
 _ARRAYS: dict[str, str] = {
@@ -59,8 +58,7 @@ _GEN_TYPES = {
 
 _EVENT_TYPES = {"branch": "INTEGER", "generation": "INTEGER", "timestamp": "REAL"}
 
-_SCHEMA = (
-    f"""
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS runs (
     run_id INTEGER PRIMARY KEY,
     created_at REAL NOT NULL,
@@ -103,8 +101,6 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_run ON events(run_id, seq);
 """
-    + agent_table.AGENTS_SCHEMA
-)
 
 _INTEGER_FIELDS = {"agents_evolved", "mutations_applied", "crossovers", "population_size"}
 
@@ -153,10 +149,8 @@ class SQLiteStore:
                     )
                 self._db.executescript(_SCHEMA)
                 self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            if version == 1:
+            elif version == 1:
                 self._migrate_from_1()
-            if version in (1, 2):
-                self._migrate_from_2()
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open run store {self.path}: {exc}") from exc
 
@@ -167,15 +161,6 @@ class SQLiteStore:
             for name in STRATEGY_FIELDS:
                 if name not in present:
                     db.execute(f"ALTER TABLE generations ADD COLUMN {name} REAL")
-            db.execute("PRAGMA user_version=2")
-
-    def _migrate_from_2(self) -> None:
-        """Schema 2 -> 3: the agents table, filled from the stored snapshots."""
-        with self._tx() as db:
-            for statement in agent_table.AGENTS_SCHEMA.split(";"):
-                if statement.strip():  # executescript would commit the transaction
-                    db.execute(statement)
-            agent_table.backfill(db, _ARRAYS)
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def _tx(self) -> _Transaction:
@@ -279,7 +264,6 @@ class SQLiteStore:
                     _INSERT_EVENT,
                     [(run_id, *tuple(event_row(0, *e).values())[1:]) for e in events],
                 )
-            agent_table.insert(db, run_id, AgentRecords.born(pop, b, g))
 
     def record_events(
         self, run_id: int, branch: int, generation: int, logs: list[LogEntry], alerts: list[Alert]
@@ -433,16 +417,19 @@ class SQLiteStore:
 
     def agent_records(self, run_id: int, agents: list[int]) -> AgentRecords:
         with self._lock:
-            return agent_table.records(self._db, run_id, agents, self._genes(run_id))
+            return snapshot_lineage.records(self._db, run_id, agents, self._genes(run_id))
 
     def first_parent_line(self, run_id: int, agent: int, depth: int) -> AgentRecords:
         with self._lock:
             genes = self._genes(run_id)
-            return agent_table.first_parent_line(self._db, run_id, agent, depth, genes)
+            return snapshot_lineage.first_parent_line(self._db, run_id, agent, depth, genes)
 
-    def children(self, run_id: int, agents: list[int]) -> AgentRecords:
+    def descendants(
+        self, run_id: int, agent: int, depth: int, limit: int
+    ) -> tuple[AgentRecords, np.ndarray, bool]:
         with self._lock:
-            return agent_table.children(self._db, run_id, agents, self._genes(run_id))
+            genes = self._genes(run_id)
+            return snapshot_lineage.descendants(self._db, run_id, agent, depth, limit, genes)
 
     def close(self) -> None:
         """Close the connection (the WAL is checkpointed by SQLite)."""

@@ -1,16 +1,18 @@
-"""The agents table (schema 3) and lineage offline: migrated stores, indexes, datasets."""
+"""Lineage from the stores (SQLite, memory) and offline from datasets, alike."""
 
 from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tdevlab import Engine, load_run
+from tdevlab.engine.storage import AgentRecords
 from tdevlab.exceptions import AgentNotFound
-from tdevlab.store import agent_table
-from tdevlab.store.sqlite import SCHEMA_VERSION, SQLiteStore
+from tdevlab.store.snapshot_lineage import _BIRTH
+from tdevlab.store.sqlite import SCHEMA_VERSION
 
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample-run"
 
@@ -24,54 +26,66 @@ def _forked_run(db: Path) -> int:
         return engine.run_id
 
 
-def _agent_rows(db: Path) -> list[tuple[object, ...]]:
-    with sqlite3.connect(db) as raw:
-        return raw.execute("SELECT * FROM agents ORDER BY run_id, agent").fetchall()
+def test_sqlite_and_memory_stores_answer_alike(tmp_path: Path) -> None:
+    """The SQLite store (snapshots and new-id ranges) and the memory store (its kept
+    snapshots) give the same rows, lines and descendants, cut at a limit alike."""
+    stores = []
+    for where in (tmp_path / "run.db", None):
+        engine = Engine(seed=5, population_size=25, store=where)
+        list(engine.run(generations=50))
+        engine.rollback(30)
+        list(engine.run(generations=15))
+        stores.append(engine)
+    sqlite, memory = stores
+    assert sqlite.run_id is not None
+    assert memory.run_id is not None
+    run = sqlite.run_id
+
+    def same(a: AgentRecords, b: AgentRecords) -> None:
+        for column in AgentRecords.COLUMNS:
+            np.testing.assert_array_equal(getattr(a, column), getattr(b, column), column)
+
+    asked = [900, 3, 1200, 99999, 450, 3]
+    same(sqlite.store.agent_records(run, asked), memory.store.agent_records(run, asked))
+    assert sqlite.population is not None
+    line = sqlite.store.first_parent_line(run, int(sqlite.population.agent_id[0]), 40)
+    ancestor = int(line.agent[-1])  # many descendants
+    for agent in (1200, 900, 26, ancestor):
+        same(
+            sqlite.store.first_parent_line(run, agent, 30),
+            memory.store.first_parent_line(run, agent, 30),
+        )
+        for depth, limit in ((3, 10_000), (50, 40), (50, 10_000)):
+            a = sqlite.store.descendants(run, agent, depth, limit)
+            b = memory.store.descendants(run, agent, depth, limit)
+            same(a[0], b[0])
+            np.testing.assert_array_equal(a[1], b[1])
+            assert a[2] == b[2]
+    assert sqlite.store.descendants(run, ancestor, 50, 40)[2]  # cut at the limit
+    for engine in stores:
+        engine.close()
 
 
-def test_schema_2_store_gets_its_agents_table_from_the_snapshots(tmp_path: Path) -> None:
-    """Opening a schema-2 store fills the agents table with what recording would have written,
-    so lineage answers the same; then runs go on writing rows."""
-    db = tmp_path / "run.db"
-    run_id = _forked_run(db)
-    written = _agent_rows(db)
-    with SQLiteStore(db) as store:
-        before = Engine.open(store, run_id).lineage("agent-600", descendants=True).to_dict()
-    with sqlite3.connect(db) as raw:  # what a schema-2 file looks like
-        raw.execute("DROP TABLE agents")
-        raw.execute("PRAGMA user_version=2")
-    with Engine.open(db, run_id) as engine:
-        assert engine.lineage("agent-600", descendants=True).to_dict() == before
-        list(engine.run(generations=2))
-    assert _agent_rows(db)[: len(written)] == written
-    assert len(_agent_rows(db)) > len(written)
-    with sqlite3.connect(db) as raw:
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
-
-
-def test_agents_table_keys_and_indexes(tmp_path: Path) -> None:
-    """(run_id, agent) is the primary key of a WITHOUT ROWID table; children are found by the
-    (run_id, parent_a) index, and the line walk uses the key (no table scan)."""
+def test_lineage_writes_nothing_and_reads_by_index(tmp_path: Path) -> None:
+    """The store's schema is what it was (no table per agent); finding the generation that
+    made an agent is a seek in generations_new_ids."""
     db = tmp_path / "run.db"
     _forked_run(db)
     with sqlite3.connect(db) as raw:
-        indexes = {row[1]: row for row in raw.execute("PRAGMA index_list(agents)")}
-        assert "agents_first_parent" in indexes
-        columns = [r[2] for r in raw.execute("PRAGMA index_info(agents_first_parent)")]
-        assert columns == ["run_id", "parent_a"]
-        sql = raw.execute("SELECT sql FROM sqlite_master WHERE name = 'agents'").fetchone()[0]
-        assert "WITHOUT ROWID" in sql
-        assert "PRIMARY KEY (run_id, agent)" in sql
-        query = "EXPLAIN QUERY PLAN " + agent_table.children_query(2)
-        plan = " ".join(str(r[3]) for r in raw.execute(query, (1, 5, 6)))
-        assert "USING INDEX agents_first_parent" in plan
+        tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        assert tables == {
+            "runs",
+            "branches",
+            "generations",
+            "snapshots",
+            "events",
+            "sqlite_sequence",
+        }
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
         plan = " ".join(
-            str(r[3])
-            for r in raw.execute(
-                "EXPLAIN QUERY PLAN SELECT * FROM agents WHERE run_id=1 AND agent=7"
-            )
+            str(r[3]) for r in raw.execute("EXPLAIN QUERY PLAN " + _BIRTH, (1, 500, 500))
         )
-        assert "PRIMARY KEY" in plan
+        assert "USING INDEX generations_new_ids" in plan
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "csv"])
