@@ -31,7 +31,7 @@ from tdevlab.engine.distributed import executor_from_options
 from tdevlab.engine.engine import Engine
 from tdevlab.engine.events import GenerationResult
 from tdevlab.engine.problems import make_problem, problem_names
-from tdevlab.engine.strategy import Strategy, make_strategy, strategy_names
+from tdevlab.engine.strategy import Strategy, is_strategy_name, make_strategy, strategy_names
 from tdevlab.exceptions import TdevlabError
 
 __all__ = ["main"]
@@ -394,14 +394,25 @@ def _strategy_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--strategy",
         default="ga",
-        choices=strategy_names(),
-        help="what makes each generation (ga: the genetic algorithm)",
+        type=_strategy_name,
+        metavar="NAME",
+        help=f"what makes each generation: {', '.join(strategy_names())} (default ga: the "
+        "genetic algorithm; cmaes, optuna-* and nevergrad:* need their extra installed)",
     )
     parser.add_argument(
         "--strategy-config",
         metavar="JSON",
         help='the strategy\'s settings, e.g. \'{"objectives": ["max:fitness", "min:memory_kb"]}\'',
     )
+
+
+def _strategy_name(text: str) -> str:
+    # argparse's choices cannot hold the "nevergrad:<optimizer>" family.
+    if not is_strategy_name(text):
+        raise argparse.ArgumentTypeError(
+            f"unknown strategy {text!r} (choose from {', '.join(strategy_names())})"
+        )
+    return text
 
 
 def _strategy(args: argparse.Namespace) -> Strategy:

@@ -13,6 +13,7 @@ in one place, and a client maps a code back to the class with :func:`error_for_c
     ├── RateLimited                        RATE_LIMITED
     ├── InvalidCommand (ValueError)        INVALID_COMMAND
     │   ├── InvalidParameters              bad population_size, rate, gene, parameter name
+    │   │   └── MissingExtra (ImportError) a strategy whose optional library is not installed
     │   ├── InvalidState                   pause when not running, ...
     │   ├── GenerationNotFound (KeyError)  rollback/snapshot of a generation that does not exist
     │   └── InvalidAgentCode               agent source that does not parse or validate
@@ -48,6 +49,7 @@ __all__ = [
     "InvalidCommand",
     "InvalidParameters",
     "InvalidState",
+    "MissingExtra",
     "RateLimited",
     "RequestTimeout",
     "RunNotFound",
@@ -117,6 +119,13 @@ class InvalidCommand(TdevlabError, ValueError):
 
 class InvalidParameters(InvalidCommand):
     """An engine parameter or gene value is out of range or unknown."""
+
+
+class MissingExtra(InvalidParameters, ImportError):
+    """A strategy needs an optional library that is not installed.
+
+    The message names the ``pip install 'tdevlab[...]'`` that brings it in.
+    """
 
 
 class InvalidState(InvalidCommand):

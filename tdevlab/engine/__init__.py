@@ -1,5 +1,6 @@
 """The evolution engine: genes, operators, problems, strategies, the Engine, alerts, code."""
 
+from tdevlab.engine.adapters import CMAES, Nevergrad, OptunaSampler
 from tdevlab.engine.alerts import AlertThresholds
 from tdevlab.engine.engine import ControlEvent, Engine, EngineState
 from tdevlab.engine.events import AgentUpdate, Alert, EvolutionUpdate, GenerationResult, LogEntry
@@ -30,6 +31,7 @@ from tdevlab.engine.strategy import (
 from tdevlab.engine.suites import ZDT1, ZDT2, ProjectedRastrigin
 
 __all__ = [
+    "CMAES",
     "NSGA2",
     "ZDT1",
     "ZDT2",
@@ -52,7 +54,9 @@ __all__ = [
     "Integer",
     "LogEntry",
     "MapElites",
+    "Nevergrad",
     "Offspring",
+    "OptunaSampler",
     "Parameters",
     "Problem",
     "ProjectedRastrigin",

@@ -71,7 +71,7 @@ from tdevlab.engine.genes import FloatArray, GeneSpace
 from tdevlab.engine.operators import BoolArray, IntArray, Mutation
 from tdevlab.engine.params import Parameters
 from tdevlab.engine.population import Population
-from tdevlab.exceptions import EvolutionFailed, InvalidParameters
+from tdevlab.exceptions import EvolutionFailed, InvalidParameters, MissingExtra, shown
 
 __all__ = [
     "Offspring",
@@ -80,6 +80,7 @@ __all__ = [
     "Strategy",
     "StrategyState",
     "describe",
+    "is_strategy_name",
     "make_strategy",
     "register_strategy",
     "strategy_from_spec",
@@ -188,16 +189,31 @@ class Strategy(Protocol):
 
 
 _REGISTRY: dict[str, Callable[..., Strategy]] = {}
+#: Families named by a prefix ("nevergrad:"): the rest of the name is the first argument.
+_FAMILIES: dict[str, Callable[..., Strategy]] = {}
 
 
 def register_strategy(name: str, factory: Callable[..., Strategy]) -> None:
-    """Make ``make_strategy(name, **config)`` build a strategy with ``factory(**config)``."""
-    _REGISTRY[name] = factory
+    """Make ``make_strategy(name, **config)`` build a strategy with ``factory(**config)``.
+
+    A name ending in ``":"`` registers a family: ``make_strategy("nevergrad:NGOpt", config)``
+    calls ``factory("NGOpt", **config)``.
+    """
+    if name.endswith(":"):
+        _FAMILIES[name] = factory
+    else:
+        _REGISTRY[name] = factory
 
 
 def strategy_names() -> list[str]:
-    """The names :func:`make_strategy` knows."""
-    return sorted(_REGISTRY)
+    """The names :func:`make_strategy` knows (a family as ``"prefix:<name>"``)."""
+    return sorted(_REGISTRY) + [f"{prefix}<name>" for prefix in sorted(_FAMILIES)]
+
+
+def is_strategy_name(name: str) -> bool:
+    """Whether ``name`` is a registered name or of a registered family's form."""
+    prefix, colon, rest = name.partition(":")
+    return name in _REGISTRY or bool(colon and rest and f"{prefix}:" in _FAMILIES)
 
 
 def make_strategy(name: str, config: Mapping[str, Any] | None = None) -> Strategy:
@@ -205,15 +221,22 @@ def make_strategy(name: str, config: Mapping[str, Any] | None = None) -> Strateg
 
     Raises:
         InvalidParameters: for an unknown name (naming the known ones) or bad arguments.
+        MissingExtra: for an adapter whose library is not installed (naming the extra).
     """
-    factory = _REGISTRY.get(name)
+    factory = _REGISTRY.get(name) if isinstance(name, str) else None
+    arguments: tuple[str, ...] = ()
+    if factory is None and isinstance(name, str) and is_strategy_name(name):
+        prefix, _, rest = name.partition(":")
+        factory, arguments = _FAMILIES[f"{prefix}:"], (rest,)
     if factory is None:
         raise InvalidParameters(
-            f"unknown strategy {name!r}; strategies are {strategy_names()}",
+            f"unknown strategy {shown(name, 64)}; strategies are {strategy_names()}",
             details={"strategy": str(name)[:64]},
         )
     try:
-        return factory(**dict(config or {}))
+        return factory(*arguments, **dict(config or {}))
+    except MissingExtra:
+        raise  # its message is the whole story (which pip install to run)
     except (TypeError, ValueError, OverflowError) as exc:  # a setting of the wrong kind
         raise InvalidParameters(f"strategy {name!r}: {str(exc)[:200]}") from exc
 

@@ -1,0 +1,157 @@
+"""CMA-ES by pycma (``cma.CMAEvolutionStrategy``) as a strategy: ``"cmaes"``.
+
+Each generation is one ``es.ask()`` of ``population_size`` solutions and one ``es.tell``;
+the offspring replace the whole population. The gene space is the box of
+:class:`~tdevlab.engine.adapters._common.Box`: float genes in ``[0, 1]`` (log genes in log
+space), integer and categorical genes in integer units, declared to pycma as
+``integer_variables`` (its own handling: a floor on their step size and rounding in
+``ask``); the box is pycma's ``bounds``. pycma minimises, so it is told the negated
+feasibility-first score of the batch: feasible agents by fitness, infeasible ones after
+them by smaller violation under the run's limits (only the order matters to CMA-ES).
+
+Determinism: pycma draws its normal samples through the ``randn`` option; it gets the
+``randn`` of a private ``numpy.random.RandomState`` seeded by one draw of the run's
+generator, so a seed gives the same run, and numpy's global random state is neither used
+nor changed (the calls run under :func:`~tdevlab.engine.adapters._common.global_random`
+all the same). This is pycma's own ``{"seed": s}`` run: ``seed`` seeds the global
+generator, whose ``randn`` then draws the same numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from tdevlab.engine.adapters._common import Box, Live, global_random, require, seed_from
+from tdevlab.engine.genes import FloatArray, GeneSpace
+from tdevlab.engine.operators import IntArray
+from tdevlab.engine.params import Parameters
+from tdevlab.engine.strategy import (
+    Offspring,
+    RunView,
+    Scored,
+    StrategyState,
+    register_strategy,
+)
+from tdevlab.exceptions import InvalidParameters, shown
+
+__all__ = ["CMAES", "cma_settings"]
+
+#: pycma options the adapter sets itself (from the run and the gene space).
+OWN_OPTIONS = frozenset(
+    {"popsize", "bounds", "randn", "seed", "integer_variables", "CMA_stds", "verbose"}
+)
+
+
+class CMAES:
+    """CMA-ES over the gene space, by pycma.
+
+    Its whole state (the ``CMAEvolutionStrategy`` and its random generator) is pickled
+    into the strategy state as base64 text after every generation, so a snapshot restores
+    it exactly. That text is unpickled only from the run's own store or snapshot, never
+    from a client (a client names the strategy and its settings, which are checked).
+
+    Args:
+        sigma0: The initial step size, as a fraction of each gene's range (integer and
+            categorical genes: of their number of values).
+        options: More pycma options (``cma.CMAOptions``), e.g. ``{"CMA_diagonal": True}``;
+            those the adapter sets (``popsize``, ``bounds``, ``randn``, ``seed``,
+            ``integer_variables``, ``CMA_stds``, ``verbose``) are refused.
+
+    Raises:
+        MissingExtra: when pycma is not installed (``pip install 'tdevlab[cma]'``).
+        InvalidParameters: naming a bad ``sigma0`` or an unknown or reserved option.
+    """
+
+    name = "cmaes"
+
+    def __init__(self, sigma0: float = 0.3, options: Mapping[str, Any] | None = None) -> None:
+        self._cma = require("cma", "cma", self.name)
+        if isinstance(sigma0, bool) or not isinstance(sigma0, int | float) or not 0 < sigma0 <= 10:
+            raise InvalidParameters(f"sigma0={shown(sigma0)} must be a number within (0, 10]")
+        options = dict(options or {})
+        known = set(self._cma.CMAOptions())
+        unknown = sorted(str(k) for k in options if k not in known)
+        if unknown:
+            raise InvalidParameters(f"unknown pycma option(s) {unknown}")
+        reserved = sorted(str(k) for k in options if k in OWN_OPTIONS)
+        if reserved:
+            raise InvalidParameters(f"pycma option(s) {reserved} are set from the run")
+        self.sigma0 = float(sigma0)
+        self.options = options
+        self.config: dict[str, Any] = {"sigma0": self.sigma0, "options": dict(options)}
+        self._live = Live()
+
+    def init(self, space: GeneSpace, params: Parameters) -> StrategyState:
+        """No state until generation 0 (the seed is drawn from the run's generator then)."""
+        return {}
+
+    def ask(
+        self, rng: np.random.Generator, state: StrategyState, run: RunView
+    ) -> tuple[Offspring, StrategyState]:
+        """``population_size`` solutions of ``es.ask()``, decoded to genes."""
+        box = Box(run.space)
+        n = run.params.population_size
+        if "es" not in state:
+            es, saved = self._start(box, n, seed_from(rng)), [None]
+        else:
+            es, saved = self._live.get(state["es"])
+        with global_random(saved):
+            coords = np.asarray(es.ask(number=None if n == es.popsize else n), dtype=np.float64)
+        genes = box.decode(coords)
+        token = self._live.asked((es, saved), (coords, genes))
+        return Offspring(genes), {**state, "asked": token}
+
+    def _start(self, box: Box, n: int, seed: int) -> Any:
+        options = {**cma_settings(box, n, seed), **self.options}
+        fresh: list[Any] = [None]  # pycma gets its own generator: nothing global to keep
+        with global_random(fresh):
+            return self._cma.CMAEvolutionStrategy(box.center, self.sigma0, options)
+
+    def tell(
+        self,
+        rng: np.random.Generator,
+        state: StrategyState,
+        run: RunView,
+        offspring: Offspring,
+        scored: Scored,
+    ) -> tuple[IntArray, StrategyState]:
+        """``es.tell`` with the negated feasibility-first scores; the offspring replace all."""
+        (es, saved), (coords, genes) = self._live.for_tell(state.get("asked"))
+        coords = _with_uploads(Box(run.space), coords, genes, offspring.genes)
+        with global_random(saved):
+            es.tell(list(coords), (-scored.score).tolist())
+        text = self._live.told((es, saved))
+        n = 0 if run.population is None else len(run.population)
+        keep = np.arange(n, n + len(offspring), dtype=np.int64)
+        return keep, {"es": text, "sigma": float(es.sigma)}
+
+
+def cma_settings(box: Box, population_size: int, seed: int) -> dict[str, Any]:
+    """The pycma options the adapter runs with (a plain pycma loop uses the same ones, with
+    ``{"seed": seed}`` in place of ``randn``: both draw the same numbers)."""
+    random_state = np.random.RandomState(seed)  # noqa: NPY002 (pycma's randn interface)
+    options: dict[str, Any] = {
+        "popsize": population_size,
+        "bounds": [box.lower.tolist(), box.upper.tolist()],
+        "randn": random_state.randn,
+        "verbose": -9,
+    }
+    if box.step_columns.size:  # the step size of integer coordinates in their own units
+        options["integer_variables"] = box.step_columns.tolist()
+        options["CMA_stds"] = np.where(box.is_step, box.width + 1, 1.0).tolist()
+    return options
+
+
+def _with_uploads(box: Box, coords: FloatArray, asked: FloatArray, genes: FloatArray) -> Any:
+    """The asked coordinates, with uploaded agents' rows (genes not from ask) encoded."""
+    changed = np.flatnonzero((asked != genes).any(axis=1))
+    if changed.size:
+        coords = coords.copy()
+        coords[changed] = box.encode(genes[changed])
+    return coords
+
+
+register_strategy("cmaes", CMAES)

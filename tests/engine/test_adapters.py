@@ -1,0 +1,399 @@
+"""pycma, Optuna and Nevergrad as strategies: live over the server, exact pause, rollback and
+reopen, datasets, the same run as the library's own loop, and clear errors.
+
+Exactness is checked as for the GA and the other strategies: whole populations (genes,
+fitness) and the strategy's state against an uninterrupted run. The pickled library state
+is compared as text where it is restored (a rollback, a reopened store): the libraries
+record wall-clock times (pycma's timer, Optuna's trial timestamps), so the text a replay
+pickles differs from the original's in those bytes while every number the run makes is
+the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import tdevlab
+from tdevlab import Engine, Sphere, load_run
+from tdevlab.engine.adapters._common import seed_from
+from tdevlab.engine.strategy import make_strategy, strategy_names
+from tdevlab.exceptions import InvalidParameters, MissingExtra
+from tests.server.conftest import TIMEOUT, client, make_server
+
+ROOT = Path(__file__).resolve().parents[2]
+
+#: Each adapter with small settings (a few generations of 8 agents take well under a second).
+ADAPTERS = {
+    "cmaes": {},
+    "optuna-tpe": {"options": {"n_startup_trials": 8}},
+    "nevergrad:NGOpt": {"budget": 400},
+}
+NAMES = sorted(ADAPTERS)
+
+
+def _engine(name: str, **kwargs: Any) -> Engine:
+    kwargs.setdefault("population_size", 8)
+    return Engine(Sphere(dims=3), strategy=make_strategy(name, ADAPTERS[name]), seed=7, **kwargs)
+
+
+#: The state keys holding a pickled library (see the module docstring).
+PICKLED = ("es", "study", "optimizer")
+
+
+def _fingerprint(engine: Engine) -> tuple[Any, ...]:
+    pop = engine.population
+    assert pop is not None
+    state = {k: v for k, v in engine._strategy_state.items() if k not in PICKLED}
+    return (
+        engine.generation,
+        pop.genes.tobytes(),
+        pop.fitness.tobytes(),
+        pop.agent_id.tobytes(),
+        json.dumps(state, sort_keys=True),
+    )
+
+
+def _pickled(engine: Engine) -> str:
+    (text,) = (engine._strategy_state[k] for k in PICKLED if k in engine._strategy_state)
+    return str(text)
+
+
+def _history(engine: Engine, generations: int) -> list[tuple[Any, ...]]:
+    out = []
+    for _ in range(generations):
+        engine.step()
+        out.append(_fingerprint(engine))
+    return out
+
+
+def test_adapters_are_registered_by_name() -> None:
+    """The adapters' names are known (the nevergrad family by its form), and each builds the
+    class the docs name; make_strategy takes any registry name after "nevergrad:"."""
+    names = strategy_names()
+    assert {"cmaes", "optuna-tpe", "optuna-cmaes", "optuna-nsga2"} <= set(names)
+    assert "nevergrad:<name>" in names
+    assert isinstance(make_strategy("cmaes"), tdevlab.engine.CMAES)
+    assert isinstance(make_strategy("optuna-nsga2"), tdevlab.engine.OptunaSampler)
+    strategy = make_strategy("nevergrad:DE", {"archive_size": 16})
+    assert isinstance(strategy, tdevlab.engine.Nevergrad)
+    assert (strategy.name, strategy.config["archive_size"]) == ("nevergrad:DE", 16)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_rollback_then_continue_repeats_the_generations_bit_for_bit(name: str) -> None:
+    """Roll back mid-run and continue: the same genes, fitness and library state."""
+    engine = _engine(name)
+    original = _history(engine, 5)
+    pickled = _pickled(engine)
+    original += _history(engine, 4)
+    engine.rollback(4)
+    assert _fingerprint(engine) == original[4]
+    assert _pickled(engine) == pickled  # the library's state restored bit for bit
+    replay = _history(engine, 4)
+    # Ids are never reused after a rollback; the rest repeats exactly.
+    assert [r[:3] + r[4:] for r in replay] == [o[:3] + o[4:] for o in original[5:]]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_pause_resume_and_sqlite_reopen_are_exact(name: str, tmp_path: Path) -> None:
+    """Paused, resumed and stopped in a background run, then reopened from SQLite with the
+    strategy rebuilt from the store: the generations equal an uninterrupted run's."""
+    db = tmp_path / "runs.db"
+    engine = _engine(name, store=db)
+    engine.control("start")
+    deadline = time.monotonic() + TIMEOUT
+    while engine.generation < 3 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    engine.control("pause")
+    time.sleep(0.3)  # the generation in progress when pausing completes
+    paused_at = engine.generation
+    time.sleep(0.05)
+    assert engine.generation == paused_at  # nothing runs while paused
+    engine.control("resume")
+    while engine.generation < paused_at + 2 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    engine.control("stop")
+    assert engine._thread is not None
+    engine._thread.join(TIMEOUT)
+    reached = engine.generation
+    reference = _history(_engine(name), reached + 4)
+    assert _fingerprint(engine) == reference[reached]
+    run_id = engine.run_id
+    engine.close()
+    assert run_id is not None
+    pickled = _pickled(engine)
+    reopened = Engine.open(db, run_id)  # the strategy and its settings from the store
+    assert reopened.strategy.name == name
+    assert _fingerprint(reopened) == reference[reached]
+    assert _pickled(reopened) == pickled
+    assert _history(reopened, 3) == reference[reached + 1 :]
+    reopened.close()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_dataset_exports_and_loads(name: str, tmp_path: Path) -> None:
+    """The run's dataset loads with load_run and names the strategy; its generations are
+    the ones the engine announced."""
+    engine = _engine(name, store=tmp_path / "runs.db")
+    best = [engine.step().evolution.best_fitness for _ in range(4)]
+    data = load_run(engine.export(tmp_path / "ds"))
+    assert data.generations["best_fitness"].tolist() == best
+    assert len(data.population) == 4 * 8
+    engine.close()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_streamed_through_the_server_to_the_client(name: str) -> None:
+    """A client starts, pauses, resumes, rolls back and stops the run on a real server; every
+    generation it receives is the uninterrupted offline run's."""
+    offline = _engine(name)
+    expected = {}
+    for _ in range(14):
+        result = offline.step()
+        expected[result.generation] = result.evolution.best_fitness
+
+    async def scenario() -> None:
+        server = make_server(engine=_engine(name), generation_interval=0.005)
+        async with server:
+            c = await tdevlab.connect(server.url, token=server.token("ada", "operator"))
+            try:
+                await c.subscribe("evolution")
+                assert (await c.start())["strategy"]["name"] == name
+                await c.wait_for("evolution", lambda m: m["data"]["generation"] >= 3)
+                assert (await c.pause())["state"] == "paused"
+                assert (await c.resume())["state"] == "running"
+                await c.wait_for("evolution", lambda m: m["data"]["generation"] >= 6)
+                await c.pause()
+                assert (await c.rollback(4))["generation"] == 4
+                await c.resume()
+                await c.wait_for(
+                    "evolution",
+                    lambda m: m["data"]["branch"] == 1 and m["data"]["generation"] >= 8,
+                )
+                await c.stop()
+                frame = c.frames.evolution
+            finally:
+                await c.close()
+        assert len(frame) >= 9
+        for generation, fitness in zip(frame.index, frame["best_fitness"], strict=True):
+            assert fitness == expected[int(generation)], generation
+        assert int(frame[frame["branch"] == 1].index.min()) == 5
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def test_pycma_run_is_pycmas_own_loop_with_the_same_seed() -> None:
+    """CMAES with seed s: the best fitness of each generation is that of pycma's own ask/tell
+    loop over the box [0, 1]^d, seeded with the adapter's first draw of the run's rng."""
+    import cma
+
+    problem, n, seed = Sphere(dims=4), 10, 11
+    engine = Engine(problem, strategy="cmaes", seed=seed, population_size=n)
+    ours = [engine.step().evolution.best_fitness for _ in range(12)]
+    library_seed = seed_from(np.random.Generator(np.random.PCG64(seed)))
+    es = cma.CMAEvolutionStrategy(
+        [0.5] * 4, 0.3, {"popsize": n, "bounds": [0, 1], "seed": library_seed, "verbose": -9}
+    )
+    theirs = []
+    for _ in range(12):
+        x = np.asarray(es.ask())
+        fitness = problem.evaluate(-5.12 + x * 10.24).fitness
+        es.tell(list(x), (-fitness).tolist())
+        theirs.append(float(fitness.max()))
+    assert ours == theirs
+
+
+def test_optuna_tpe_run_is_optunas_own_loop_with_the_same_seed() -> None:
+    """optuna-tpe with seed s: the best fitness of each generation is that of Optuna's own
+    study.ask / study.tell loop in batches, its TPESampler seeded with the adapter's draw."""
+    import optuna
+    from optuna.distributions import FloatDistribution
+
+    problem, n, seed = Sphere(dims=3), 6, 5
+    engine = Engine(problem, strategy="optuna-tpe", seed=seed, population_size=n)
+    ours = [engine.step().evolution.best_fitness for _ in range(5)]
+    library_seed = seed_from(np.random.Generator(np.random.PCG64(seed)))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        direction="maximize", sampler=optuna.samplers.TPESampler(seed=library_seed)
+    )
+    space = {f"x{i}": FloatDistribution(-5.12, 5.12) for i in range(3)}
+    theirs = []
+    for _ in range(5):
+        trials = [study.ask(space) for _ in range(n)]
+        genes = np.array([[t.params[f"x{i}"] for i in range(3)] for t in trials])
+        fitness = problem.evaluate(genes).fitness
+        for trial, value in zip(trials, fitness.tolist(), strict=True):
+            study.tell(trial, value)
+        theirs.append(float(fitness.max()))
+    assert ours == theirs
+
+
+def test_mixed_genes_limits_and_uploads() -> None:
+    """On the default problem (log, integer and categorical genes, memory and speed limits)
+    each adapter proposes valid genomes, takes uploaded agents, and follows a changed
+    population size."""
+    for name in [*NAMES, "optuna-nsga2", "optuna-cmaes"]:
+        engine = Engine(strategy=name, seed=3, population_size=10)
+        engine.step()
+        pop = engine.population
+        assert pop is not None
+        feasible = int(np.flatnonzero(pop.violation == 0)[0])
+        uploaded = engine.add_agent(engine.space.decode(pop.genes[feasible]))
+        engine.step()
+        ids = {f"agent-{i}" for i in engine.population.agent_id}  # type: ignore[union-attr]
+        assert uploaded.agent_id in ids, name  # told to the library as a point not asked for
+        engine.set_parameters(population_size=6)
+        engine.step()
+        assert len(engine.population) == 6, name  # type: ignore[arg-type]
+
+
+def test_the_users_global_numpy_random_state_is_left_alone() -> None:
+    """Nevergrad's CMA reseeds numpy's global generator inside pycma; around the adapter's
+    calls the user's global state is put back, and the run is the same either way."""
+    np.random.seed(123)  # noqa: NPY002 (the user's global state under test)
+    before = np.random.get_state()  # noqa: NPY002
+    first = Engine(Sphere(dims=3), strategy="nevergrad:CMA", seed=2, population_size=8)
+    runs = [[first.step().evolution.best_fitness for _ in range(4)]]
+    after = np.random.get_state()  # noqa: NPY002
+    assert after[0] == before[0]
+    assert (after[1] == before[1]).all()
+    assert after[2:] == before[2:]
+    np.random.seed(999)  # noqa: NPY002 (another global state: the same run)
+    second = Engine(Sphere(dims=3), strategy="nevergrad:CMA", seed=2, population_size=8)
+    runs.append([second.step().evolution.best_fitness for _ in range(4)])
+    assert runs[0] == runs[1]
+
+
+@pytest.mark.parametrize(
+    ("name", "config", "named"),
+    [
+        ("nevergrad:Nope", {}, "'Nope'"),
+        ("nevergrad:NGOpt", {"budget": 0}, "budget=0"),
+        ("optuna-tpe", {"options": {"seed": 1}}, "['seed']"),
+        ("optuna-tpe", {"options": {"n_startup": 3}}, "n_startup"),
+        ("cmaes", {"options": {"popsize": 3}}, "['popsize']"),
+        ("cmaes", {"options": {"colour": 1}}, "['colour']"),
+        ("cmaes", {"sigma0": -1}, "sigma0=-1"),
+        ("optuna-sideways", {}, "'optuna-sideways'"),
+    ],
+)
+def test_bad_names_and_settings_are_named(name: str, config: dict[str, Any], named: str) -> None:
+    """Unknown optimizers, samplers and options, and reserved or bad settings: refused,
+    naming the culprit."""
+    with pytest.raises(InvalidParameters) as info:
+        make_strategy(name, config)
+    assert named in str(info.value)
+
+
+def test_bad_strategy_over_the_api_is_invalid_command() -> None:
+    """control start with an unknown Nevergrad optimizer: INVALID_COMMAND naming it, the
+    run untouched; a good adapter is acked and streams."""
+
+    async def main() -> None:
+        server = make_server(engine=Engine(Sphere(dims=3), seed=1, population_size=8))
+        async with server, client(server) as c:
+            await c.request({"type": "subscribe", "channels": ["evolution"]})
+            bad = await c.request(
+                {
+                    "type": "control",
+                    "action": "start",
+                    "parameters": {"strategy": "nevergrad:NoSuchOptimizer"},
+                }
+            )
+            assert bad["error"]["code"] == "INVALID_COMMAND"
+            assert "'NoSuchOptimizer'" in bad["error"]["message"]
+            assert server.engine.state.value == "idle"
+            started = await c.request(
+                {
+                    "type": "control",
+                    "action": "start",
+                    "parameters": {"strategy": {"name": "cmaes", "sigma0": 0.2}},
+                }
+            )
+            assert started["data"]["strategy"] == {
+                "name": "cmaes",
+                "config": {"sigma0": 0.2, "options": {}},
+            }
+            await c.event("evolution_update", generation=2)
+            await c.request({"type": "control", "action": "stop"})
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    ("name", "module", "extra"),
+    [
+        ("cmaes", "cma", "cma"),
+        ("optuna-tpe", "optuna", "optuna"),
+        ("nevergrad:NGOpt", "nevergrad", "nevergrad"),
+    ],
+)
+def test_a_missing_extra_names_the_pip_install(
+    name: str, module: str, extra: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without the library (not importable), building the strategy raises MissingExtra, an
+    InvalidParameters (INVALID_COMMAND on the wire) naming `pip install 'tdevlab[extra]'`."""
+    monkeypatch.setitem(sys.modules, module, None)  # what an absent package looks like
+    with pytest.raises(MissingExtra) as info:
+        Engine(Sphere(dims=2), strategy=name)
+    assert f"pip install 'tdevlab[{extra}]'" in str(info.value)
+    assert isinstance(info.value, InvalidParameters)
+    assert isinstance(info.value, ImportError)
+    assert info.value.to_wire()["code"] == "INVALID_COMMAND"
+
+
+PROBE = """
+import json, sys
+import tdevlab, tdevlab.engine
+from tdevlab.engine.strategy import strategy_names
+names = strategy_names()
+print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in
+                        ("cma", "cmaes", "optuna", "nevergrad"))))
+"""
+
+
+def test_importing_tdevlab_imports_none_of_the_libraries() -> None:
+    """In a fresh interpreter, `import tdevlab` and `tdevlab.engine` (the adapters registered)
+    load neither pycma, Optuna nor Nevergrad."""
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        cwd=ROOT,
+    )
+    assert json.loads(out.stdout) == []
+
+
+def test_cli_runs_each_adapter(tmp_path: Path) -> None:
+    """`tdevlab run --strategy cmaes|optuna-tpe|nevergrad:NGOpt` runs and stores the
+    strategy; an unknown name is a usage error naming it."""
+    for name in ("cmaes", "optuna-tpe", "nevergrad:NGOpt"):
+        db = tmp_path / f"{name.replace(':', '-')}.db"
+        out = subprocess.run(
+            [sys.executable, "-m", "tdevlab.cli", "run", "--strategy", name, "--generations",
+             "2", "--population-size", "6", "--seed", "1", "--db", str(db), "--quiet"],
+            capture_output=True, text=True, timeout=120, cwd=ROOT,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert "generation 1: best" in out.stdout
+        reopened = Engine.open(db, 1)
+        assert reopened.strategy.name == name
+        reopened.close()
+    out = subprocess.run(
+        [sys.executable, "-m", "tdevlab.cli", "run", "--strategy", "nevergrad:Nope"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )  # fmt: skip
+    assert out.returncode == 2
+    assert "'Nope'" in out.stderr
