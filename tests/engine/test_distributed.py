@@ -95,9 +95,11 @@ def dask_client() -> Iterator[Client]:
 @pytest.fixture
 def two_workers(dask_client: Client) -> Iterator[Client]:
     """The cluster with both workers up before and after the test (a test may kill one)."""
-    dask_client.wait_for_workers(2, timeout=TIMEOUT)
+    # A killed worker comes back as a fresh process importing Dask and NumPy: on a loaded
+    # machine that alone can take a minute.
+    dask_client.wait_for_workers(2, timeout=3 * TIMEOUT)
     yield dask_client
-    dask_client.wait_for_workers(2, timeout=TIMEOUT)
+    dask_client.wait_for_workers(2, timeout=3 * TIMEOUT)
 
 
 def _rows(engine: Engine) -> list[dict[str, object]]:
