@@ -115,7 +115,7 @@ def wait_until(
             last = value
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not reached in {timeout:.1f} s; last seen {last!r}")
-        time.sleep(POLL)
+        time.sleep(POLL)  # a poll: the page changes on its own
 
 
 def wait_for_text(
@@ -223,7 +223,7 @@ class LabServer:
             except OSError:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"JupyterLab did not answer:\n{self.log()}") from None
-                time.sleep(POLL * 2)
+                time.sleep(POLL * 2)  # a poll: JupyterLab is still starting
             else:
                 return True
 

@@ -152,10 +152,10 @@ def test_quick_start_dashboard_starts_pauses_and_screenshots(
     assert pause.is_disabled()
     # A generation in flight when Pause arrived may still be published, and the label is
     # refreshed once per redraw period: let a couple of periods pass, then watch it hold.
-    time.sleep(2 * REDRAW)
+    time.sleep(2 * REDRAW)  # two label refreshes: a generation in flight is shown by now
     held = _generation(generation.inner_text())
     assert held >= before + ADVANCE
-    time.sleep(2 * REDRAW)
+    time.sleep(2 * REDRAW)  # two more refreshes, in which a running engine would move on
     assert _generation(generation.inner_text()) == held, "the generation moved while paused"
     assert _run_state(run_state.inner_text()) == "paused"
 
