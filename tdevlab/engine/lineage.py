@@ -56,22 +56,6 @@ MAX_DEPTH = 10_000
 #: The most descendants one lineage lists (the nearest first); ``truncated`` says when cut.
 MAX_NODES = 10_000
 
-_NODE_COLUMNS = (
-    "agent_id",
-    "name",
-    "relation",
-    "level",
-    "birth_generation",
-    "branch",
-    "fitness",
-    "memory_kb",
-    "speed_us",
-    "made_by",
-    "parent_a",
-    "parent_b",
-    "genes_changed",
-)
-
 
 class AgentRows(Protocol):
     """The agent-row queries of a run store that lineage needs (see :class:`RunStore`)."""
@@ -168,14 +152,14 @@ class Lineage:
     Attributes:
         agent_id: The agent asked about.
         depth: How many steps of first parents (and of children) were followed at most.
-        nodes: Columns, one entry per agent: ``agent_id``, ``name``, ``relation`` (``self``,
+        nodes: Columns, one entry per agent: ``agent_id``, ``relation`` (``self``,
             ``ancestor``, ``second_parent``, ``descendant``), ``level`` (first-parent steps
             from the agent: positive back, negative forward; a second parent is one above
             its child), ``birth_generation``, ``branch``, ``fitness``, ``memory_kb``,
             ``speed_us``, ``made_by`` (``initial``, ``upload``, ``mutation``,
             ``crossover``), ``parent_a``, ``parent_b`` (ids or ``None``) and
             ``genes_changed`` (names of the genes that differ from its first parent;
-            ``None`` when that parent is not stored).
+            ``None`` when the store did not have that parent at hand).
         edges: Columns ``parent``, ``child``, ``kind`` (``first_parent`` or
             ``second_parent``), one entry per link between two listed agents.
         truncated: Whether descendants were left out (more than :data:`MAX_NODES`).
@@ -230,7 +214,7 @@ class GenomeDiff:
 def build_lineage(
     store: AgentRows,
     run_id: int,
-    problem: Problem,
+    space: GeneSpace,
     agent: str | int,
     depth: int | None = None,
     descendants: bool = False,
@@ -240,7 +224,7 @@ def build_lineage(
     Args:
         store: The store holding the run (anything with the three agent-row queries).
         run_id: Which run.
-        problem: For gene names and agent names.
+        space: The run's gene space (for the gene names).
         agent: ``agent-<number>`` or a number.
         depth: Steps of first parents (and of children) to follow, 1 ..= :data:`MAX_DEPTH`;
             ``None``: all of them.
@@ -278,49 +262,26 @@ def build_lineage(
         relation += ["descendant"] * keep.size
         level += (-levels[keep]).tolist()
         seen.update(kids.agent[keep].tolist())
-    nodes = AgentRecords.concat(parts, len(problem.gene_space))
-    # First parents outside the nodes, for the genes changed of the outermost nodes.
-    missing = sorted({int(a) for a in nodes.parent_a.tolist() if a >= 0} - seen)
-    extra = store.agent_records(run_id, missing) if missing else None
-    table = nodes if extra is None else AgentRecords.concat([nodes, extra], nodes.genes.shape[1])
+    nodes = AgentRecords.concat(parts, len(space))
     return Lineage(
         wire_id(number),
         steps,
-        _node_columns(problem, nodes, table, relation, level),
+        _node_columns(space, nodes, relation, level),
         _edge_columns(nodes, seen),
         truncated,
     )
 
 
 def _node_columns(
-    problem: Problem,
-    nodes: AgentRecords,
-    table: AgentRecords,
-    relation: list[str],
-    level: list[int],
+    space: GeneSpace, nodes: AgentRecords, relation: list[str], level: list[int]
 ) -> dict[str, list[Any]]:
-    space = problem.gene_space
-    row_of = {int(a): i for i, a in enumerate(table.agent.tolist())}
-    parents = [row_of.get(p, -1) for p in nodes.parent_a.tolist()]
-    rows = np.asarray(parents, dtype=np.int64)
-    differs = (nodes.genes != table.genes[np.maximum(rows, 0)]).tolist() if len(nodes) else []
+    names = space.names
     changed: list[list[str] | None] = [
-        None if row < 0 else [name for name, d in zip(space.names, diff, strict=True) if d]
-        for row, diff in zip(parents, differs, strict=True)
+        [name for name, d in zip(names, diff, strict=True) if d] if known else None
+        for diff, known in zip(nodes.changed.tolist(), nodes.known.tolist(), strict=True)
     ]
-    names = getattr(problem, "role_names", ("Agent",))
-    role_of = getattr(problem, "roles", None)
-    roles = (
-        [0] * len(nodes)
-        if role_of is None or not len(nodes)
-        else np.asarray(role_of(nodes.genes)).tolist()
-    )
-    numbers = nodes.agent.tolist()
     return {
-        "agent_id": [wire_id(n) for n in numbers],
-        "name": [
-            f"{names[int(r) % len(names)]}_Agent_v{n}" for r, n in zip(roles, numbers, strict=True)
-        ],
+        "agent_id": [wire_id(n) for n in nodes.agent.tolist()],
         "relation": relation,
         "level": level,
         "birth_generation": nodes.birth_generation.tolist(),
@@ -436,7 +397,7 @@ class LineageAccess:
                 f"no agent {shown(agent_id)} in this run: it has no generation yet",
                 details={"agent_id": shown(agent_id)},
             )
-        return build_lineage(self.store, self.run_id, self.problem, agent_id, depth, descendants)
+        return build_lineage(self.store, self.run_id, self.space, agent_id, depth, descendants)
 
     def diff(self, agent_a: str | int, agent_b: str | int) -> GenomeDiff:
         """How ``agent_b`` differs from ``agent_a``: gene by gene, and as a code diff.

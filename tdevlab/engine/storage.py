@@ -78,7 +78,8 @@ class AgentRecords:
         parent_a, parent_b: Parent numbers (-1: none).
         fitness, memory_kb, speed_us: Its metrics (they never change).
         made_by: Codes into :data:`MADE_BY`.
-        genes: ``(n, genes)`` matrix.
+        changed: ``(n, genes)`` booleans: the genes that differ from its first parent's.
+        known: Whether ``changed`` is known (the first parent was at hand when it was made).
     """
 
     agent: np.ndarray
@@ -90,7 +91,8 @@ class AgentRecords:
     memory_kb: np.ndarray
     speed_us: np.ndarray
     made_by: np.ndarray
-    genes: np.ndarray
+    changed: np.ndarray
+    known: np.ndarray
 
     COLUMNS = (
         "agent",
@@ -102,7 +104,8 @@ class AgentRecords:
         "memory_kb",
         "speed_us",
         "made_by",
-        "genes",
+        "changed",
+        "known",
     )
 
     def __len__(self) -> int:
@@ -124,14 +127,37 @@ class AgentRecords:
         """No agents."""
         ints = np.empty(0, dtype=np.int64)
         floats = np.empty(0, dtype=np.float64)
-        return cls(ints, ints, ints, ints, ints, floats, floats, floats, ints, np.empty((0, genes)))
+        flags = np.empty(0, dtype=bool)
+        changed = np.empty((0, genes), dtype=bool)
+        return cls(ints, ints, ints, ints, ints, floats, floats, floats, ints, changed, flags)
 
     @classmethod
-    def born(cls, population: Population, branch: int, generation: int) -> AgentRecords:
-        """The agents of ``population`` born in ``generation`` (whole arrays, no loop)."""
+    def born(
+        cls,
+        population: Population,
+        branch: int,
+        generation: int,
+        previous: Population | None,
+    ) -> AgentRecords:
+        """The agents of ``population`` born in ``generation`` (whole arrays, no loop).
+
+        Args:
+            population: The generation's population.
+            branch: The branch it was recorded on.
+            generation: Its number.
+            previous: The population it was made from (where first parents are), if at
+                hand: the genes changed are unknown without it.
+        """
         rows = np.flatnonzero(population.birth_generation == generation)
         parent_a = population.parent_a[rows]
         parent_b = population.parent_b[rows]
+        genes = population.genes[rows]
+        changed = np.zeros(genes.shape, dtype=bool)
+        known = np.zeros(rows.size, dtype=bool)
+        if previous is not None and rows.size and len(previous):
+            found = _rows_of(previous.agent_id, parent_a)
+            known = (parent_a >= 0) & (previous.agent_id[found] == parent_a)
+            changed = (genes != previous.genes[found]) & known[:, None]
         made_by = made_by_codes(parent_a, parent_b, population.birth_generation[rows])
         return cls(
             population.agent_id[rows],
@@ -143,8 +169,23 @@ class AgentRecords:
             population.memory_kb[rows],
             population.speed_us[rows],
             made_by,
-            population.genes[rows],
+            changed,
+            known,
         )
+
+
+def _rows_of(ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Rows of ``ids`` holding ``wanted`` (any row where one is missing: check after)."""
+    low = int(ids.min())
+    span = int(ids.max()) - low + 1
+    if span <= 8 * ids.size + 1024:  # recent agents: a lookup table beats a sort
+        table = np.zeros(span, dtype=np.int64)
+        table[ids - low] = np.arange(ids.size)
+        rows: np.ndarray = table[np.clip(wanted - low, 0, span - 1)]
+        return rows
+    order = np.argsort(ids)
+    rows = order[np.minimum(np.searchsorted(ids[order], wanted), ids.size - 1)]
+    return rows
 
 
 def made_by_codes(

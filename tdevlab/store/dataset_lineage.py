@@ -9,16 +9,14 @@ store (a dataset exported from a memory store covers the generations it kept).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from tdevlab.engine.genes import Categorical, GeneSpace
 from tdevlab.engine.lineage import Lineage, RecordsIndex, build_lineage
-from tdevlab.engine.problems import make_problem
 from tdevlab.engine.storage import AgentRecords, made_by_codes
-from tdevlab.exceptions import TdevlabError
 
 if TYPE_CHECKING:
     from tdevlab.store.export import RunDataset
@@ -31,7 +29,7 @@ class _Rows:
     """A dataset's agents behind the store calls :func:`build_lineage` makes."""
 
     index: RecordsIndex
-    problem: Any
+    space: GeneSpace
 
     def agent_records(self, run_id: int, agents: list[int]) -> AgentRecords:
         return self.index.agent_records(agents)
@@ -45,13 +43,6 @@ class _Rows:
         return self.index.descendants(agent, depth, limit)
 
 
-@dataclass(frozen=True)
-class _SpaceOnly:
-    """A problem that is only a gene space (a custom problem not rebuilt offline)."""
-
-    gene_space: GeneSpace
-
-
 def dataset_lineage(
     dataset: RunDataset, agent_id: str | int, depth: int | None, descendants: bool
 ) -> Lineage:
@@ -60,7 +51,7 @@ def dataset_lineage(
     if rows is None:
         rows = dataset.lineage_rows = _rows(dataset)
     run_id = int(dataset.metadata.get("run", {}).get("run_id") or 0)
-    return build_lineage(rows, run_id, rows.problem, agent_id, depth, descendants)
+    return build_lineage(rows, run_id, rows.space, agent_id, depth, descendants)
 
 
 def _rows(dataset: RunDataset) -> _Rows:
@@ -75,8 +66,13 @@ def _rows(dataset: RunDataset) -> _Rows:
             genes[:, i] = column.to_numpy(np.float64)
     birth = agents["birth_generation"].to_numpy(np.int64)
     parent_a, parent_b = _numbers(agents["parent_a"]), _numbers(agents["parent_b"])
+    numbers = agents["agent_number"].to_numpy(np.int64)
+    # The genes changed from each first parent, where the dataset has it.
+    order = np.argsort(numbers)
+    at = order[np.minimum(np.searchsorted(numbers, parent_a, sorter=order), order.size - 1)]
+    known = (parent_a >= 0) & (numbers[at] == parent_a) if numbers.size else parent_a >= 0
     records = AgentRecords(
-        agent=agents["agent_number"].to_numpy(np.int64),
+        agent=numbers,
         branch=agents["branch"].to_numpy(np.int64),
         birth_generation=birth,
         parent_a=parent_a,
@@ -85,9 +81,10 @@ def _rows(dataset: RunDataset) -> _Rows:
         memory_kb=agents["memory_kb"].to_numpy(np.float64),
         speed_us=agents["speed_us"].to_numpy(np.float64),
         made_by=made_by_codes(parent_a, parent_b, birth),
-        genes=genes,
+        changed=(genes != genes[at]) & known[:, None] if numbers.size else genes != genes,
+        known=known,
     )
-    return _Rows(RecordsIndex(records), _problem(dataset, space))
+    return _Rows(RecordsIndex(records), space)
 
 
 def _numbers(ids: pd.Series) -> np.ndarray:
@@ -95,14 +92,3 @@ def _numbers(ids: pd.Series) -> np.ndarray:
     text = ids.astype("string").str.removeprefix("agent-")
     numbers: np.ndarray = pd.to_numeric(text, errors="coerce").fillna(-1).to_numpy(np.int64)
     return numbers
-
-
-def _problem(dataset: RunDataset, space: GeneSpace) -> Any:
-    """The run's built-in problem (for agent names), else just its gene space."""
-    run = dataset.metadata.get("run", {})
-    config = dataset.metadata.get("config", {}).get("problem_config", {})
-    try:
-        problem = make_problem(str(run.get("problem")), **config)
-    except (TdevlabError, TypeError):
-        return _SpaceOnly(space)
-    return problem if problem.gene_space.describe() == space.describe() else _SpaceOnly(space)

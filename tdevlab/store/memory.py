@@ -216,7 +216,14 @@ class MemoryStore:
         run = self._run(run_id)
         if run.index is None:
             genes = len(run.info.config.get("gene_space") or ())
-            born = [AgentRecords.born(s.population, *key) for key, s in run.snapshots.items()]
+            born = []
+            for (branch, generation), snapshot in run.snapshots.items():
+                holder = branch_holding(run.branches, branch, generation - 1)
+                previous = (
+                    run.snapshots.get((holder, generation - 1)) if holder is not None else None
+                )
+                population = None if previous is None else previous.population
+                born.append(AgentRecords.born(snapshot.population, branch, generation, population))
             run.index = RecordsIndex(AgentRecords.concat(born, genes))
         return run.index
 

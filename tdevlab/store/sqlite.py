@@ -6,9 +6,9 @@ logs and alerts -- before the engine announces it. With WAL and ``synchronous=NO
 committed transaction survives the process being killed at any moment (the OS holds the
 WAL); ``durability="full"`` also survives power loss, at an fsync per generation.
 
-Tables: ``runs``, ``branches``, ``generations``, ``snapshots``, ``events``. The schema
-version is SQLite's ``user_version``. Lineage reads the snapshots and the generations' new-id
-ranges (:mod:`tdevlab.store.snapshot_lineage`): nothing more is written for it.
+Tables: ``runs``, ``branches``, ``generations``, ``snapshots``, ``events``, ``lineage``. The schema
+version is SQLite's ``user_version``. ``lineage`` holds each generation's new agents as one
+row (:mod:`tdevlab.store.lineage_table`).
 """
 
 from __future__ import annotations
@@ -27,13 +27,14 @@ from tdevlab.engine.events import STRATEGY_FIELDS, Alert, GenerationResult, LogE
 from tdevlab.engine.population import Population, Snapshot
 from tdevlab.engine.storage import AgentRecords
 from tdevlab.exceptions import GenerationNotFound, InvalidParameters, RunNotFound, StoreError
-from tdevlab.store import snapshot_lineage
+from tdevlab.store import lineage_table
 from tdevlab.store.base import BranchInfo, RunInfo, branch_holding
 from tdevlab.store.rows import EVENT_COLUMNS, GENERATION_COLUMNS, event_row, generation_row
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
-SCHEMA_VERSION = 2  # 2: the generations' strategy measures (events.STRATEGY_FIELDS)
+# 2: the generations' strategy measures (events.STRATEGY_FIELDS); 3: the lineage table
+SCHEMA_VERSION = 3
 
 # Blob columns of a snapshot and their dtypes (explicit little-endian: files move machines).
 _ARRAYS: dict[str, str] = {
@@ -58,7 +59,8 @@ _GEN_TYPES = {
 
 _EVENT_TYPES = {"branch": "INTEGER", "generation": "INTEGER", "timestamp": "REAL"}
 
-_SCHEMA = f"""
+_SCHEMA = (
+    f"""
 CREATE TABLE IF NOT EXISTS runs (
     run_id INTEGER PRIMARY KEY,
     created_at REAL NOT NULL,
@@ -101,6 +103,8 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_run ON events(run_id, seq);
 """
+    + lineage_table.LINEAGE_SCHEMA
+)
 
 _INTEGER_FIELDS = {"agents_evolved", "mutations_applied", "crossovers", "population_size"}
 
@@ -128,6 +132,7 @@ class SQLiteStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._gene_counts: dict[int, int] = {}
+        self._last: dict[int, Snapshot] = {}  # per run: the last generation recorded
         try:
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -149,8 +154,10 @@ class SQLiteStore:
                     )
                 self._db.executescript(_SCHEMA)
                 self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            elif version == 1:
+            if version == 1:
                 self._migrate_from_1()
+            if version in (1, 2):
+                self._migrate_from_2()
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open run store {self.path}: {exc}") from exc
 
@@ -161,6 +168,22 @@ class SQLiteStore:
             for name in STRATEGY_FIELDS:
                 if name not in present:
                     db.execute(f"ALTER TABLE generations ADD COLUMN {name} REAL")
+            db.execute("PRAGMA user_version=2")
+
+    def _migrate_from_2(self) -> None:
+        """Schema 2 -> 3: the lineage table, filled from the stored snapshots."""
+
+        def load(run_id: int, branch: int, generation: int) -> Population | None:
+            try:
+                return self.load_snapshot(run_id, branch, generation).population
+            except GenerationNotFound:
+                return None
+
+        with self._tx() as db:
+            for statement in lineage_table.LINEAGE_SCHEMA.split(";"):
+                if statement.strip():  # executescript would commit the transaction
+                    db.execute(statement)
+            lineage_table.backfill(db, load)
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def _tx(self) -> _Transaction:
@@ -236,6 +259,7 @@ class SQLiteStore:
         row = generation_row(result.evolution, snapshot.branch)
         pop = snapshot.population
         g, b, t = snapshot.generation, snapshot.branch, result.evolution.timestamp
+        born = AgentRecords.born(pop, b, g, self._made_from(run_id, snapshot))
         events: list[tuple[int, int, str, Any, float]] = [
             (b, g, "agent_update", a, t) for a in result.agents
         ]
@@ -264,6 +288,22 @@ class SQLiteStore:
                     _INSERT_EVENT,
                     [(run_id, *tuple(event_row(0, *e).values())[1:]) for e in events],
                 )
+            lineage_table.insert(db, run_id, born)
+        self._last[run_id] = snapshot
+
+    def _made_from(self, run_id: int, snapshot: Snapshot) -> Population | None:
+        """The population ``snapshot``'s generation was made from: the last one recorded,
+        except after a rollback or a reopen (then read)."""
+        g = snapshot.generation
+        last = self._last.get(run_id)
+        if g == 0:
+            return None
+        if last is not None and (last.branch, last.generation) == (snapshot.branch, g - 1):
+            return last.population
+        try:
+            return self.load_snapshot(run_id, snapshot.branch, g - 1).population
+        except GenerationNotFound:
+            return None
 
     def record_events(
         self, run_id: int, branch: int, generation: int, logs: list[LogEntry], alerts: list[Alert]
@@ -417,19 +457,19 @@ class SQLiteStore:
 
     def agent_records(self, run_id: int, agents: list[int]) -> AgentRecords:
         with self._lock:
-            return snapshot_lineage.records(self._db, run_id, agents, self._genes(run_id))
+            return lineage_table.records(self._db, run_id, agents, self._genes(run_id))
 
     def first_parent_line(self, run_id: int, agent: int, depth: int) -> AgentRecords:
         with self._lock:
             genes = self._genes(run_id)
-            return snapshot_lineage.first_parent_line(self._db, run_id, agent, depth, genes)
+            return lineage_table.first_parent_line(self._db, run_id, agent, depth, genes)
 
     def descendants(
         self, run_id: int, agent: int, depth: int, limit: int
     ) -> tuple[AgentRecords, np.ndarray, bool]:
         with self._lock:
             genes = self._genes(run_id)
-            return snapshot_lineage.descendants(self._db, run_id, agent, depth, limit, genes)
+            return lineage_table.descendants(self._db, run_id, agent, depth, limit, genes)
 
     def close(self) -> None:
         """Close the connection (the WAL is checkpointed by SQLite)."""

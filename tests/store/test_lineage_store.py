@@ -11,7 +11,7 @@ import pytest
 from tdevlab import Engine, load_run
 from tdevlab.engine.storage import AgentRecords
 from tdevlab.exceptions import AgentNotFound
-from tdevlab.store.snapshot_lineage import _BIRTH
+from tdevlab.store.lineage_table import _SEEK
 from tdevlab.store.sqlite import SCHEMA_VERSION
 
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample-run"
@@ -27,8 +27,8 @@ def _forked_run(db: Path) -> int:
 
 
 def test_sqlite_and_memory_stores_answer_alike(tmp_path: Path) -> None:
-    """The SQLite store (snapshots and new-id ranges) and the memory store (its kept
-    snapshots) give the same rows, lines and descendants, cut at a limit alike."""
+    """The SQLite store (its lineage table) and the memory store (its kept snapshots) give
+    the same rows, lines and descendants, cut at a limit alike."""
     stores = []
     for where in (tmp_path / "run.db", None):
         engine = Engine(seed=5, population_size=25, store=where)
@@ -66,26 +66,43 @@ def test_sqlite_and_memory_stores_answer_alike(tmp_path: Path) -> None:
         engine.close()
 
 
-def test_lineage_writes_nothing_and_reads_by_index(tmp_path: Path) -> None:
-    """The store's schema is what it was (no table per agent); finding the generation that
-    made an agent is a seek in generations_new_ids."""
+def _lineage_rows(db: Path) -> list[tuple[object, ...]]:
+    with sqlite3.connect(db) as raw:
+        return raw.execute("SELECT * FROM lineage ORDER BY run_id, branch, generation").fetchall()
+
+
+def test_schema_2_store_gets_its_lineage_table_from_the_snapshots(tmp_path: Path) -> None:
+    """Opening a schema-2 store fills the lineage table with what recording wrote, so
+    lineage answers the same; then runs go on writing rows."""
+    db = tmp_path / "run.db"
+    run_id = _forked_run(db)
+    written = _lineage_rows(db)
+    with Engine.open(db, run_id) as engine:
+        before = engine.lineage("agent-600", descendants=True).to_dict()
+    with sqlite3.connect(db) as raw:  # what a schema-2 file looks like
+        raw.execute("DROP TABLE lineage")
+        raw.execute("PRAGMA user_version=2")
+    with Engine.open(db, run_id) as engine:
+        assert engine.lineage("agent-600", descendants=True).to_dict() == before
+        list(engine.run(generations=2))
+    assert _lineage_rows(db)[: len(written)] == written
+    assert len(_lineage_rows(db)) == len(written) + 2
+    with sqlite3.connect(db) as raw:
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+
+
+def test_lineage_table_keys_and_indexes(tmp_path: Path) -> None:
+    """One row a generation; the row holding an agent is a seek in lineage_first_agent."""
     db = tmp_path / "run.db"
     _forked_run(db)
     with sqlite3.connect(db) as raw:
-        tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        assert tables == {
-            "runs",
-            "branches",
-            "generations",
-            "snapshots",
-            "events",
-            "sqlite_sequence",
-        }
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
-        plan = " ".join(
-            str(r[3]) for r in raw.execute("EXPLAIN QUERY PLAN " + _BIRTH, (1, 500, 500))
-        )
-        assert "USING INDEX generations_new_ids" in plan
+        (rows,) = raw.execute("SELECT count(*) FROM lineage").fetchone()
+        (generations,) = raw.execute("SELECT count(*) FROM generations").fetchone()
+        assert rows == generations
+        columns = [r[2] for r in raw.execute("PRAGMA index_info(lineage_first_agent)")]
+        assert columns == ["run_id", "first_agent"]
+        plan = " ".join(str(r[3]) for r in raw.execute("EXPLAIN QUERY PLAN " + _SEEK, (1, 500)))
+        assert "USING INDEX lineage_first_agent" in plan
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "csv"])
@@ -126,4 +143,4 @@ def test_shipped_sample_run_has_lineage() -> None:
     ]
     assert line[-1][0] == 0
     assert {b for _, b in line} == {0, 1}
-    assert lineage.nodes["name"][0] == final["best_agent_name"]
+    assert lineage.nodes["agent_id"][0] == final["best_agent_id"]

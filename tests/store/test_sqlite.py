@@ -218,7 +218,7 @@ def test_killed_process_loses_no_announced_generation(tmp_path: Path) -> None:
 
 
 def test_schema_1_store_is_migrated_and_continues(tmp_path: Path) -> None:
-    """A store of schema 1 (before strategy measures) opens as schema 2 and runs go on."""
+    """A store of schema 1 (before strategy measures) opens as the current schema; runs go on."""
     import sqlite3
 
     from tdevlab import Engine
@@ -242,5 +242,5 @@ def test_schema_1_store_is_migrated_and_continues(tmp_path: Path) -> None:
     assert [r["generation"] for r in rows] == [0, 1, 2, 3, 4]
     assert all(r[name] is None for r in rows for name in STRATEGY_FIELDS)
     check = sqlite3.connect(db)
-    assert check.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert check.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     check.close()
