@@ -77,7 +77,7 @@ def plot_best_so_far(ax: Axes, frame: pd.DataFrame, problem: str) -> None:
     ax.set_xlabel("evaluations")
     ax.set_ylabel("best fitness so far")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="best")
 
 
 def plot_final(ax: Axes, final: pd.DataFrame, problem: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -146,3 +147,55 @@ def test_trade_offs_notebook_compares_the_three_strategies(
     assert "followed it from agent updates since" in live
     assert "the engine's front" in live
     assert _search(r"get_front at generation \d+: \d+ agents", live)
+
+
+@pytest.mark.slow
+def test_which_optimizer_notebook_compares_steers_and_rolls_back(
+    executed: Callable[[str], Any],
+) -> None:
+    """Four optimizers on two problems with 5 seeds each, compared in one table and plot;
+    a live run steered (population doubled) and rolled back, its evaluations per lineage."""
+    notebook = executed("05-which-optimizer.ipynb")
+    labels = {"GA": "ga", "CMA-ES": "cmaes", "Optuna TPE": "optuna-tpe", "NGOpt": "nevergrad:NGOpt"}
+
+    runs = _text(_cell(notebook, "for seed in SEEDS"))
+    for problem in ("AgentDesign", "Rastrigin-10D"):
+        for label in labels:
+            pattern = (
+                rf"^{problem}\s+{re.escape(label)}\s+best fitness of the 5 seeds:( [0-9.]+){{5}}$"
+            )
+            assert _search(pattern, runs)
+    assert _search(r"^40 runs in [0-9.]+ s$", runs)
+
+    summary = _text(_cell(notebook, "result = tdevlab.compare(STORE)"))
+    assert f"<Comparison runs=40 strategies={list(labels.values())}" in summary
+    assert "problems=['agent_design', 'rastrigin(dims=10)']" in summary
+    ranks = _text(_cell(notebook, "result.ranks.round(2)"))
+    for name in labels.values():  # a mean rank on each problem, over both, and 10 runs
+        assert _search(rf"^{re.escape(name)}\s+[0-9.]+\s+[0-9.]+\s+[0-9.]+\s+10$", ranks)
+    # The text says: TPE ranks first on AgentDesign, NGOpt on Rastrigin-10D, CMA-ES last there.
+    rows = {line.split()[0]: line.split()[1:] for line in ranks.splitlines()[2:]}
+    by_problem = [{name: float(row[i]) for name, row in rows.items()} for i in (0, 1)]
+    assert min(by_problem[0], key=by_problem[0].__getitem__) == "optuna-tpe", ranks
+    assert min(by_problem[1], key=by_problem[1].__getitem__) == "nevergrad:NGOpt", ranks
+    assert max(by_problem[1], key=by_problem[1].__getitem__) == "cmaes", ranks
+    plot = _cell(notebook, 'result.plot("which-optimizer.png")')
+    assert any("image/png" in output.get("data", {}) for output in plot.outputs)
+
+    live = _text(_cell(notebook, "await client.start(strategy="))
+    paused = int(_search(r"paused at generation (\d+); population_size now 24", live)[1])
+    assert paused >= 4
+    lineages = _text(_cell(notebook, "back = await client.rollback"))
+    assert f"rolled back to generation {paused}, on branch 1" in lineages
+    steered = json.loads(_search(r"new agents per generation, steered: (\[.*\])", lineages)[1])
+    rolled = json.loads(_search(r"new agents per generation, rolled back: (\[.*\])", lineages)[1])
+    per_generation = steered[1]  # before the change, and on the rolled-back branch throughout
+    assert steered[0] == rolled[0] == 12  # generation 0: the whole population
+    assert steered[1 : paused + 1] == [per_generation] * paused
+    assert set(steered[paused + 1 :]) == {per_generation + 12}  # the population doubled
+    assert len(steered) >= paused + 6
+    assert set(rolled[1:]) == {per_generation}
+    assert len(rolled) >= paused + 6
+
+    view = _cell(notebook, "view = CompareView(STORE)").outputs
+    assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in view)
