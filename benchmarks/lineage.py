@@ -8,9 +8,8 @@ file is built once and reused from the temporary directory:
 ``tdevlab-bench/lineage-<generations>x<population>.db``). The store is then reopened and,
 for the best agent of the last generation:
 
-* ``store``: ``SQLiteStore.first_parent_line`` (per step a seek in ``generations_new_ids``
-  and the birth snapshot's ``agent_id`` and ``parent_a``; then the line's rows, one query
-  per chunk of generations);
+* ``store``: ``SQLiteStore.first_parent_line`` (per step a seek in ``lineage_first_agent``
+  and the agent's values from its generation's row of the ``lineage`` table);
 * ``engine``: ``Engine.lineage(agent, depth=200)`` (the line, the second parents beside it,
   the genes changed, agent names: the ``lineage`` message's data);
 * ``server``: a ``get_lineage`` request with ``depth: 200`` to an ``EvolutionServer`` on
@@ -21,8 +20,11 @@ for the best agent of the last generation:
   agent's 100th ancestor (its first-parent descendants, at most 10 000).
 
 Each is timed ``--repeats`` times after one untimed call (which warms SQLite's page cache
-from the OS cache); the table gives the median, min and max in milliseconds and the nodes
-returned. The target: the median of ``engine`` and of ``server`` below 50 ms.
+from the OS cache); the table gives the median, min and max wall-clock milliseconds, the
+median CPU milliseconds of this process (the server and its client share it: its CPU is
+both ends'), and the nodes returned, with the load average around the measurement (other
+programs competing for the CPU stretch the wall-clock times). The target: the wall-clock
+median of ``engine`` and of ``server`` below 50 ms.
 
 Run it::
 
@@ -93,18 +95,22 @@ def build(path: Path, generations: int, population: int) -> float:
     return time.perf_counter() - started
 
 
-def timed(call: Callable[[], Any], repeats: int) -> tuple[list[float], Any]:
-    """Milliseconds of ``repeats`` calls after an untimed one, and the last result."""
+Samples = tuple[list[float], list[float]]  # wall and CPU milliseconds
+
+
+def timed(call: Callable[[], Any], repeats: int) -> tuple[Samples, Any]:
+    """Wall and CPU milliseconds of ``repeats`` calls after an untimed one; the last result."""
     result = call()
-    samples = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        started = time.perf_counter()
+        started, used = time.perf_counter(), time.process_time()
         result = call()
-        samples.append((time.perf_counter() - started) * 1000)
-    return samples, result
+        wall.append((time.perf_counter() - started) * 1000)
+        cpu.append((time.process_time() - used) * 1000)
+    return (wall, cpu), result
 
 
-async def over_the_server(engine: Engine, agent: str, repeats: int) -> tuple[list[float], int]:
+async def over_the_server(engine: Engine, agent: str, repeats: int) -> tuple[Samples, int]:
     """Round trips of get_lineage depth 200 to a server on 127.0.0.1 (one client)."""
     server = EvolutionServer(engine, host="127.0.0.1", port=0, secret=SECRET)
     async with server:
@@ -113,10 +119,11 @@ async def over_the_server(engine: Engine, agent: str, repeats: int) -> tuple[lis
             server.url, additional_headers={"Authorization": f"Bearer {token}"}, max_size=None
         ) as ws:
             request = {"type": "get_lineage", "agent_id": agent, "depth": DEPTH}
-            samples: list[float] = []
+            wall: list[float] = []
+            cpu: list[float] = []
             nodes = 0
             for i in range(repeats + 1):
-                started = time.perf_counter()
+                started, used = time.perf_counter(), time.process_time()
                 await ws.send(json.dumps({**request, "id": i}))
                 while True:
                     reply = json.loads(await ws.recv())
@@ -125,18 +132,21 @@ async def over_the_server(engine: Engine, agent: str, repeats: int) -> tuple[lis
                 if reply["type"] != "lineage":
                     raise RuntimeError(f"get_lineage failed: {reply}")
                 if i:  # the first is untimed
-                    samples.append((time.perf_counter() - started) * 1000)
+                    wall.append((time.perf_counter() - started) * 1000)
+                    cpu.append((time.process_time() - used) * 1000)
                 nodes = len(reply["data"]["nodes"]["agent_id"])
-    return samples, nodes
+    return (wall, cpu), nodes
 
 
-def row(name: str, samples: list[float], nodes: int) -> list[str]:
-    """A table row: median, min, max (ms) and nodes."""
+def row(name: str, samples: Samples, nodes: int) -> list[str]:
+    """A table row: wall median, min, max, CPU median (ms) and nodes."""
+    wall, cpu = samples
     return [
         name,
-        f"{statistics.median(samples):.2f}",
-        f"{min(samples):.2f}",
-        f"{max(samples):.2f}",
+        f"{statistics.median(wall):.2f}",
+        f"{min(wall):.2f}",
+        f"{max(wall):.2f}",
+        f"{statistics.median(cpu):.2f}",
         str(nodes),
     ]
 
@@ -173,6 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("  ".join(f"{k}={v}" for k, v in info.items()))
     print()
 
+    load_before = os.getloadavg()[0]
     with SQLiteStore(path) as store:
         run_id = store.runs()[0].run_id
         with Engine.open(store, run_id) as engine:
@@ -190,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             server_ms, served = asyncio.run(over_the_server(engine, agent, args.repeats))
     rows = [
-        ["query", "median ms", "min ms", "max ms", "nodes"],
+        ["query", "median ms", "min ms", "max ms", "CPU ms (median)", "nodes"],
         row(f"store: first_parent_line depth {DEPTH}", store_ms, len(line)),
         row(f"engine: lineage depth {DEPTH}", engine_ms, len(lineage.nodes["agent_id"])),
         row(f"server: get_lineage depth {DEPTH}", server_ms, served),
@@ -198,10 +209,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         row(f"engine: lineage depth {DEPTH} + descendants", kids_ms, len(kids.nodes["agent_id"])),
     ]
     checks = [
-        (name, statistics.median(samples))
+        (name, statistics.median(samples[0]))
         for name, samples in (("engine", engine_ms), ("server", server_ms))
     ]
     print(format_plain(rows))
+    print(f"load average (1 min) {load_before:.2f} before, {os.getloadavg()[0]:.2f} after")
     print()
     for name, value in checks:
         status = "PASS" if value < TARGET_MS else "FAIL"

@@ -22,6 +22,7 @@ once (:func:`backfill`).
 from __future__ import annotations
 
 import sqlite3
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -116,33 +117,78 @@ def _decode(row: tuple[Any, ...], genes: int) -> Block:
     return (int(branch), int(generation)), records
 
 
+_INT = struct.Struct("<q")
+_FLOAT = struct.Struct("<d")
+
+
+def _position(numbers: bytes, agent: int) -> int:
+    """The index of ``agent`` in a blob of little-endian int64 numbers (-1: absent)."""
+    needle = _INT.pack(agent)
+    at = numbers.find(needle)
+    while at >= 0 and at % 8:  # a match across two numbers
+        at = numbers.find(needle, at + 1)
+    return -1 if at < 0 else at // 8
+
+
 class _Reader:
-    """Finds agents' rows, reading each generation's row once per request."""
+    """Finds agents' rows: a seek, then only the agent's values unpacked from the blobs."""
 
     def __init__(self, db: sqlite3.Connection, run_id: int, genes: int) -> None:
         self.db, self.run_id, self.genes = db, run_id, genes
-        self.blocks: dict[tuple[int, int], AgentRecords] = {}
+        self.width = (genes + 7) // 8  # bytes of changed bits per agent
 
-    def find(self, agent: int) -> AgentRecords | None:
-        """The one-row records of ``agent``, or ``None`` if it is not stored."""
+    def find(self, agent: int) -> tuple[Any, ...] | None:
+        """``agent``'s values (in :data:`AgentRecords.COLUMNS` order), or ``None``."""
         if agent < 0:
             return None
         row = self.db.execute(_SEEK, (self.run_id, agent)).fetchone()
         if row is None:
             return None
-        key = (int(row[0]), int(row[1]))
-        block = self.blocks.get(key)
-        if block is None:
-            block = self.blocks[key] = _decode(row, self.genes)[1]
-        at = np.flatnonzero(block.agent == agent)
-        return block.take(at) if at.size else None
+        branch, generation, numbers, parent_a, parent_b, fit, mem, speed, made, bits, known = row
+        i = _position(numbers, agent)
+        if i < 0:
+            return None
+        w = self.width
+        return (
+            agent,
+            branch,
+            generation,
+            _INT.unpack_from(parent_a, 8 * i)[0],
+            _INT.unpack_from(parent_b, 8 * i)[0],
+            _FLOAT.unpack_from(fit, 8 * i)[0],
+            _FLOAT.unpack_from(mem, 8 * i)[0],
+            _FLOAT.unpack_from(speed, 8 * i)[0],
+            made[i],
+            bits[w * i : w * (i + 1)],
+            known[i],
+        )
+
+    def table(self, values: list[tuple[Any, ...]]) -> AgentRecords:
+        """Records of values from :meth:`find`."""
+        if not values:
+            return AgentRecords.empty(self.genes)
+        cols = list(zip(*values, strict=True))
+        bits = np.frombuffer(b"".join(cols[9]), dtype=np.uint8).reshape(len(values), self.width)
+        return AgentRecords(
+            agent=np.asarray(cols[0], dtype=np.int64),
+            branch=np.asarray(cols[1], dtype=np.int64),
+            birth_generation=np.asarray(cols[2], dtype=np.int64),
+            parent_a=np.asarray(cols[3], dtype=np.int64),
+            parent_b=np.asarray(cols[4], dtype=np.int64),
+            fitness=np.asarray(cols[5], dtype=np.float64),
+            memory_kb=np.asarray(cols[6], dtype=np.float64),
+            speed_us=np.asarray(cols[7], dtype=np.float64),
+            made_by=np.asarray(cols[8], dtype=np.int64),
+            changed=np.unpackbits(bits, axis=1, count=self.genes).astype(bool),
+            known=np.asarray(cols[10], dtype=bool),
+        )
 
 
 def records(db: sqlite3.Connection, run_id: int, agents: list[int], genes: int) -> AgentRecords:
     """The stored agents among ``agents``, each once, in the order asked."""
     reader = _Reader(db, run_id, genes)
     found = [reader.find(a) for a in dict.fromkeys(agents)]
-    return AgentRecords.concat([f for f in found if f is not None], genes)
+    return reader.table([f for f in found if f is not None])
 
 
 def first_parent_line(
@@ -150,14 +196,14 @@ def first_parent_line(
 ) -> AgentRecords:
     """``agent``, its first parent, and so on: ``depth`` steps at most."""
     reader = _Reader(db, run_id, genes)
-    line: list[AgentRecords] = []
+    line: list[tuple[Any, ...]] = []
     while len(line) <= depth:
         found = reader.find(agent)
         if found is None:
             break
         line.append(found)
-        agent = int(found.parent_a[0])
-    return AgentRecords.concat(line, genes)
+        agent = found[3]
+    return reader.table(line)
 
 
 def descendants(
@@ -175,7 +221,7 @@ def descendants(
     level: dict[int, int] = {agent: 0}
     parts: list[AgentRecords] = []
     steps: list[int] = []
-    found, current = 0, int(start.birth_generation[0])
+    found, current = 0, int(start[2])
     cursor = db.execute(  # the first two blobs only: a row's start, most rows have no hit
         "SELECT branch, generation, agent, parent_a FROM lineage WHERE run_id = ? "
         "AND generation > ? ORDER BY generation, branch",
