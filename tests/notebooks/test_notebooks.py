@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -199,3 +201,20 @@ def test_which_optimizer_notebook_compares_steers_and_rolls_back(
 
     view = _cell(notebook, "view = CompareView(STORE)").outputs
     assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in view)
+
+
+def test_which_optimizer_notebook_names_its_extras_when_one_is_missing() -> None:
+    """Notebook 05's first cell fails, when an extra's module is missing, with the command
+    that installs all three extras."""
+    import nbformat
+
+    notebook = nbformat.read(NOTEBOOK_DIR / "05-which-optimizer.ipynb", as_version=4)
+    first = next(cell for cell in notebook.cells if cell.cell_type == "code")
+    assert "pip install 'tdevlab[cma,optuna,nevergrad]'" in first.source
+    code = "import sys\nsys.modules['optuna'] = None  # as if not installed\n" + first.source
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("ModuleNotFoundError: notebook 05 needs"), last
+    assert "'optuna'" in last
+    assert last.endswith("pip install 'tdevlab[cma,optuna,nevergrad]'"), last
