@@ -27,6 +27,7 @@ __all__ = [
     "RunStore",
     "SQLiteStore",
     "export_run",
+    "lineage_frames",
     "load_run",
     "open_store",
 ]
@@ -67,4 +68,8 @@ def __getattr__(name: str) -> Any:
         from tdevlab.store import export
 
         return getattr(export, name)
+    if name == "lineage_frames":  # pandas: only when used
+        from tdevlab.store.dataset_lineage import lineage_frames
+
+        return lineage_frames
     raise AttributeError(f"module 'tdevlab.store' has no attribute {name!r}")

@@ -9,19 +9,19 @@ store (a dataset exported from a memory store covers the generations it kept).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from tdevlab.engine.genes import Categorical, GeneSpace
 from tdevlab.engine.lineage import Lineage, RecordsIndex, build_lineage
-from tdevlab.engine.storage import AgentRecords, made_by_codes
+from tdevlab.engine.storage import MADE_BY, AgentRecords, made_by_codes
 
 if TYPE_CHECKING:
     from tdevlab.store.export import RunDataset
 
-__all__ = ["dataset_lineage"]
+__all__ = ["dataset_lineage", "lineage_frames"]
 
 
 @dataclass(frozen=True)
@@ -92,3 +92,31 @@ def _numbers(ids: pd.Series) -> np.ndarray:
     text = ids.astype("string").str.removeprefix("agent-")
     numbers: np.ndarray = pd.to_numeric(text, errors="coerce").fillna(-1).to_numpy(np.int64)
     return numbers
+
+
+def lineage_frames(lineage: Lineage | dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A lineage's ``nodes`` and ``edges`` as DataFrames, with dtypes.
+
+    Args:
+        lineage: From ``Engine.lineage``, ``RunDataset.lineage``, or the data of a
+            ``lineage`` message (``client.get_lineage``).
+
+    Returns:
+        (nodes, edges): ids and parents as nullable strings, ``relation``, ``made_by``
+        and ``kind`` as categories, ``genes_changed`` as lists (``None`` where unknown).
+    """
+    data = lineage.to_dict() if isinstance(lineage, Lineage) else lineage
+    nodes = pd.DataFrame(data["nodes"])
+    for column in ("agent_id", "parent_a", "parent_b"):
+        nodes[column] = nodes[column].astype("string")
+    for column, categories in (
+        ("relation", ["self", "ancestor", "second_parent", "descendant"]),
+        ("made_by", list(MADE_BY)),
+    ):
+        nodes[column] = pd.Categorical(nodes[column], categories=categories)
+    for column in ("level", "birth_generation", "branch"):
+        nodes[column] = nodes[column].astype("int64")
+    edges = pd.DataFrame(data["edges"], columns=["parent", "child", "kind"])
+    edges[["parent", "child"]] = edges[["parent", "child"]].astype("string")
+    edges["kind"] = pd.Categorical(edges["kind"], categories=["first_parent", "second_parent"])
+    return nodes, edges

@@ -6,6 +6,7 @@ import sqlite3
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from tdevlab import Engine, load_run
@@ -144,3 +145,20 @@ def test_shipped_sample_run_has_lineage() -> None:
     assert line[-1][0] == 0
     assert {b for _, b in line} == {0, 1}
     assert lineage.nodes["agent_id"][0] == final["best_agent_id"]
+
+
+def test_lineage_frames_have_dtypes(tmp_path: Path) -> None:
+    """lineage_frames makes typed tables of a lineage or a lineage message's data."""
+    from tdevlab.store import lineage_frames
+
+    db = tmp_path / "run.db"
+    run_id = _forked_run(db)
+    with Engine.open(db, run_id) as engine:
+        lineage = engine.lineage("agent-700", depth=20, descendants=True)
+    nodes, edges = lineage_frames(lineage)
+    assert list(nodes["agent_id"]) == lineage.nodes["agent_id"]
+    assert str(nodes["made_by"].dtype) == "category"
+    assert set(nodes["relation"]) == {"self", "ancestor", "second_parent", "descendant"}
+    assert len(edges) == len(lineage.edges["parent"])
+    again, _ = lineage_frames(lineage.to_dict())
+    pd.testing.assert_frame_equal(nodes, again)
