@@ -227,7 +227,7 @@ def descendants(
         "AND generation > ? ORDER BY generation, branch",
         (run_id, current),
     )
-    for branch, generation, number_blob, parent_blob in cursor.fetchall():
+    for branch, generation, number_blob, parent_blob in cursor:
         if generation != current:  # a generation is done: enough found?
             if found > limit:
                 break
@@ -251,6 +251,7 @@ def descendants(
         parts.append(block.take(np.asarray([i for i, _ in hits], dtype=np.int64)))
         steps += [step for _, step in hits]
         found += len(hits)
+    cursor.close()
     table = AgentRecords.concat(parts, genes)
     order = np.lexsort((table.agent, table.birth_generation))[:limit]
     return table.take(order), np.asarray(steps, dtype=np.int64)[order], found > limit

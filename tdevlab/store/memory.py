@@ -46,6 +46,7 @@ class _Run:
     # The agents born in the kept generations, sorted by number: built from the snapshots
     # when lineage asks (None: to rebuild), so recording a generation costs nothing more.
     index: RecordsIndex | None = None
+    born: dict[tuple[int, int], AgentRecords | None] = field(default_factory=dict)
 
 
 class MemoryStore:
@@ -114,6 +115,7 @@ class MemoryStore:
         run.snapshots[key] = snapshot
         run.snapshot_bytes += _nbytes(snapshot)
         run.index = None
+        run.born.pop(key, None)  # recorded again: made again when asked
         while len(run.snapshots) > 1 and (
             (self.keep_snapshots is not None and len(run.snapshots) > self.keep_snapshots)
             or (self.keep_bytes is not None and run.snapshot_bytes > self.keep_bytes)
@@ -214,18 +216,29 @@ class MemoryStore:
 
     def _index(self, run_id: int) -> RecordsIndex:
         run = self._run(run_id)
-        if run.index is None:
+        index = run.index
+        if index is None:
+            # A copy first: the engine may record a generation meanwhile, from its thread.
+            kept = list(run.snapshots.items())
             genes = len(run.info.config.get("gene_space") or ())
-            born = []
-            for (branch, generation), snapshot in run.snapshots.items():
-                holder = branch_holding(run.branches, branch, generation - 1)
-                previous = (
-                    run.snapshots.get((holder, generation - 1)) if holder is not None else None
-                )
-                population = None if previous is None else previous.population
-                born.append(AgentRecords.born(snapshot.population, branch, generation, population))
-            run.index = RecordsIndex(AgentRecords.concat(born, genes))
-        return run.index
+            born = {key: run.born.get(key) for key, _ in kept}
+            for (branch, generation), snapshot in kept:
+                if born[(branch, generation)] is None:
+                    holder = branch_holding(run.branches, branch, generation - 1)
+                    made_from = (
+                        None if holder is None else run.snapshots.get((holder, generation - 1))
+                    )
+                    born[(branch, generation)] = AgentRecords.born(
+                        snapshot.population,
+                        branch,
+                        generation,
+                        None if made_from is None else made_from.population,
+                    )
+            run.born = born  # each generation's agents made once, dropped with its snapshot
+            index = run.index = RecordsIndex(
+                AgentRecords.concat([b for b in born.values() if b is not None], genes)
+            )
+        return index
 
     def agent_records(self, run_id: int, agents: list[int]) -> AgentRecords:
         return self._index(run_id).agent_records(agents)
