@@ -30,7 +30,8 @@ Run it::
 
     python benchmarks/lineage.py               # builds the store the first time (~1 min)
     python benchmarks/lineage.py --markdown    # also a Markdown table for docs/benchmarks.md
-    python benchmarks/lineage.py --quick       # a smoke run: 300 generations, population 50
+    python benchmarks/lineage.py --quick       # a smoke run: 300 generations, population 50,
+                                               # in a fresh temporary directory
 """
 
 # ruff: noqa: E402  (the package's own imports come after the path is set)
@@ -58,6 +59,7 @@ from websockets.asyncio.client import connect
 
 from benchmarks._tables import format_markdown, format_plain, versions
 from tdevlab import Engine
+from tdevlab.exceptions import StoreError
 from tdevlab.server import EvolutionServer
 from tdevlab.store import SQLiteStore
 
@@ -74,24 +76,33 @@ def store_path(generations: int, population: int) -> Path:
 
 
 def build(path: Path, generations: int, population: int) -> float:
-    """Record the run into ``path`` unless a complete one is there; return seconds spent."""
+    """Record the run into ``path`` unless a complete one is there; return seconds spent.
+
+    Built under a name of this process's own, then renamed: benchmarks run at the same
+    time never see each other's half-built file.
+    """
     if path.exists():
-        with SQLiteStore(path) as store:
-            runs = store.runs()
+        try:
+            with SQLiteStore(path) as store:
+                runs = store.runs()
             if runs and runs[0].last_generation == generations - 1:
                 return 0.0
-        path.unlink()
-    partial = path.with_suffix(".partial")
-    for leftover in (partial, Path(f"{partial}-wal"), Path(f"{partial}-shm")):
-        leftover.unlink(missing_ok=True)
+        except StoreError:
+            pass  # not a store this tdevlab reads (an older schema): build it again
+        path.unlink(missing_ok=True)
+    partial = path.with_name(f"{path.stem}.{os.getpid()}.partial")
     started = time.perf_counter()
-    with Engine(seed=1, population_size=population, store=partial) as engine:
-        for done, _ in enumerate(engine.run(generations=generations), 1):
-            if done % 1000 == 0:
-                print(f"  built {done} generations", file=sys.stderr)
-    with SQLiteStore(partial) as store:  # checkpoint the WAL into the file before the move
-        store._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    partial.rename(path)
+    try:
+        with Engine(seed=1, population_size=population, store=partial) as engine:
+            for done, _ in enumerate(engine.run(generations=generations), 1):
+                if done % 1000 == 0:
+                    print(f"  built {done} generations", file=sys.stderr)
+        with SQLiteStore(partial) as store:  # the WAL checkpointed into the file before the move
+            store._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        os.replace(partial, path)
+    finally:
+        for leftover in (partial, Path(f"{partial}-wal"), Path(f"{partial}-shm")):
+            leftover.unlink(missing_ok=True)
     return time.perf_counter() - started
 
 
@@ -170,7 +181,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark and print the table; return 0 once it ran (the target is reported)."""
     args = parse_args(argv)
-    path = store_path(args.generations, args.population)
+    if args.quick:  # a fresh small store, not kept
+        with tempfile.TemporaryDirectory() as folder:
+            return measure(args, Path(folder) / "lineage.db")
+    return measure(args, store_path(args.generations, args.population))
+
+
+def measure(args: argparse.Namespace, path: Path) -> int:
+    """Build or reuse the store at ``path``, time the queries, print the table."""
     spent = build(path, args.generations, args.population)
     info = versions("numpy", "tdevlab", "websockets")
     size_mb = path.stat().st_size / 2**20
