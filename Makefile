@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # The extras `make test` (and docs, bench) install on top of the runtime: one word each.
-TEST_EXTRAS := dev dask bench docs
+TEST_EXTRAS := dev dask bench docs cma optuna nevergrad
 RUNTIME := $(VENV)/.installed-runtime
 DEV := $(VENV)/.installed-dev
 
@@ -55,7 +55,7 @@ js-deps:
 
 # Every benchmark, each table printed as Markdown too (about 20 minutes on 2 cores; see
 # docs/benchmarks.md); bench-quick runs their smoke modes (seconds each, as `make test` does).
-BENCHMARKS := engine_vs_peers strategies_vs_peers frames distributed fanout stalled_reader \
+BENCHMARKS := engine_vs_peers strategies_vs_peers adapters frames distributed fanout stalled_reader \
 	churn_soak abuse lineage
 
 bench: $(DEV)

@@ -72,6 +72,19 @@ def load(text: str) -> Any:
     return pickle.loads(base64.b64decode(text))  # noqa: S301 (our own snapshot, see above)
 
 
+class Boxes:
+    """The :class:`Box` of the last gene space seen (a run keeps one space)."""
+
+    def __init__(self) -> None:
+        self._space: GeneSpace | None = None
+        self._box: Box | None = None
+
+    def __call__(self, space: GeneSpace) -> Box:
+        if self._box is None or self._space is not space:
+            self._space, self._box = space, Box(space)
+        return self._box
+
+
 class Live:
     """The external optimizer behind a state, kept alive between generations.
 
@@ -119,6 +132,12 @@ class Live:
 
 #: numpy's global random state, as ``np.random.get_state()`` returns it.
 GlobalState = Any
+
+
+def global_state(seed: int) -> GlobalState:
+    """numpy's global random state as ``np.random.seed(seed)`` leaves it: where an adapter's
+    copy of the global state starts, so a run does not depend on the user's."""
+    return np.random.RandomState(seed).get_state()  # noqa: NPY002 (the global's own kind)
 
 
 @contextmanager

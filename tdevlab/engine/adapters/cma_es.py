@@ -9,12 +9,15 @@ space), integer and categorical genes in integer units, declared to pycma as
 feasibility-first score of the batch: feasible agents by fitness, infeasible ones after
 them by smaller violation under the run's limits (only the order matters to CMA-ES).
 
-Determinism: pycma draws its normal samples through the ``randn`` option; it gets the
-``randn`` of a private ``numpy.random.RandomState`` seeded by one draw of the run's
-generator, so a seed gives the same run, and numpy's global random state is neither used
-nor changed (the calls run under :func:`~tdevlab.engine.adapters._common.global_random`
-all the same). This is pycma's own ``{"seed": s}`` run: ``seed`` seeds the global
-generator, whose ``randn`` then draws the same numbers.
+Determinism: pycma draws its normal samples through the ``randn`` option: it gets the
+``randn`` of a private ``numpy.random.RandomState`` seeded by one draw ``s`` of the run's
+generator (pickled with it). Its integer handling (``integer_centering``) draws from
+numpy's global generator: every call runs on the adapter's own copy of the global state,
+which starts as ``np.random.seed(s)`` leaves it
+(:func:`~tdevlab.engine.adapters._common.global_random`), so a seed gives the same run and
+the user's global random state is left alone. Over float genes this is pycma's own
+``{"seed": s}`` run: ``seed`` seeds the global generator, whose ``randn`` then draws the
+same numbers.
 """
 
 from __future__ import annotations
@@ -24,7 +27,15 @@ from typing import Any
 
 import numpy as np
 
-from tdevlab.engine.adapters._common import Box, Live, global_random, require, seed_from
+from tdevlab.engine.adapters._common import (
+    Box,
+    Boxes,
+    Live,
+    global_random,
+    global_state,
+    require,
+    seed_from,
+)
 from tdevlab.engine.genes import FloatArray, GeneSpace
 from tdevlab.engine.operators import IntArray
 from tdevlab.engine.params import Parameters
@@ -83,6 +94,7 @@ class CMAES:
         self.options = options
         self.config: dict[str, Any] = {"sigma0": self.sigma0, "options": dict(options)}
         self._live = Live()
+        self._box = Boxes()
 
     def init(self, space: GeneSpace, params: Parameters) -> StrategyState:
         """No state until generation 0 (the seed is drawn from the run's generator then)."""
@@ -92,10 +104,12 @@ class CMAES:
         self, rng: np.random.Generator, state: StrategyState, run: RunView
     ) -> tuple[Offspring, StrategyState]:
         """``population_size`` solutions of ``es.ask()``, decoded to genes."""
-        box = Box(run.space)
+        box = self._box(run.space)
         n = run.params.population_size
         if "es" not in state:
-            es, saved = self._start(box, n, seed_from(rng)), [None]
+            seed = seed_from(rng)
+            saved: list[Any] = [global_state(seed)]
+            es = self._start(box, n, seed, saved)
         else:
             es, saved = self._live.get(state["es"])
         with global_random(saved):
@@ -104,10 +118,9 @@ class CMAES:
         token = self._live.asked((es, saved), (coords, genes))
         return Offspring(genes), {**state, "asked": token}
 
-    def _start(self, box: Box, n: int, seed: int) -> Any:
+    def _start(self, box: Box, n: int, seed: int, saved: list[Any]) -> Any:
         options = {**cma_settings(box, n, seed), **self.options}
-        fresh: list[Any] = [None]  # pycma gets its own generator: nothing global to keep
-        with global_random(fresh):
+        with global_random(saved):
             return self._cma.CMAEvolutionStrategy(box.center, self.sigma0, options)
 
     def tell(
@@ -120,7 +133,7 @@ class CMAES:
     ) -> tuple[IntArray, StrategyState]:
         """``es.tell`` with the negated feasibility-first scores; the offspring replace all."""
         (es, saved), (coords, genes) = self._live.for_tell(state.get("asked"))
-        coords = _with_uploads(Box(run.space), coords, genes, offspring.genes)
+        coords = _with_uploads(self._box(run.space), coords, genes, offspring.genes)
         with global_random(saved):
             es.tell(list(coords), (-scored.score).tolist())
         text = self._live.told((es, saved))

@@ -17,12 +17,14 @@ run may go on past it. The archive of evaluated points is pruned to ``archive_si
 points (Nevergrad's ``Pruning``), which bounds the size of the state a snapshot holds.
 
 Determinism: the parametrization's ``random_state`` is a ``numpy.random.RandomState``
-seeded by one draw of the run's generator. Some optimizers (pycma under ``CMA`` and
-``NGOpt``) draw from numpy's global generator: every call runs on the adapter's own copy
-of the global state (:func:`~tdevlab.engine.adapters._common.global_random`), so runs are
-the same for a seed where Nevergrad is deterministic, and the user's global state is left
-alone. Optimizers that run a thread of their own (the scipy-based ones such as ``SQP`` or
-``Powell``) cannot be pickled, so they are refused.
+seeded by one draw ``s`` of the run's generator. Some optimizers (pycma under ``CMA``, the
+metamodel of ``NGOpt``) draw from numpy's global generator: every call runs on the
+adapter's own copy of the global state, which starts as ``np.random.seed(s)`` leaves it
+(:func:`~tdevlab.engine.adapters._common.global_random`), so runs are the same for a seed
+where Nevergrad is deterministic, and the user's global state is left alone. The
+scipy-based optimizers (``SQP``, ``Powell``, ``Cobyla``...) are sequential: Nevergrad
+refuses them a batch (``num_workers`` > 1), so generation 0 fails naming that; inside
+``NGOpt`` they are built with ``enable_pickling()`` so their thread is not in the state.
 """
 
 from __future__ import annotations
@@ -32,7 +34,14 @@ from typing import Any
 
 import numpy as np
 
-from tdevlab.engine.adapters._common import Box, Live, global_random, require, seed_from
+from tdevlab.engine.adapters._common import (
+    Box,
+    Live,
+    global_random,
+    global_state,
+    require,
+    seed_from,
+)
 from tdevlab.engine.genes import FloatArray, GeneSpace
 from tdevlab.engine.operators import IntArray
 from tdevlab.engine.params import Parameters
@@ -110,6 +119,9 @@ class Nevergrad:
         optimizer.pruning = ng.optimizers.base.utils.Pruning(
             self.archive_size, 4 * self.archive_size
         )
+        # The scipy-based optimizers run in a thread; this makes them keep their history of
+        # tells instead, which they replay when unpickled (a no-op for the others).
+        optimizer.enable_pickling()
         return optimizer
 
     def ask(
@@ -118,9 +130,10 @@ class Nevergrad:
         """``population_size`` candidates of ``optimizer.ask()``, as genes."""
         space, n = run.space, run.params.population_size
         if "optimizer" not in state:
-            saved: list[Any] = [None]
+            seed = seed_from(rng)
+            saved: list[Any] = [global_state(seed)]
             with global_random(saved):
-                optimizer = self._start(space, n, seed_from(rng))
+                optimizer = self._start(space, n, seed)
         else:
             optimizer, saved = self._live.get(state["optimizer"])
         with global_random(saved):

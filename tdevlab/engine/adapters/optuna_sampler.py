@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from tdevlab.engine.adapters._common import Live, global_random, require, seed_from
+from tdevlab.engine.adapters._common import Live, global_random, global_state, require, seed_from
 from tdevlab.engine.genes import Categorical, FloatArray, Gene, GeneSpace, Integer
 from tdevlab.engine.operators import IntArray
 from tdevlab.engine.params import Parameters
@@ -137,10 +137,11 @@ class OptunaSampler:
         """``population_size`` trials of ``study.ask``, as genes."""
         space, n = run.space, run.params.population_size
         if "study" not in state:
-            sampler = self._make_sampler(seed_from(rng), n)
+            seed = seed_from(rng)
+            sampler = self._make_sampler(seed, n)
             with _quiet(self._optuna):
                 study = self._optuna.create_study(direction="maximize", sampler=sampler)
-            saved: list[Any] = [None]
+            saved: list[Any] = [global_state(seed)]
         else:
             study, saved = self._live.get(state["study"])
         fixed = distributions(self._optuna, space)
