@@ -6,6 +6,7 @@ from tdevlab.engine.engine import ControlEvent, Engine, EngineState
 from tdevlab.engine.events import AgentUpdate, Alert, EvolutionUpdate, GenerationResult, LogEntry
 from tdevlab.engine.ga import GeneticAlgorithm
 from tdevlab.engine.genes import Categorical, Float, GeneSpace, Integer
+from tdevlab.engine.lineage import GenomeDiff, Lineage
 from tdevlab.engine.map_elites import MapElites
 from tdevlab.engine.nsga2 import NSGA2
 from tdevlab.engine.params import Parameters
@@ -51,7 +52,9 @@ __all__ = [
     "GeneSpace",
     "GenerationResult",
     "GeneticAlgorithm",
+    "GenomeDiff",
     "Integer",
+    "Lineage",
     "LogEntry",
     "MapElites",
     "Nevergrad",
