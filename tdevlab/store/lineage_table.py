@@ -8,12 +8,13 @@ per agent measured ~2.5 us of SQLite work per new agent (+2.5 ms a generation at
 population 1000, more than the rest of the store's writing); this costs one insert.
 
 Indexes: the primary key ``(run_id, branch, generation)``, and ``lineage_first_agent`` on
-``(run_id, first_agent)`` (the smallest number in the row): agent numbers only grow, so the
-row holding agent ``n`` is the one with the largest ``first_agent <= n``, one seek. A line
-of first parents is a seek and one small row per step; descendants are one pass over the
-rows of the later generations (every branch) in order of generation, matching each
-generation's new agents against the descendants found so far (a parent is always born
-before its child).
+``(run_id, first_agent, last_agent)`` (the smallest and largest numbers in the row): agent
+numbers only grow, so the row holding agent ``n`` is the one with the largest
+``first_agent <= n``, one seek (should ranges ever overlap, the rows whose range holds
+``n`` are read on down the index until one has it). A line of first parents is a seek and
+one small row per step; descendants are one pass over the rows of the later generations
+(every branch) in order of generation, matching each generation's new agents against the
+descendants found so far (a parent is always born before its child).
 
 Schema 3 added the table; opening a schema-2 store fills it from the stored snapshots,
 once (:func:`backfill`).
@@ -39,6 +40,7 @@ CREATE TABLE IF NOT EXISTS lineage (
     branch INTEGER NOT NULL,
     generation INTEGER NOT NULL,
     first_agent INTEGER NOT NULL,
+    last_agent INTEGER NOT NULL,
     agent BLOB NOT NULL,
     parent_a BLOB NOT NULL,
     parent_b BLOB NOT NULL,
@@ -50,7 +52,7 @@ CREATE TABLE IF NOT EXISTS lineage (
     known BLOB NOT NULL,
     PRIMARY KEY (run_id, branch, generation)
 );
-CREATE INDEX IF NOT EXISTS lineage_first_agent ON lineage(run_id, first_agent);
+CREATE INDEX IF NOT EXISTS lineage_first_agent ON lineage(run_id, first_agent, last_agent);
 """
 
 # The blobs and their dtypes (little-endian: files move machines); `changed` is packed bits.
@@ -66,12 +68,12 @@ _BLOBS: dict[str, str] = {
     "known": "u1",
 }
 _INSERT = (
-    f"INSERT OR REPLACE INTO lineage (run_id, branch, generation, first_agent, "
-    f"{', '.join(_BLOBS)}) VALUES ({', '.join('?' * (len(_BLOBS) + 4))})"
+    f"INSERT OR REPLACE INTO lineage (run_id, branch, generation, first_agent, last_agent, "
+    f"{', '.join(_BLOBS)}) VALUES ({', '.join('?' * (len(_BLOBS) + 5))})"
 )
 _SEEK = (
     f"SELECT branch, generation, {', '.join(_BLOBS)} FROM lineage "
-    "WHERE run_id = ? AND first_agent <= ? ORDER BY first_agent DESC LIMIT 1"
+    "WHERE run_id = ? AND first_agent <= ?2 AND last_agent >= ?2 ORDER BY first_agent DESC"
 )
 
 #: A generation's row as read: (branch, generation) and its decoded records.
@@ -89,7 +91,12 @@ def insert(db: sqlite3.Connection, run_id: int, born: AgentRecords) -> None:
     ]
     changed = np.packbits(born.changed, axis=1).tobytes()
     blobs.insert(list(_BLOBS).index("changed"), changed)
-    key = (int(born.branch[0]), int(born.birth_generation[0]), int(born.agent.min()))
+    key = (
+        int(born.branch[0]),
+        int(born.birth_generation[0]),
+        int(born.agent.min()),
+        int(born.agent.max()),
+    )
     db.execute(_INSERT, (run_id, *key, *blobs))
 
 
@@ -141,13 +148,15 @@ class _Reader:
         """``agent``'s values (in :data:`AgentRecords.COLUMNS` order), or ``None``."""
         if agent < 0:
             return None
-        row = self.db.execute(_SEEK, (self.run_id, agent)).fetchone()
-        if row is None:
+        cursor = self.db.execute(_SEEK, (self.run_id, agent))
+        for row in cursor:  # the first row, unless ranges overlap
+            i = _position(row[2], agent)
+            if i >= 0:
+                break
+        else:
             return None
-        branch, generation, numbers, parent_a, parent_b, fit, mem, speed, made, bits, known = row
-        i = _position(numbers, agent)
-        if i < 0:
-            return None
+        cursor.close()
+        branch, generation, _, parent_a, parent_b, fit, mem, speed, made, bits, known = row
         w = self.width
         return (
             agent,

@@ -285,3 +285,29 @@ def test_memory_store_lineage_reaches_as_far_as_its_snapshots(tmp_path: Path) ->
         assert min(lineage.nodes["birth_generation"]) >= 30
         with pytest.raises(AgentNotFound):
             engine.lineage("agent-1")
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_uploads_queued_across_a_rollback_are_found(kind: str, tmp_path: Path) -> None:
+    """Uploads waiting across a rollback join the new branch: every stored agent is found, on
+    its branch, uploads made by `upload`."""
+    with Engine(
+        seed=2, population_size=10, store=None if kind == "memory" else tmp_path / "r.db"
+    ) as e:
+        list(e.run(generations=6))
+        assert e.population is not None
+        genome = e.agent(int(e.population.agent_id[0])).genes
+        uploads = [e.add_agent(genome).agent_id for _ in range(12)]  # 8 join the next one
+        e.step()
+        e.rollback(5)
+        e.step()  # the other 4 join on the new branch
+        list(e.run(generations=3))
+        stored = _stored_agents(e)
+        assert {f"agent-{a}" for a in stored} >= set(uploads)
+        for agent, row in stored.items():
+            node = e.lineage(agent, depth=1).nodes
+            assert node["agent_id"][0] == f"agent-{agent}"
+            assert node["branch"][0] == row["branch"]
+            assert node["made_by"][0] == (
+                "upload" if f"agent-{agent}" in uploads else node["made_by"][0]
+            )

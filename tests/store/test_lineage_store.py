@@ -101,7 +101,7 @@ def test_lineage_table_keys_and_indexes(tmp_path: Path) -> None:
         (generations,) = raw.execute("SELECT count(*) FROM generations").fetchone()
         assert rows == generations
         columns = [r[2] for r in raw.execute("PRAGMA index_info(lineage_first_agent)")]
-        assert columns == ["run_id", "first_agent"]
+        assert columns == ["run_id", "first_agent", "last_agent"]
         plan = " ".join(str(r[3]) for r in raw.execute("EXPLAIN QUERY PLAN " + _SEEK, (1, 500)))
         assert "USING INDEX lineage_first_agent" in plan
 
