@@ -17,6 +17,11 @@ second sees the state the first left.
 A run loop that ends by itself leaves ``running``/``paused`` for ``idle`` (its generations
 are done) or ``failed`` (an error); those are reported as the actions ``finish`` and
 ``fail``.
+
+Rollbacks and branches (``Engine.rollback``, ``Engine.branch_from``) change where the run
+is, not its state: they are valid in every state and happen between generations. They are
+marked in progress here (:meth:`RunControl.moving`), so a branch asked while a rollback or
+another branch is in progress is refused rather than applied after it.
 """
 
 from __future__ import annotations
