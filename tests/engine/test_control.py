@@ -192,15 +192,18 @@ async def test_generation_interval_holds_after_control_actions() -> None:
     engine.subscribe(
         lambda e: made.append(time.monotonic()) if hasattr(e, "best_fitness") else None
     )
-    await engine.control_async("start", interval=0.05)
+    interval = 0.2
+    await engine.control_async("start", interval=interval)
     await eventually(lambda: len(made) >= 2)
     await engine.control_async("set_parameters", {"mutation_rate": 0.2})
     count = len(made)
     await eventually(lambda: len(made) >= count + 4)
     await engine.control_async("stop")
     gaps = np.diff(made[count - 1 :])
-    # Each generation starts at least an interval after the previous one started.
-    assert gaps.min() >= 0.04, gaps
+    # Each generation starts at least an interval after the previous one started; these are
+    # the times generations ended, which a loaded machine moves by tens of milliseconds
+    # either way. A wait cut short would leave a gap of one generation's few milliseconds.
+    assert gaps.min() >= interval / 2, gaps
 
 
 class _FailingStatusStore(MemoryStore):

@@ -39,7 +39,7 @@ from tdevlab.server import EvolutionServer
 from tests.conftest import SCALE, eventually_sync, timeout
 
 PNG = b"\x89PNG\r\n\x1a\n"
-TIMEOUT = timeout(20)  # every wait below is bounded by it
+TIMEOUT = timeout(60)  # every wait below is bounded by it (plots render in each wait)
 LIMITS = {"memory_limit_kb": 6.5, "speed_limit_us": 3.0}
 
 
