@@ -24,8 +24,8 @@ the strategy choice), ``plots`` (matplotlib ``Figure`` objects, PNG rendering),
 ``tradeoffs`` (the front and archive panel), ``report`` (the snapshot), ``feeds`` (alert and
 log HTML), ``texts`` (status words), ``layout`` (the widgets), ``dashboard`` (commands,
 client events and the redraw task), ``extras`` (:func:`require`: a notebook's optional extra,
-checked up front). ``compare_view`` (with ``compare_plots``)
-compares the runs of a store: ``dashboard.add_compare("runs.db")`` adds it below the plots.
+checked up front), ``compare_view`` and ``compare_plots`` (the runs of a store compared:
+``dashboard.add_compare("runs.db")`` adds the view below the plots).
 """
 
 from __future__ import annotations
