@@ -148,14 +148,15 @@ class _Reader:
         """``agent``'s values (in :data:`AgentRecords.COLUMNS` order), or ``None``."""
         if agent < 0:
             return None
-        cursor = self.db.execute(_SEEK, (self.run_id, agent))
-        for row in cursor:  # the first row, unless ranges overlap
-            i = _position(row[2], agent)
-            if i >= 0:
-                break
-        else:
+        row = self.db.execute(_SEEK + " LIMIT 1", (self.run_id, agent)).fetchone()
+        i = -1 if row is None else _position(row[2], agent)
+        if row is not None and i < 0:  # ranges overlap: the other rows whose range holds it
+            for row in self.db.execute(_SEEK, (self.run_id, agent)).fetchall()[1:]:
+                i = _position(row[2], agent)
+                if i >= 0:
+                    break
+        if row is None or i < 0:
             return None
-        cursor.close()
         branch, generation, _, parent_a, parent_b, fit, mem, speed, made, bits, known = row
         w = self.width
         return (
