@@ -185,12 +185,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a smoke run of seconds")
     parser.add_argument("--markdown", action="store_true", help="also print Markdown")
     parser.add_argument("--json", type=str, default=None, help="write the raw numbers here")
+    parser.add_argument(
+        "--library", action="append", choices=list(GENERATIONS), help="only these (repeatable)"
+    )
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")  # the libraries' advice about settings, not results
     repeats = 1 if args.quick else args.repeats
     started = time.perf_counter()
     cases = []
     for library, generations in GENERATIONS.items():
+        if args.library and library not in args.library:
+            continue
         cases.append(measure(library, 2 if args.quick else generations, repeats))
 
     rows = [["library", "plain ms/gen", "tdevlab ms/gen", "tdevlab / plain", "min-max"]]
