@@ -193,6 +193,17 @@ def test_streamed_through_the_server_to_the_client(name: str) -> None:
     asyncio.run(asyncio.wait_for(scenario(), 60))
 
 
+def test_a_run_with_an_executor_is_the_same_run() -> None:
+    """Evaluating in a thread pool, in chunks, changes nothing in an adapter's run."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    for name in NAMES:
+        reference = _history(_engine(name), 4)
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            engine = _engine(name, executor=pool, chunk_size=3)
+            assert _history(engine, 4) == reference, name
+
+
 def test_pycma_run_is_pycmas_own_loop_with_the_same_seed() -> None:
     """CMAES with seed s: the best fitness of each generation is that of pycma's own ask/tell
     loop over the box [0, 1]^d, seeded with the adapter's first draw of the run's rng."""
