@@ -249,10 +249,17 @@ class Engine(RunLoops, AgentAccess, LineageAccess):
                 f"cannot step by hand: the engine is {state.value} in a run loop",
                 details={"state": state.value},
             )
-        return self._step()
+        result = self._step()
+        assert result is not None  # without a loop's token nothing can refuse the step
+        return result
 
-    def _step(self) -> GenerationResult:
+    def _step(self, token: int | None = None) -> GenerationResult | None:
         with self._lock:
+            # A run loop's generation is decided under the lock: a stop, or a newer start,
+            # that came while the loop waited for it leaves the loop without one, so no
+            # generation follows a stop and a superseded loop never steps beside a new one.
+            if token is not None and not self._run.running(token):
+                return None
             rng_before = self.rng.bit_generator.state
             try:
                 result, snapshot, new_ids, joined = self._make_generation()

@@ -66,7 +66,9 @@ class RunLoops:
         self._announcing = threading.RLock()  # control actions announced in decided order
 
     @abstractmethod
-    def _step(self) -> GenerationResult: ...
+    def _step(self, token: int | None = None) -> GenerationResult | None:
+        """One generation, announced; for the loop holding ``token``, ``None`` (and nothing
+        done) unless that loop is still the running one when the generation begins."""
 
     @abstractmethod
     def _checked(self, params: Parameters, strategy: Strategy | None = None) -> Parameters: ...
@@ -362,7 +364,9 @@ class RunLoops:
             while remaining is None or remaining > 0:
                 if not self._run.may_step(token):
                     return
-                result = self._step()
+                result = self._step(token)
+                if result is None:
+                    return
                 if remaining is not None:
                     remaining -= 1
                 yield result
@@ -429,7 +433,12 @@ class RunLoops:
                 if not self._run.running(token):
                     break
                 started = time.monotonic()
-                last = await asyncio.to_thread(self._step) if offload else self._step()
+                result = (
+                    await asyncio.to_thread(self._step, token) if offload else self._step(token)
+                )
+                if result is None:
+                    break
+                last = result
                 if remaining is not None:
                     remaining -= 1
                 if on_result is not None:
@@ -468,7 +477,8 @@ class RunLoops:
     def _thread_loop(self, token: int) -> None:
         try:
             while self._run.may_step(token):
-                self._step()
+                if self._step(token) is None:
+                    break
         except BaseException as exc:
             self._end(token, exc)
         else:
