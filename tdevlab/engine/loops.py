@@ -68,7 +68,8 @@ class RunLoops:
     @abstractmethod
     def _step(self, token: int | None = None) -> GenerationResult | None:
         """One generation, announced; for the loop holding ``token``, ``None`` (and nothing
-        done) unless that loop is still the running one when the generation begins."""
+        done) unless that loop is still the running one when the generation begins (it was
+        paused, stopped or superseded meanwhile: the loop checks its state again)."""
 
     @abstractmethod
     def _checked(self, params: Parameters, strategy: Strategy | None = None) -> Parameters: ...
@@ -365,8 +366,8 @@ class RunLoops:
                 if not self._run.may_step(token):
                     return
                 result = self._step(token)
-                if result is None:
-                    return
+                if result is None:  # paused or stopped meanwhile: check the state again
+                    continue
                 if remaining is not None:
                     remaining -= 1
                 yield result
@@ -436,8 +437,8 @@ class RunLoops:
                 result = (
                     await asyncio.to_thread(self._step, token) if offload else self._step(token)
                 )
-                if result is None:
-                    break
+                if result is None:  # paused or stopped meanwhile: check the state again
+                    continue
                 last = result
                 if remaining is not None:
                     remaining -= 1
@@ -477,8 +478,7 @@ class RunLoops:
     def _thread_loop(self, token: int) -> None:
         try:
             while self._run.may_step(token):
-                if self._step(token) is None:
-                    break
+                self._step(token)  # None when paused or stopped meanwhile: may_step decides
         except BaseException as exc:
             self._end(token, exc)
         else:
