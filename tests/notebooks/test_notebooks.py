@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import timeout
 from tests.kernel import execute as execute_notebook
 
 # The module executes its notebook once (a module fixture): its tests stay on one xdist worker.
@@ -212,7 +213,9 @@ def test_which_optimizer_notebook_names_its_extras_when_one_is_missing() -> None
     first = next(cell for cell in notebook.cells if cell.cell_type == "code")
     assert "pip install 'tdevlab[cma,optuna,nevergrad]'" in first.source
     code = "import sys\nsys.modules['optuna'] = None  # as if not installed\n" + first.source
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout(120)
+    )
     assert done.returncode != 0
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("ModuleNotFoundError: notebook 05 needs"), last
