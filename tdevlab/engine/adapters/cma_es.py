@@ -24,6 +24,7 @@ same numbers.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
@@ -144,9 +145,18 @@ class CMAES:
     ) -> tuple[IntArray, StrategyState]:
         """``es.tell`` with the negated feasibility-first scores; the offspring replace all."""
         (es, saved), (coords, genes) = self._live.for_tell(state.get("asked"))
-        coords = _with_uploads(self._box(run.space), coords, genes, offspring.genes)
-        with self._global(self._box(run.space), min(len(coords), es.popsize), saved):
-            es.tell(list(coords), (-scored.score).tolist())
+        told = _with_uploads(self._box(run.space), coords, genes, offspring.genes)
+        with (
+            self._global(self._box(run.space), min(len(coords), es.popsize), saved),
+            warnings.catch_warnings(),
+        ):
+            if told is not coords:
+                # An uploaded agent replaced an asked solution, whose unrounded copy pycma
+                # then reports as never told: expected here.
+                warnings.filterwarnings(
+                    "ignore", message=r"\s*tell: .* round int archive", module="cma"
+                )
+            es.tell(list(told), (-scored.score).tolist())
         text = self._live.told((es, saved))
         n = 0 if run.population is None else len(run.population)
         keep = np.arange(n, n + len(offspring), dtype=np.int64)
