@@ -13,7 +13,7 @@ comma := ,
 empty :=
 space := $(empty) $(empty)
 
-.PHONY: demo test lint typecheck pytest docs js-deps bench bench-quick sample-data clean
+.PHONY: demo test test-fast lint typecheck pytest docs js-deps bench bench-quick sample-data clean
 
 # The demo's install is lean: the venv's own pip (any Python 3.11 has one that installs this
 # project), and no byte-compiling ahead (modules compile when first imported).
@@ -39,8 +39,17 @@ lint: $(DEV)
 typecheck: $(DEV)
 	$(BIN)/mypy
 
+# Both cores: tests that share one browser, one Dask cluster or one set of executed notebooks
+# stay on one worker each (their xdist_group); the rest are spread test by test.
+XDIST := -n auto --dist loadgroup
+
 pytest: $(DEV) js-deps
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(XDIST)
+
+# The edit-test loop (under a minute on 2 cores): no browser, no Dask, no notebooks, nothing
+# marked slow. `make test` runs them all.
+test-fast: $(DEV)
+	$(BIN)/python -m pytest $(XDIST) -m "not browser and not dask and not notebook and not slow"
 
 # The documentation site (mkdocs.yml): docs/*.md, the API reference from the docstrings and
 # the notebooks executed at build time, into site/ (open site/index.html); warnings are errors.
