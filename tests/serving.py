@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 import tdevlab
 from tdevlab import Engine
@@ -240,3 +241,23 @@ def serve_store(
 def operator_token() -> str:
     """A fresh operator token signed with ``SERVE_SECRET``."""
     return issue_token(SERVE_SECRET, "ada", "operator", now=time.time())
+
+
+async def watch_generations(url: str, until: int, start: bool) -> int:
+    """Subscribe to ``evolution`` as an operator (and start the run); return the last
+    generation seen once ``until`` is reached or the server goes away."""
+    headers = {"Authorization": f"Bearer {operator_token()}"}
+    last = -1
+    async with connect(url, additional_headers=headers) as ws:
+        c = Client(ws)
+        await c.request({"type": "subscribe", "channels": ["evolution"]})
+        if start:
+            reply = await c.request({"type": "control", "action": "start"})
+            assert reply["data"]["state"] == "running", reply
+        while last < until:
+            try:
+                m = await c.event("evolution_update")
+            except ConnectionClosed:
+                break
+            last = m["data"]["generation"]
+    return last

@@ -8,36 +8,14 @@ import signal
 from pathlib import Path
 
 import pytest
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
 
 from tdevlab import Engine
 from tdevlab.engine.strategy import make_strategy
 from tdevlab.store.sqlite import SQLiteStore
-from tests.server.conftest import TIMEOUT, Client
-from tests.serving import operator_token, serve_store
+from tests.server.conftest import TIMEOUT
+from tests.serving import serve_store, watch_generations
 
 POPULATION = 30  # what serve_store passes, on the restart too
-
-
-async def _watch(url: str, until: int, start: bool) -> int:
-    """Subscribe (and start); return the last generation seen once ``until`` is reached or
-    the server goes away."""
-    headers = {"Authorization": f"Bearer {operator_token()}"}
-    last = -1
-    async with connect(url, additional_headers=headers) as ws:
-        c = Client(ws)
-        await c.request({"type": "subscribe", "channels": ["evolution"]})
-        if start:
-            reply = await c.request({"type": "control", "action": "start"})
-            assert reply["data"]["state"] == "running", reply
-        while last < until:
-            try:
-                m = await c.event("evolution_update")
-            except ConnectionClosed:
-                break
-            last = m["data"]["generation"]
-    return last
 
 
 @pytest.mark.slow
@@ -49,11 +27,11 @@ def test_sigkill_and_restart_continue_the_library_exactly(strategy: str, tmp_pat
     db = tmp_path / "runs.db"
     args = ("--strategy", strategy, "--seed", "5")
     with serve_store(db, "--autostart", *args) as (proc, url):
-        killed_at = asyncio.run(asyncio.wait_for(_watch(url, 5, False), 60))
+        killed_at = asyncio.run(asyncio.wait_for(watch_generations(url, 5, False), 60))
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=TIMEOUT)
     with serve_store(db) as (proc, url):
-        last = asyncio.run(asyncio.wait_for(_watch(url, killed_at + 4, True), 60))
+        last = asyncio.run(asyncio.wait_for(watch_generations(url, killed_at + 4, True), 60))
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
     assert last >= killed_at + 4

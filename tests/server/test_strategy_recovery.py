@@ -7,34 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
 
 from tdevlab import Engine
 from tdevlab.engine.strategy import make_strategy
 from tdevlab.store.sqlite import SQLiteStore
 from tests.conftest import run, timeout
-from tests.serving import TIMEOUT, Client, operator_token, serve_store
-
-
-async def _watch(url: str, until: int, start: bool) -> int:
-    """Subscribe (and start), and return the last generation seen once ``until`` is reached
-    or the server goes away."""
-    headers = {"Authorization": f"Bearer {operator_token()}"}
-    last = -1
-    async with connect(url, additional_headers=headers) as ws:
-        c = Client(ws)
-        await c.request({"type": "subscribe", "channels": ["evolution"]})
-        if start:
-            reply = await c.request({"type": "control", "action": "start"})
-            assert reply["data"]["state"] == "running", reply
-        while last < until:
-            try:
-                m = await c.event("evolution_update")
-            except ConnectionClosed:
-                break
-            last = m["data"]["generation"]
-    return last
+from tests.serving import TIMEOUT, serve_store, watch_generations
 
 
 @pytest.mark.slow
@@ -45,11 +23,11 @@ def test_sigkill_and_resume_continues_the_strategy_exactly(strategy: str, tmp_pa
     db = tmp_path / "runs.db"
     args = ("--strategy", strategy, "--seed", "5")
     with serve_store(db, "--autostart", *args) as (proc, url):
-        killed_at = run(_watch(url, 8, False))
+        killed_at = run(watch_generations(url, 8, False))
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=TIMEOUT)
     with serve_store(db) as (proc, url):
-        last = run(_watch(url, killed_at + 6, True))
+        last = run(watch_generations(url, killed_at + 6, True))
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=timeout(30)) == 0
     assert last >= killed_at + 6
