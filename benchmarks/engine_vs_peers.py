@@ -84,7 +84,7 @@ ELITES = 1
 
 # Targets checked at the end: (numerator, denominator, comparison, bound).
 TARGETS: tuple[tuple[str, str, str, float], ...] = (
-    ("tdevlab", "numpy", "<=", 1.5),
+    ("tdevlab", "numpy", "<=", 1.2),
     ("tdevlab-sqlite", "numpy", "<=", 3.0),
     ("deap", "tdevlab", ">=", 20.0),
 )

@@ -339,3 +339,35 @@ def test_diversity_of_identical_genomes_near_large_bounds_is_zero() -> None:
     space = GeneSpace([Float("offset", 1e6, 1e6 + 1e-3)])
     genes = np.full((7, 1), 1e6 + 3e-4)
     assert space.diversity(genes) == pytest.approx(0.0, abs=1e-6)
+
+
+def _exact_diversity(space: GeneSpace, genes: np.ndarray) -> float:
+    """diversity() computed with exactly rounded sums (math.fsum), column by column."""
+    search = space.to_search(genes) if space.any_log else genes
+    stds = []
+    for column, span in zip(search.T.tolist(), space.search_span.tolist(), strict=True):
+        mean = math.fsum(column) / len(column)
+        variance = math.fsum((x - mean) ** 2 for x in column) / len(column)
+        stds.append(math.sqrt(variance) / span)
+    return math.fsum(stds) / len(stds)
+
+
+@FAST
+@given(data=st.data())
+def test_diversity_has_ten_significant_digits(data: st.DataObject) -> None:
+    """The one-pass diversity() agrees with an exactly summed two-pass one to 1e-10."""
+    space = data.draw(gene_spaces())
+    genes = data.draw(populations(space))
+    assert space.diversity(genes) == pytest.approx(_exact_diversity(space, genes), rel=1e-10)
+
+
+@pytest.mark.parametrize("offset", [0.0, 1.0, 1e3, 1e6, 1e9])
+@pytest.mark.parametrize("spread", [1.0, 1e-4, 1e-8])
+def test_diversity_of_a_converged_gene_far_from_zero(offset: float, spread: float) -> None:
+    """A spread tiny against the values (the one-pass formula's weak case) stays accurate."""
+    space = GeneSpace([Float("a", offset - 2.0, offset + 2.0), Float("b", -1.0, 1.0)])
+    rng = np.random.default_rng(5)
+    genes = np.column_stack(
+        [offset + spread * rng.standard_normal(1000), rng.uniform(-1.0, 1.0, 1000)]
+    )
+    assert space.diversity(genes) == pytest.approx(_exact_diversity(space, genes), rel=1e-10)
