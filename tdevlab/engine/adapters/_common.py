@@ -13,7 +13,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import ModuleType
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -53,7 +53,7 @@ def _fresh_lock(lock: Any) -> tuple[Any, tuple[()]]:
     return (threading.RLock if isinstance(lock, _RLOCK) else threading.Lock), ()
 
 
-def _array(data: bytes, dtype: str, shape: tuple[int, ...], order: str) -> np.ndarray:
+def _array(data: bytes, dtype: str, shape: tuple[int, ...], order: Literal["C", "F"]) -> np.ndarray:
     return np.frombuffer(data, dtype=dtype).reshape(shape, order=order).copy(order="K")
 
 
@@ -62,8 +62,10 @@ def _reduce_array(array: np.ndarray) -> tuple[Any, ...]:
     order included), shape and memory order, a writable array back. About 1 us an array
     instead of NumPy's own reduction's 3 us: an optimizer's state holds a hundred small ones."""
     if array.dtype.hasobject:
-        return array.__reduce_ex__(pickle.HIGHEST_PROTOCOL)  # type: ignore[no-any-return]
-    order = "F" if array.flags.f_contiguous and not array.flags.c_contiguous else "C"
+        return tuple(array.__reduce_ex__(pickle.HIGHEST_PROTOCOL))
+    order: Literal["C", "F"] = (
+        "F" if array.flags.f_contiguous and not array.flags.c_contiguous else "C"
+    )
     return _array, (array.tobytes(order=order), array.dtype.str, array.shape, order)
 
 
