@@ -114,13 +114,10 @@ def test_pause_resume_and_sqlite_reopen_are_exact(name: str, tmp_path: Path) -> 
     while engine.generation < 3 and time.monotonic() < deadline:
         time.sleep(0.001)
     engine.control("pause")
-    paused_at = -2
-    while paused_at != engine.generation and time.monotonic() < deadline:
-        paused_at = engine.generation  # the generation in progress when pausing completes
-        time.sleep(0.3)
-    time.sleep(0.3)
-    assert engine.generation == paused_at  # nothing runs while paused
-    engine.control("resume")
+    with engine._lock:  # held by a generation in progress: taken once it has ended
+        paused_at = engine.generation
+    # Nothing ran while paused: resuming finds the generation the pause ended with.
+    assert engine.control("resume").generation == paused_at
     while engine.generation < paused_at + 2 and time.monotonic() < deadline:
         time.sleep(0.001)
     engine.control("stop")
