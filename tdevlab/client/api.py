@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import difflib
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, Self
 
 from tdevlab.client.connection import Connection, ConnectionState
 from tdevlab.client.requests import JsonObject, subscribe_message
 from tdevlab.client.streams import AgentCode, resolve_event_name
+from tdevlab.engine.lineage import GenomeDiff
 from tdevlab.exceptions import ConnectionClosed, InvalidParameters, TdevlabError
 from tdevlab.protocol.channels import CHANNELS
 
@@ -43,6 +45,8 @@ _CALLABLE = frozenset(
         "get_lineage",
         "get_front",
         "get_archive",
+        "get_population",
+        "diff",
         "upload_agent_code",
         "ping",
         "wait_for",
@@ -370,6 +374,53 @@ class Client(Connection):
             InvalidCommand: the run's strategy keeps no archive (``details["strategy"]``).
         """
         return await self._request({"type": "get_archive"})
+
+    async def get_population(self) -> JsonObject:
+        """The whole current population (the ``population`` reply's data).
+
+        The agents channel announces only notable agents; this lists every agent alive.
+
+        Returns:
+            ``kind``, ``generation``, ``branch``, ``total``, ``truncated`` and ``agents``
+            (each: ``agent_id``, ``status``, ``fitness``, ``memory_kb``, ``speed_us``,
+            ``birth_generation``; the fittest 10,000 at most).
+        """
+        return await self._request({"type": "get_population"})
+
+    async def diff(self, agent_a: str, agent_b: str) -> GenomeDiff:
+        """How ``agent_b`` differs from ``agent_a``, as the engine's ``diff`` says it.
+
+        Built from what the server sends: both agents' genes (``get_agent``) and their code
+        (``get_agent_code``), compared here.
+
+        Returns:
+            A :class:`~tdevlab.engine.lineage.GenomeDiff`: the differing genes and the
+            unified diff of the code.
+
+        Raises:
+            AgentNotFound: either agent is not stored in the run.
+        """
+        a, b, code_a, code_b = await asyncio.gather(
+            self.get_agent(agent_a),
+            self.get_agent(agent_b),
+            self.get_agent_code(agent_a),
+            self.get_agent_code(agent_b),
+        )
+        genes_a, genes_b = a.get("genes") or {}, b.get("genes") or {}
+        genes = [
+            {"gene": name, "a": genes_a.get(name), "b": genes_b.get(name)}
+            for name in dict.fromkeys([*genes_a, *genes_b])
+            if genes_a.get(name) != genes_b.get(name)
+        ]
+        code = "".join(
+            difflib.unified_diff(
+                code_a.text.splitlines(keepends=True),
+                code_b.text.splitlines(keepends=True),
+                fromfile=code_a.agent_id,
+                tofile=code_b.agent_id,
+            )
+        )
+        return GenomeDiff(code_a.agent_id, code_b.agent_id, genes, code)
 
     async def upload_agent_code(self, code: str) -> JsonObject:
         """Send agent source (binary frame); it joins the next generation.

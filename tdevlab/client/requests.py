@@ -63,6 +63,7 @@ RESENT = frozenset(
         "get_lineage",
         "get_front",
         "get_archive",
+        "get_population",
         "ping",
     }
 )

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from tdevlab.client.api import Client, check_callable
 from tdevlab.client.connection import ConnectionState
 from tdevlab.client.streams import AgentCode, resolve_event_name
+from tdevlab.engine.lineage import GenomeDiff
 from tdevlab.exceptions import ConnectionClosed, InvalidState, RequestTimeout
 
 if TYPE_CHECKING:
@@ -345,6 +346,14 @@ class SyncClient:
     def get_archive(self) -> dict[str, Any]:
         """See :meth:`Client.get_archive`."""
         return self._request(self.client.get_archive())
+
+    def get_population(self) -> dict[str, Any]:
+        """See :meth:`Client.get_population`."""
+        return self._request(self.client.get_population())
+
+    def diff(self, agent_a: str, agent_b: str) -> GenomeDiff:
+        """See :meth:`Client.diff`."""
+        return self._request(self.client.diff(agent_a, agent_b))
 
     def upload_agent_code(self, code: str) -> dict[str, Any]:
         """See :meth:`Client.upload_agent_code`."""

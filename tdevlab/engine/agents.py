@@ -335,6 +335,55 @@ class AgentAccess:
     @abstractmethod
     def _publish(self, event: Any) -> None: ...
 
+    def population_set(self) -> dict[str, Any]:
+        """The whole current population, one entry per agent (the ``population`` reply).
+
+        The agents channel announces only notable agents; this is every agent alive now.
+
+        Returns:
+            ``kind`` (``"population"``), ``generation``, ``branch``, ``total``,
+            ``truncated`` and ``agents``: each ``agent_id``, ``status``, ``fitness``,
+            ``memory_kb``, ``speed_us`` and ``birth_generation``, the fittest
+            :data:`MAX_MEMBERS` at most. Genes are left out: ``agent()`` has them.
+        """
+        with self._lock:
+            pop = self.population
+            out: dict[str, Any] = {
+                "kind": "population",
+                "generation": self.generation,
+                "branch": self.branch,
+                "total": 0 if pop is None else len(pop.agent_id),
+                "truncated": False,
+                "agents": [],
+            }
+            if pop is None:
+                return out
+            rows = np.arange(len(pop.agent_id))
+            if rows.size > MAX_MEMBERS:
+                rows = np.sort(np.argsort(-pop.fitness, kind="stable")[:MAX_MEMBERS])
+                out["truncated"] = True
+            columns = zip(
+                pop.agent_id[rows].tolist(),
+                pop.status[rows].tolist(),
+                pop.fitness[rows].tolist(),
+                pop.memory_kb[rows].tolist(),
+                pop.speed_us[rows].tolist(),
+                pop.birth_generation[rows].tolist(),
+                strict=True,
+            )
+            out["agents"] = [
+                {
+                    "agent_id": agent_id(number),
+                    "status": STATUS_NAMES[status],
+                    "fitness": fitness,
+                    "memory_kb": memory,
+                    "speed_us": speed,
+                    "birth_generation": born,
+                }
+                for number, status, fitness, memory, speed, born in columns
+            ]
+            return out
+
     def agent(self, agent_id: str | int) -> AgentUpdate:
         """Return an agent's status, current or retired (retired ones from the store).
 

@@ -39,6 +39,7 @@ __all__ = [
     "GetArchive",
     "GetFront",
     "GetLineage",
+    "GetPopulation",
     "Ping",
     "Request",
     "Rollback",
@@ -141,6 +142,10 @@ class GetArchive(_Message, tag="get_archive"):
     """Ask for the current archive (MAP-Elites runs); the reply is an ``archive`` message."""
 
 
+class GetPopulation(_Message, tag="get_population"):
+    """Ask for the whole current population; the reply is a ``population`` message."""
+
+
 class Command(_Message, tag="command"):
     """spec: "Execute Command", as it arrives; :func:`parse_text` turns it into a typed command.
 
@@ -205,6 +210,7 @@ EngineRequest: TypeAlias = (
     | GetLineage
     | GetFront
     | GetArchive
+    | GetPopulation
     | Rollback
     | SetParameters
     | Branch
@@ -220,6 +226,7 @@ ClientMessage: TypeAlias = (
     | GetLineage
     | GetFront
     | GetArchive
+    | GetPopulation
     | Command
     | Ping
 )
@@ -229,7 +236,7 @@ _DECODER = msgspec.json.Decoder(ClientMessage)
 _ANY = msgspec.json.Decoder()
 TYPES: tuple[str, ...] = (
     "auth", "subscribe", "unsubscribe", "control", "get_agent", "get_agent_code", "get_lineage",
-    "get_front", "get_archive", "command", "ping",
+    "get_front", "get_archive", "get_population", "command", "ping",
 )  # fmt: skip
 
 

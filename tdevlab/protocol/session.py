@@ -49,6 +49,7 @@ from tdevlab.protocol.messages import (
     GetArchive,
     GetFront,
     GetLineage,
+    GetPopulation,
     Ping,
     Request,
     Rollback,
@@ -77,6 +78,7 @@ _VIEWER_REQUESTS = (
     GetLineage,
     GetFront,
     GetArchive,
+    GetPopulation,
     Ping,
     Auth,
 )

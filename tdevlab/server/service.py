@@ -32,6 +32,7 @@ from tdevlab.protocol.messages import (
     GetArchive,
     GetFront,
     GetLineage,
+    GetPopulation,
     RequestId,
     Rollback,
     SetParameters,
@@ -91,6 +92,12 @@ class Service:
                 kind = "front" if isinstance(request, GetFront) else "archive"
                 data = await asyncio.to_thread(self.engine.member_set, kind)
                 message = self.encoder.message(kind, data, now=time.time(), reply_to=request.id)
+                reply(self.encoder.encode(message), False)
+            elif isinstance(request, GetPopulation):
+                data = await asyncio.to_thread(self.engine.population_set)
+                message = self.encoder.message(
+                    "population", data, now=time.time(), reply_to=request.id
+                )
                 reply(self.encoder.encode(message), False)
             else:
                 assert isinstance(request, AgentCodeUpload)

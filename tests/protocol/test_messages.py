@@ -352,10 +352,10 @@ def test_unknown_type_lists_known_types(kind: Any) -> None:
 
 def test_known_types_are_the_spec_client_types() -> None:
     """The parser knows the spec's client types plus get_agent_code, get_lineage, get_front,
-    get_archive."""
+    get_archive, get_population."""
     assert set(TYPES) == {
         "auth", "subscribe", "unsubscribe", "control", "get_agent", "get_agent_code",
-        "get_lineage", "get_front", "get_archive", "command", "ping",
+        "get_lineage", "get_front", "get_archive", "get_population", "command", "ping",
     }  # fmt: skip
 
 
