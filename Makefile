@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # The extras `make test` (and docs, bench) install on top of the runtime: one word each.
-TEST_EXTRAS := dev dask bench docs cma optuna nevergrad
+TEST_EXTRAS := dev dask bench docs cma optuna nevergrad lineage
 RUNTIME := $(VENV)/.installed-runtime
 DEV := $(VENV)/.installed-dev
 

@@ -95,6 +95,7 @@ __all__ = [
     "render_agent_code",
     "Client",
     "Dashboard",
+    "LineageView",
     "SyncClient",
     "connect",
     "connect_sync",
@@ -139,4 +140,8 @@ def __getattr__(name: str) -> Any:
         from tdevlab.notebook import Dashboard
 
         return Dashboard
+    if name == "LineageView":  # ipywidgets and plotly only for the lineage view
+        from tdevlab.notebook import LineageView
+
+        return LineageView
     raise AttributeError(f"module 'tdevlab' has no attribute {name!r}")

@@ -25,7 +25,9 @@ the strategy choice), ``plots`` (matplotlib ``Figure`` objects, PNG rendering),
 log HTML), ``texts`` (status words), ``layout`` (the widgets), ``dashboard`` (commands,
 client events and the redraw task), ``extras`` (:func:`require`: a notebook's optional extra,
 checked up front), ``compare_view`` and ``compare_plots`` (the runs of a store compared:
-``dashboard.add_compare("runs.db")`` adds the view below the plots).
+``dashboard.add_compare("runs.db")`` adds the view below the plots), ``lineage_view`` and
+``lineage_data`` (:class:`LineageView`, clickable plotly plots of an agent's family tree, its
+code diffs and "Branch from here": ``dashboard.add_lineage()`` adds it below the plots).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from __future__ import annotations
 from tdevlab.notebook.compare_view import CompareView
 from tdevlab.notebook.dashboard import Dashboard, DashboardClient, FramesLike
 from tdevlab.notebook.extras import require
+from tdevlab.notebook.lineage_view import LineageView
 from tdevlab.notebook.plots import (
     ViewData,
     render_feasible,
@@ -60,6 +63,7 @@ __all__ = [
     "Dashboard",
     "DashboardClient",
     "FramesLike",
+    "LineageView",
     "RedrawThrottle",
     "ViewData",
     "command_for",

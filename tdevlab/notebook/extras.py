@@ -10,6 +10,7 @@ __all__ = ["EXTRA_MODULES", "require"]
 EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     "dask": ("dask", "dask.distributed"),
     "bench": ("deap", "pygad", "pymoo", "ribs"),
+    "lineage": ("plotly", "anywidget"),
 }
 
 

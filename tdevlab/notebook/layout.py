@@ -13,6 +13,7 @@ from tdevlab.notebook.state import STRATEGY_CHOICES
 
 if TYPE_CHECKING:
     from tdevlab.notebook.compare_view import CompareView
+    from tdevlab.notebook.lineage_view import LineageView
 
 __all__ = ["PLOTS", "DashboardWidgets"]
 
@@ -177,6 +178,28 @@ class DashboardWidgets:
 
         view = CompareView(store)
         self.widget.children = (*self.widget.children, view.widget)
+        return view
+
+    def add_lineage(self, **options: Any) -> LineageView:
+        """Add a :class:`~tdevlab.notebook.lineage_view.LineageView` of this dashboard's client
+        below the plots, and return it; closing the dashboard closes it.
+
+        Args:
+            options: As :class:`~tdevlab.notebook.lineage_view.LineageView` takes them; its
+                ``min_interval`` is the dashboard's unless given.
+
+        Raises:
+            ModuleNotFoundError: plotly is not installed (``pip install 'tdevlab[lineage]'``).
+        """
+        from tdevlab.notebook.lineage_view import LineageView
+
+        client: Any = getattr(self, "client")  # noqa: B009 - set by the Dashboard
+        options.setdefault("min_interval", getattr(self, "min_interval", 0.5))
+        view = LineageView(client, **options)
+        self.widget.children = (*self.widget.children, view.widget)
+        closers = getattr(self, "_unsubscribe", None)
+        if isinstance(closers, list):  # the dashboard's close() calls each of them
+            closers.append(view.close)
         return view
 
     def _click(self, control: str) -> None:
