@@ -462,13 +462,16 @@ class EvolutionServer:
         )
         out = []
         for seq, row in enumerate(rows, since + 1):
-            row.pop("timestamp", None)
-            row["run_id"] = engine.run_id
+            # Rebuilt into the update it was, so a replayed event carries the data it had
+            # live: a measure the strategy does not report is left out, not sent as null
+            # (a client may refuse a null where it expects a number).
+            update = EvolutionUpdate(**row, run_id=engine.run_id)
             message = self.encoder.message(
-                "evolution_update", row, now=time.time(), channel="evolution", seq=seq
-            )
-            out.append(PastEvent(seq, self.encoder.encode(message), row["generation"],
-                                 row["best_fitness"]))  # fmt: skip
+                "evolution_update", _evolution_data(update), now=time.time(),
+                channel="evolution", seq=seq,
+            )  # fmt: skip
+            out.append(PastEvent(seq, self.encoder.encode(message), update.generation,
+                                 update.best_fitness))  # fmt: skip
         return out
 
     async def _watch(self, connection: Connection) -> None:
@@ -506,10 +509,8 @@ class EvolutionServer:
     def _publish_engine_event(self, event: EngineEvent, seq: int | None = None) -> None:
         hub = self.hub
         if isinstance(event, EvolutionUpdate):
-            data = event.to_dict()
-            data.pop("timestamp")
             hub.publish(
-                "evolution", "evolution_update", data,
+                "evolution", "evolution_update", _evolution_data(event),
                 generation=event.generation, fitness=event.best_fitness, seq=seq,
             )  # fmt: skip
         elif isinstance(event, AgentUpdate):
@@ -546,3 +547,11 @@ class EvolutionServer:
     def state(self) -> EngineState:
         """The engine's control state."""
         return self.engine.state
+
+
+def _evolution_data(update: EvolutionUpdate) -> dict[str, Any]:
+    """An ``evolution_update``'s data, the same live and replayed from the store (the
+    envelope carries the time)."""
+    data = update.to_dict()
+    data.pop("timestamp")
+    return data

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import socket
 from pathlib import Path
@@ -9,9 +10,11 @@ from pathlib import Path
 import pytest
 
 import tdevlab
+from tdevlab import Engine
 from tdevlab.client import Backoff, SyncClient
-from tests.conftest import eventually_sync, timeout
-from tests.serving import TIMEOUT, operator_token, serve_store
+from tdevlab.server import EvolutionServer
+from tests.conftest import eventually, eventually_sync, timeout
+from tests.serving import SECRET, TIMEOUT, make_server, operator_token, serve_store
 
 
 def _free_port() -> int:
@@ -60,6 +63,47 @@ def test_server_killed_and_restarted_mid_run_loses_no_generation(tmp_path: Path)
         )
     finally:
         client.close()
+
+
+async def test_a_generation_stored_but_not_announced_before_a_crash_reaches_the_frames(
+    tmp_path: Path,
+) -> None:
+    """A generation the store holds but the client never got live (the server died between
+    recording and announcing it) is replayed from the store into the frames, in order."""
+    db = tmp_path / "runs.db"
+    first = make_server(engine=Engine(seed=3, population_size=20, store=db))
+    await first.__aenter__()
+    assert first.port is not None
+    assert first.engine.run_id is not None
+    client = await tdevlab.connect(
+        first.url,
+        token=first.token("ada", "operator"),
+        backoff=Backoff(initial=0.05, cap=0.2, max_attempts=200),
+        ping_interval=None,
+    )
+    try:
+        await client.subscribe("evolution")
+        for _ in range(2):
+            await asyncio.to_thread(first.engine.step)
+        await eventually(lambda: client.generation == 1)
+        await first.__aexit__(None, None, None)
+        await eventually(lambda: client.connection_state == "reconnecting")
+        # The crash window, made certain: generation 2 is recorded with no server to
+        # announce it, so the client can only have it from the store's replay.
+        engine = Engine.open(db, first.engine.run_id)
+        await asyncio.to_thread(engine.step)
+        async with EvolutionServer(engine, host="127.0.0.1", port=first.port, secret=SECRET):
+            await client.wait_open()
+            await eventually(lambda: client.generation == 2)
+            await asyncio.to_thread(engine.step)  # and the live stream goes on after it
+            await eventually(lambda: client.generation == 3)
+            evolution = client.frames.evolution
+    finally:
+        await client.close()
+    assert client.reconnects == 1
+    assert client.frames.rejected == 0, client.frames.last_rejection
+    assert evolution.index.tolist() == [0, 1, 2, 3]
+    assert evolution["seq"].tolist() == [1, 2, 3, 4]
 
 
 @pytest.mark.slow

@@ -106,6 +106,30 @@ async def test_history_beyond_memory_is_reported_unrecovered_or_served_from_the_
             assert stale["data"]["recovered"] == {"logs": False}
 
 
+async def test_a_generation_replayed_from_the_store_carries_the_data_it_had_live(
+    tmp_path: Path,
+) -> None:
+    """An evolution_update served from the store has the same data as when it was live
+    (a measure the strategy does not report is left out, not sent as null)."""
+    engine = Engine(seed=1, population_size=20, store=tmp_path / "runs.db")
+    async with make_server(engine=engine, history=1) as server, client(server) as c:
+        ack = await c.request({"type": "subscribe", "channels": ["evolution"]})
+        await asyncio.to_thread(lambda: list(server.engine.run(generations=3)))
+        live = [(await c.event("evolution_update"))["data"] for _ in range(3)]
+        async with client(server) as late:
+            await late.request(
+                {
+                    "type": "subscribe",
+                    "channels": ["evolution"],
+                    "since": {"evolution": 0},
+                    "epochs": ack["data"]["epochs"],
+                }  # fmt: skip
+            )
+            replayed = [(await late.event("evolution_update"))["data"] for _ in range(3)]
+    assert "front_size" not in live[0]
+    assert replayed == live
+
+
 @pytest.mark.slow
 def test_sigkill_and_restart_on_the_same_store_loses_no_generation(tmp_path: Path) -> None:
     """Server killed mid-run, restarted on its database: the client ends with every
