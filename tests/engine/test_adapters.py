@@ -206,20 +206,45 @@ def test_pycma_run_is_pycmas_own_loop_with_the_same_seed() -> None:
     loop over the box [0, 1]^d, seeded with the adapter's first draw of the run's rng."""
     import cma
 
-    problem, n, seed = Sphere(dims=4), 10, 11
+    # 40 generations: the adapter's normals are drawn in blocks of 16 generations' worth.
+    problem, n, seed, generations = Sphere(dims=4), 10, 11, 40
     engine = Engine(problem, strategy="cmaes", seed=seed, population_size=n)
-    ours = [engine.step().evolution.best_fitness for _ in range(12)]
+    ours = [engine.step().evolution.best_fitness for _ in range(generations)]
     library_seed = seed_from(np.random.Generator(np.random.PCG64(seed)))
     es = cma.CMAEvolutionStrategy(
         [0.5] * 4, 0.3, {"popsize": n, "bounds": [0, 1], "seed": library_seed, "verbose": -9}
     )
     theirs = []
-    for _ in range(12):
+    for _ in range(generations):
         x = np.asarray(es.ask())
         fitness = problem.evaluate(-5.12 + x * 10.24).fitness
         es.tell(list(x), (-fitness).tolist())
         theirs.append(float(fitness.max()))
     assert ours == theirs
+
+
+def test_cmaes_normals_are_randomstate_randn_and_pickle_where_they_are() -> None:
+    """The adapter's ``randn`` draws RandomState(seed).randn's numbers, for any mix of
+    shapes and across its blocks; unpickled anywhere, it goes on with the same numbers and
+    its generator's state is the original's."""
+    pytest.importorskip("cma")
+    from tdevlab.engine.adapters._common import dump, load
+    from tdevlab.engine.adapters.cma_es import Normals
+
+    reference = np.random.RandomState(5)  # noqa: NPY002 (the numbers to match)
+    normals = Normals(5)
+    shapes: list[tuple[int, ...]] = [(64, 10)] * 40 + [(1, 10), (64, 10), (), (3,)] * 30
+    shapes += [(7000,), (64, 10), (64, 10)]
+    for i, shape in enumerate(shapes):
+        ours, theirs = normals(*shape), reference.randn(*shape)
+        assert type(ours) is type(theirs), (i, shape)
+        assert np.array_equal(ours, theirs), (i, shape)
+        if i % 7 == 0:
+            copy = load(dump(normals))
+            a, b = copy._random.get_state(), normals._random.get_state()
+            assert np.array_equal(a[1], b[1]), i
+            assert a[2:] == b[2:], i
+            normals = copy
 
 
 def test_optuna_tpe_run_is_optunas_own_loop_with_the_same_seed() -> None:
