@@ -5,6 +5,11 @@ The reference file was written by the engine *before* it was split at the Strate
 ``test_reference_runs.py`` replays the same scenarios on today's engine and compares every
 generation's genes, fitness, ids and parents exactly. Do not regenerate the file to make a
 failing comparison pass: a difference means the default strategy changed its runs.
+
+``data/ga_reference.<fingerprint>.npz`` is the same reference recorded by the same commit on
+a machine whose NumPy math differs in the last bit (``tests.mathlib``: the values differ by
+an ulp, the ids and parents not at all); the test compares with the one this machine's
+math matches.
 """
 
 from __future__ import annotations
