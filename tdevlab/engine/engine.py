@@ -26,7 +26,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import numpy as np
 
 from tdevlab.engine import generation as gen
@@ -49,6 +48,7 @@ from tdevlab.engine.strategy import (
     RunView,
     Scored,
     Strategy,
+    as_stored,
     check_keep,
     describe,
     make_strategy,
@@ -353,7 +353,7 @@ class Engine(RunLoops, AgentAccess, LineageAccess):
         scored = Scored(*born.evaluation, violation, born_score)
         try:
             keep, state = self.strategy.tell(self.rng, state, view, offspring, scored)
-            state = msgspec.json.decode(msgspec.json.encode(state))  # JSON, as stores keep it
+            state = as_stored(state)  # what a JSON store keeps and gives back
         except TdevlabError:
             raise
         except Exception as exc:

@@ -103,6 +103,48 @@ def test_rollback_then_continue_repeats_the_generations_bit_for_bit(name: str) -
     assert [r[:3] + r[4:] for r in replay] == [o[:3] + o[4:] for o in original[5:]]
 
 
+def test_cmaes_rollback_to_any_generation_replays_its_tells_exactly() -> None:
+    """Between its pickles the cmaes state is the last pickle and the tells since: rolled
+    back to every generation of a window and past it (mixed genes, so the global random
+    state guard is on; an upload and a smaller population among them), the run goes on as
+    it did."""
+    from tdevlab.engine.adapters.cma_es import PICKLE_EVERY
+
+    upload_at, resize_at = 3, 6  # generations made after an upload, a new population size
+    generations = PICKLE_EVERY + 3
+
+    def scripted() -> tuple[Engine, list[tuple[Any, ...]]]:
+        engine = Engine(strategy="cmaes", seed=5, population_size=10)
+        history = []
+        for generation in range(generations):
+            if generation == upload_at:
+                pop = engine.population
+                assert pop is not None
+                feasible = int(np.flatnonzero(pop.violation == 0)[0])
+                engine.add_agent(engine.space.decode(pop.genes[feasible]))
+            if generation == resize_at:
+                engine.set_parameters(population_size=8)
+            engine.step()
+            history.append(_fingerprint(engine))
+        return engine, history
+
+    _, original = scripted()
+    told = [len(json.loads(o[4])["told"]) for o in original]
+    assert told == [i % PICKLE_EVERY for i in range(generations)]
+    for generation in range(generations - 1):
+        engine, _ = scripted()
+        engine.rollback(generation)
+        assert _fingerprint(engine) == original[generation], generation
+        # Up to three generations on, short of the next upload or resize (made by hand).
+        ahead = []
+        for g in range(generation + 1, min(generation + 4, generations)):
+            if g in (upload_at, resize_at):
+                break
+            ahead.append(g)
+        replay = _history(engine, len(ahead))
+        assert [r[:3] + r[4:] for r in replay] == [original[g][:3] + original[g][4:] for g in ahead]
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_pause_resume_and_sqlite_reopen_are_exact(name: str, tmp_path: Path) -> None:
     """Paused, resumed and stopped in a background run, then reopened from SQLite with the

@@ -11,15 +11,18 @@ import re
 import textwrap
 from typing import Any
 
+import msgspec
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import tdevlab
 from tdevlab import Engine, Sphere
 from tdevlab.engine import strategy as strategy_module
 from tdevlab.engine.control import EngineState
 from tdevlab.engine.ga import GeneticAlgorithm
-from tdevlab.engine.strategy import Offspring, make_strategy, strategy_names
+from tdevlab.engine.strategy import Offspring, as_stored, make_strategy, strategy_names
 from tdevlab.exceptions import EvolutionFailed, InvalidParameters
 from tests.conftest import eventually_sync, run
 from tests.serving import TIMEOUT, make_server
@@ -212,3 +215,48 @@ def test_a_broken_strategy_fails_the_generation_cleanly(mode: str, message: str)
         engine.step()
     assert engine.generation == -1
     assert engine.rng.bit_generator.state == before
+
+
+_JSON_LEAVES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=20),
+    st.text(alphabet=st.characters(max_codepoint=127), min_size=1000, max_size=3000),
+    st.sampled_from([np.float64(1.5), np.int64(3), b"bytes", "\ud800", {1, 2}]),
+)
+_STATES = st.recursive(
+    _JSON_LEAVES,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.tuples(inner, inner),
+        st.dictionaries(st.one_of(st.text(max_size=8), st.integers(-5, 5)), inner, max_size=4),
+    ),
+    max_leaves=12,
+)
+
+
+def _round_trip(value: Any) -> tuple[str, Any]:
+    try:
+        return "ok", msgspec.json.decode(msgspec.json.encode(value))
+    except Exception as exc:  # noqa: BLE001 (the kind of refusal is what is compared)
+        return "refused", type(exc)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_STATES)
+def test_as_stored_is_a_json_round_trip(state: Any) -> None:
+    """What the engine keeps of a strategy's state is exactly what a JSON store gives back
+    (the round trip it skips for ASCII text and plain numbers gives them back unchanged):
+    the same values and types, NaN as None, and the same refusals."""
+    expected = _round_trip(state)
+    try:
+        got: tuple[str, Any] = ("ok", as_stored(state))
+    except Exception as exc:  # noqa: BLE001
+        got = ("refused", type(exc))
+    if expected[0] == "refused":
+        assert got[0] == "refused", got
+    else:
+        assert got == expected
+        assert repr(got) == repr(expected)  # the same types too (1 and 1.0, -0.0 and 0.0)

@@ -10,7 +10,7 @@ import io
 import itertools
 import pickle
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import ModuleType
 from typing import Any, Literal
@@ -117,15 +117,26 @@ class Live:
     """
 
     def __init__(self) -> None:
-        self._text: str | None = None
+        self._text: Any = None
         self._obj: Any = None
         self._asked: tuple[int, Any, Any] | None = None
 
-    def get(self, text: str) -> Any:
-        """The object whose pickle is ``text`` (the live one, or a fresh copy)."""
-        obj = self._obj if self._text is not None and self._text == text else load(text)
+    def get(self, text: Any, build: Callable[[], Any] | None = None) -> Any:
+        """The object whose pickle is ``text`` (the live one, or a fresh copy).
+
+        ``text`` may be any value that names a state exactly (see :meth:`keep`), with
+        ``build`` making the object from it when the live one is not that state's.
+        """
+        if self._text is not None and self._text == text:
+            obj = self._obj
+        else:
+            obj = load(text) if build is None else build()
         self._text, self._obj = None, None  # the caller changes it from here on
         return obj
+
+    def keep(self, key: Any, obj: Any) -> None:
+        """Keep ``obj`` alive for the next ask, as the state ``key`` names."""
+        self._text, self._obj = key, obj
 
     def asked(self, obj: Any, batch: Any) -> int:
         """Hold ``obj`` and what ``ask`` proposed until ``tell``; returns the token."""
