@@ -335,8 +335,11 @@ def _floats(values: Any, count: int, what: str) -> list[float]:
 
 
 def _int(value: Any, what: str) -> int:
+    """``value`` if it is an integer a frame's int64 column holds, else an error naming it."""
     if type(value) is not int:
         raise TypeError(f"{what} must be an integer")
+    if not -(2**63) <= value < 2**63:
+        raise ValueError(f"{what} must be within the int64 range")
     return value
 
 

@@ -418,6 +418,30 @@ def junk_replies(draw: st.DrawFn) -> Any:
     return message
 
 
+@pytest.mark.parametrize(
+    ("kind", "where", "key"),
+    [("front", "member", "birth_generation"), ("archive", "member", "birth_generation"),
+     ("archive", "set", "bins")],
+)  # fmt: skip
+@pytest.mark.parametrize("huge", [2**63, -(2**63) - 1, 2**70])
+def test_integers_beyond_int64_are_rejected_whole(
+    kind: str, where: str, key: str, huge: int
+) -> None:
+    """An integer no int64 column holds (found by the junk test below) rejects the reply
+    whole: the set and its frame stay as they were."""
+    frames = Frames()
+    frames.ingest(_reply(kind, 1, [_member(9, kind)]))
+    before = getattr(frames, kind).copy()
+    message = _reply(kind, 2, [_member(1, kind), _member(2, kind)])
+    if where == "member":
+        message["data"]["agents"][1][key] = huge
+    else:
+        message["data"][key] = [huge, 3]
+    frames.ingest(message)
+    assert frames.rejected == 1
+    pd.testing.assert_frame_equal(getattr(frames, kind), before)
+
+
 @pytest.mark.slow
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(junk_replies(), max_size=6))
