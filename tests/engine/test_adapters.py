@@ -145,6 +145,25 @@ def test_cmaes_rollback_to_any_generation_replays_its_tells_exactly() -> None:
         assert [r[:3] + r[4:] for r in replay] == [original[g][:3] + original[g][4:] for g in ahead]
 
 
+def test_cmaes_keeps_its_optimizer_alive_between_generations(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A run that is not rolled back or reopened never rebuilds the optimizer from its
+    state (a replay costs up to 8 asks and tells): each ask finds the one the last tell
+    left, across the generations that pickle it too."""
+    from tdevlab.engine.adapters.cma_es import CMAES, PICKLE_EVERY
+
+    engine = _engine("cmaes")
+    engine.step()
+
+    def refuse(*args: object) -> None:
+        raise AssertionError("the optimizer was rebuilt from its state")
+
+    monkeypatch.setattr(CMAES, "_replay", refuse)
+    for _ in range(2 * PICKLE_EVERY + 1):
+        engine.step()
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_pause_resume_and_sqlite_reopen_are_exact(name: str, tmp_path: Path) -> None:
     """Paused, resumed and stopped in a background run, then reopened from SQLite with the

@@ -199,10 +199,11 @@ class CMAES:
         entries = [*state.get("told", ()), dump((told, values, len(coords), uploads))]
         self._tell(box, es, saved, told, values, uploads)
         if "es" not in state or len(entries) >= PICKLE_EVERY:
-            out = {"es": self._live.told((es, saved)), "told": []}
+            out = {"es": dump((es, saved)), "told": []}
         else:
             out = {"es": state["es"], "told": entries}
-            self._live.keep((out["es"], tuple(entries)), (es, saved))
+        # The next ask finds this very optimizer by the state's text (see ``ask``).
+        self._live.keep((out["es"], tuple(out["told"])), (es, saved))
         n = 0 if run.population is None else len(run.population)
         keep = np.arange(n, n + len(offspring), dtype=np.int64)
         return keep, {**out, "sigma": float(es.sigma)}
