@@ -195,7 +195,8 @@ def evolution_update(
     number = int(population.agent_id[best])
     return EvolutionUpdate(
         generation=generation,
-        average_fitness=float(population.fitness.mean()),
+        # ndarray.mean's own sum and division (bit for bit), without its Python-level setup.
+        average_fitness=float(np.add.reduce(population.fitness)) / len(population),
         best_fitness=best_fitness,
         improvement=0.0 if math.isnan(last_best) else best_fitness - last_best,
         agents_evolved=evolved,
