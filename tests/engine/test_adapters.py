@@ -459,8 +459,9 @@ def test_a_missing_extra_names_the_pip_install(
     """Without the library (not importable), building the strategy raises MissingExtra, an
     InvalidParameters (INVALID_COMMAND on the wire) naming `pip install 'tdevlab[extra]'`."""
     monkeypatch.setitem(sys.modules, module, None)  # what an absent package looks like
-    with pytest.raises(MissingExtra) as info:
+    with pytest.raises(tdevlab.MissingExtra) as info:  # exported with the other errors
         Engine(Sphere(dims=2), strategy=name)
+    assert tdevlab.MissingExtra is MissingExtra
     assert f"pip install 'tdevlab[{extra}]'" in str(info.value)
     assert isinstance(info.value, InvalidParameters)
     assert isinstance(info.value, ImportError)
