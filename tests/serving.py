@@ -40,6 +40,9 @@ SECRET = "test-secret-that-is-long-enough-for-hs256!"
 #: The secret of the `tdevlab serve` subprocesses.
 SERVE_SECRET = "serve-test-secret-long-enough-for-hs256"
 TIMEOUT = timeout(10)  # every wait for a reply or an event is bounded by it
+#: A `tdevlab serve` process's start: Python, tdevlab and a strategy's library imported
+#: (nevergrad alone takes seconds), the store opened and the run restored, on a loaded machine.
+START = timeout(60)
 
 
 def make_server(**kwargs: Any) -> EvolutionServer:
@@ -227,7 +230,7 @@ def serve_store(
     )
     try:
         assert proc.stdout is not None
-        deadline = time.monotonic() + TIMEOUT
+        deadline = time.monotonic() + START
         while "serving" not in (line := proc.stdout.readline()):
             assert line or proc.poll() is None, "the server exited before serving"
             assert time.monotonic() < deadline, "the server did not start"

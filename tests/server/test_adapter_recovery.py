@@ -13,7 +13,7 @@ from tdevlab import Engine
 from tdevlab.engine.strategy import make_strategy
 from tdevlab.store.sqlite import SQLiteStore
 from tests.server.conftest import TIMEOUT
-from tests.serving import serve_store, watch_generations
+from tests.serving import START, serve_store, watch_generations
 
 POPULATION = 30  # what serve_store passes, on the restart too
 
@@ -27,11 +27,11 @@ def test_sigkill_and_restart_continue_the_library_exactly(strategy: str, tmp_pat
     db = tmp_path / "runs.db"
     args = ("--strategy", strategy, "--seed", "5")
     with serve_store(db, "--autostart", *args) as (proc, url):
-        killed_at = asyncio.run(asyncio.wait_for(watch_generations(url, 5, False), 60))
+        killed_at = asyncio.run(asyncio.wait_for(watch_generations(url, 5, False), START))
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=TIMEOUT)
     with serve_store(db) as (proc, url):
-        last = asyncio.run(asyncio.wait_for(watch_generations(url, killed_at + 4, True), 60))
+        last = asyncio.run(asyncio.wait_for(watch_generations(url, killed_at + 4, True), START))
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
     assert last >= killed_at + 4
