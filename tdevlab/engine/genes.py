@@ -195,14 +195,18 @@ class GeneSpace:
 
     def from_search(self, search: FloatArray) -> FloatArray:
         """Map search-space values back to genes in place: clip, exponentiate, round integers."""
-        np.clip(search, self.search_low, self.search_high, out=search)
+        # maximum then minimum: what np.clip computes (NaN included), without its per-call
+        # Python overhead (~8 us), twice a generation.
+        np.minimum(np.maximum(search, self.search_low, out=search), self.search_high, out=search)
         if self.any_log:
             search[:, self.is_log] = np.exp(search[:, self.is_log])
             # exp(log(x)) can step a hair outside the bounds.
-            np.clip(search, self.low, self.high, out=search)
+            np.minimum(np.maximum(search, self.low, out=search), self.high, out=search)
         if self.any_integer:
             cols = self.is_integer
-            search[:, cols] = np.clip(np.rint(search[:, cols]), self.low[cols], self.high[cols])
+            search[:, cols] = np.minimum(
+                np.maximum(np.rint(search[:, cols]), self.low[cols]), self.high[cols]
+            )
         return search
 
     def cells_from_search(self, columns: npt.NDArray[np.int64], values: FloatArray) -> FloatArray:

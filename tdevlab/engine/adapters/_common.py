@@ -214,12 +214,15 @@ class Box:
         self.lower = np.where(steps, -0.5, 0.0)
         self.upper = np.where(steps, self.width + 0.5, 1.0)
         self.center = np.where(steps, self.width / 2, 0.5)
+        #: Search-space units per coordinate unit.
+        self.scale = np.where(steps, 1.0, space.search_span)
 
     def decode(self, coords: FloatArray) -> FloatArray:
         """Genes (a fresh matrix) from ``(n, genes)`` coordinates."""
         space = self.space
-        coords = np.clip(coords, self.lower, self.upper)
-        search = space.search_low + coords * np.where(self.is_step, 1.0, space.search_span)
+        # maximum then minimum: np.clip's result without its per-call overhead (~8 us).
+        coords = np.minimum(np.maximum(coords, self.lower), self.upper)
+        search = space.search_low + coords * self.scale
         if self.step_columns.size:
             cols = self.step_columns
             search[:, cols] = np.clip(
