@@ -75,12 +75,13 @@ class CMAES:
     Its whole state (the ``CMAEvolutionStrategy`` and its random generator) is pickled
     into the strategy state as base64 text every :data:`PICKLE_EVERY` generations, and the
     generations between hold that text and the arguments of each ``tell`` since (``told``:
-    the solutions told, their values, how many were asked); restored, the pickle is loaded
-    and those asks and tells replayed, which gives the same optimizer bit for bit (pycma's
-    ask and tell are deterministic given its state and normals). A snapshot restores it
-    exactly, and a generation costs a pickle of a few kilobytes instead of the ~35 KB of
-    the whole optimizer. That text is unpickled only from the run's own store or snapshot, never
-    from a client (a client names the strategy and its settings, which are checked).
+    the values told, how many solutions were asked, and the solutions themselves only where
+    uploaded agents replaced some); restored, the pickle is loaded and those asks and tells
+    replayed, which gives the same optimizer bit for bit (pycma's ask and tell are
+    deterministic given its state and normals). A snapshot restores it exactly, and a
+    generation pickles under a kilobyte instead of the ~35 KB of the whole optimizer. That
+    text is unpickled only from the run's own store or snapshot, never from a client (a
+    client names the strategy and its settings, which are checked).
 
     Args:
         sigma0: The initial step size, as a fraction of each gene's range (integer and
@@ -166,8 +167,8 @@ class CMAES:
         es, saved = load(state["es"])
         for entry in state.get("told", ()):
             told, values, n, uploads = load(entry)
-            self._ask(box, es, saved, n)
-            self._tell(box, es, saved, told, values, uploads)
+            asked = self._ask(box, es, saved, n)
+            self._tell(box, es, saved, asked if told is None else told, values, uploads)
         return es, saved
 
     def _start(self, box: Box, n: int, seed: int, saved: list[Any]) -> Any:
@@ -195,8 +196,10 @@ class CMAES:
         told = _with_uploads(box, coords, genes, offspring.genes)
         values = (-scored.score).tolist()
         uploads = told is not coords
-        # Recorded before the tell, as pycma is given them (it may keep and change arrays).
-        entries = [*state.get("told", ()), dump((told, values, len(coords), uploads))]
+        # Recorded before the tell, as pycma is given them (it may keep and change arrays);
+        # the solutions only where uploads changed them (a replayed ask gives the rest).
+        entry = dump((told if uploads else None, values, len(coords), uploads))
+        entries = [*state.get("told", ()), entry]
         self._tell(box, es, saved, told, values, uploads)
         if "es" not in state or len(entries) >= PICKLE_EVERY:
             out = {"es": dump((es, saved)), "told": []}
