@@ -400,9 +400,11 @@ class LineageView:
             )
         figure = self.figures[name]
         with figure.batch_update():
+            # The title first: a reader in another thread (a test, a callback) that sees the
+            # new traces sees their title too.
+            figure.layout.title.text = title
             figure.data = ()
             figure.add_traces(traces)
-            figure.layout.title.text = title
         callback = self._clicked(name)
         for trace in figure.data:
             if trace.customdata is not None:
