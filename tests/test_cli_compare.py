@@ -12,6 +12,9 @@ import tdevlab
 from tdevlab.comparison import COLUMNS, compare
 from tests.test_cli import tdevlab as cli
 
+#: Each test runs the CLI (a process importing pandas and matplotlib) or draws the PNG.
+pytestmark = pytest.mark.slow
+
 PNG = b"\x89PNG\r\n\x1a\n"
 
 

@@ -100,6 +100,7 @@ def test_blocks_keep_their_lines_and_lose_their_indent(tmp_path: Path) -> None:
     assert (block.line, block.code) == (5, "x = 1\nprint(x)")
 
 
+@pytest.mark.slow  # a fresh interpreter a block, some run a server or a whole comparison
 @pytest.mark.parametrize("block", BLOCKS, ids=[block.name for block in BLOCKS])
 def test_block_runs(block: Block, tmp_path: Path) -> None:
     """The block runs to the end in a fresh interpreter, without an error."""

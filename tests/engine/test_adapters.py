@@ -38,6 +38,11 @@ ADAPTERS = {
     "nevergrad:NGOpt": {"budget": 400},
 }
 NAMES = sorted(ADAPTERS)
+#: The adapters as test parameters: nevergrad's (its import alone takes seconds) in the full
+#: suite only, the others in `make test-fast` too.
+PARAMS = [
+    pytest.param(n, marks=pytest.mark.slow) if n.startswith("nevergrad") else n for n in NAMES
+]
 
 
 def _engine(name: str, **kwargs: Any) -> Engine:
@@ -75,6 +80,7 @@ def _history(engine: Engine, generations: int) -> list[tuple[Any, ...]]:
     return out
 
 
+@pytest.mark.slow  # imports pycma, Optuna and Nevergrad
 def test_adapters_are_registered_by_name() -> None:
     """The adapters' names are known (the nevergrad family by its form), and each builds the
     class the docs name; make_strategy takes any registry name after "nevergrad:"."""
@@ -88,7 +94,7 @@ def test_adapters_are_registered_by_name() -> None:
     assert (strategy.name, strategy.config["archive_size"]) == ("nevergrad:DE", 16)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", PARAMS)
 def test_rollback_then_continue_repeats_the_generations_bit_for_bit(name: str) -> None:
     """Roll back mid-run and continue: the same genes, fitness and library state."""
     engine = _engine(name)
@@ -164,7 +170,7 @@ def test_cmaes_keeps_its_optimizer_alive_between_generations(
         engine.step()
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", PARAMS)
 def test_pause_resume_and_sqlite_reopen_are_exact(name: str, tmp_path: Path) -> None:
     """Paused, resumed and stopped in a background run, then reopened from SQLite with the
     strategy rebuilt from the store: the generations equal an uninterrupted run's."""
@@ -199,7 +205,7 @@ def test_pause_resume_and_sqlite_reopen_are_exact(name: str, tmp_path: Path) -> 
     reopened.close()
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", PARAMS)
 def test_dataset_exports_and_loads(name: str, tmp_path: Path) -> None:
     """The run's dataset loads with load_run and names the strategy; its generations are
     the ones the engine announced."""
@@ -211,7 +217,7 @@ def test_dataset_exports_and_loads(name: str, tmp_path: Path) -> None:
     engine.close()
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", PARAMS)
 def test_streamed_through_the_server_to_the_client(name: str) -> None:
     """A client starts, pauses, resumes, rolls back and stops the run on a real server; every
     generation it receives is the uninterrupted offline run's."""
@@ -492,6 +498,7 @@ def test_importing_tdevlab_imports_none_of_the_libraries() -> None:
     assert json.loads(out.stdout) == []
 
 
+@pytest.mark.slow  # a CLI process per adapter
 def test_cli_runs_each_adapter(tmp_path: Path) -> None:
     """`tdevlab run --strategy cmaes|optuna-tpe|nevergrad:NGOpt` runs and stores the
     strategy; an unknown name is a usage error naming it."""
