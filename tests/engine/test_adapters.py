@@ -27,6 +27,7 @@ from tdevlab import AgentDesign, Engine, Sphere, load_run
 from tdevlab.engine.adapters._common import seed_from
 from tdevlab.engine.strategy import make_strategy, strategy_names
 from tdevlab.exceptions import InvalidParameters, MissingExtra
+from tests.conftest import timeout
 from tests.server.conftest import TIMEOUT, client, make_server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -491,7 +492,7 @@ def test_importing_tdevlab_imports_none_of_the_libraries() -> None:
         [sys.executable, "-c", PROBE],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout(120),
         check=True,
         cwd=ROOT,
     )
@@ -507,7 +508,7 @@ def test_cli_runs_each_adapter(tmp_path: Path) -> None:
         out = subprocess.run(
             [sys.executable, "-m", "tdevlab.cli", "run", "--strategy", name, "--generations",
              "2", "--population-size", "6", "--seed", "1", "--db", str(db), "--quiet"],
-            capture_output=True, text=True, timeout=120, cwd=ROOT,
+            capture_output=True, text=True, timeout=timeout(120), cwd=ROOT,
         )  # fmt: skip
         assert out.returncode == 0, out.stderr[-2000:]
         assert "generation 1: best" in out.stdout
@@ -516,7 +517,7 @@ def test_cli_runs_each_adapter(tmp_path: Path) -> None:
         reopened.close()
     out = subprocess.run(
         [sys.executable, "-m", "tdevlab.cli", "run", "--strategy", "nevergrad:Nope"],
-        capture_output=True, text=True, timeout=120, cwd=ROOT,
+        capture_output=True, text=True, timeout=timeout(120), cwd=ROOT,
     )  # fmt: skip
     assert out.returncode == 2
     assert "'Nope'" in out.stderr

@@ -33,7 +33,7 @@ def test_sigkill_and_restart_continue_the_library_exactly(strategy: str, tmp_pat
     with serve_store(db) as (proc, url):
         last = asyncio.run(asyncio.wait_for(watch_generations(url, killed_at + 4, True), START))
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
+        assert proc.wait(timeout=3 * TIMEOUT) == 0
     assert last >= killed_at + 4
 
     with SQLiteStore(db) as store:
