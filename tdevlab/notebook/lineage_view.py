@@ -399,10 +399,11 @@ class LineageView:
                 f"{'es' * (len(spans) != 1)}, {forks} fork{'s' * (forks != 1)}</span>"
             )
         figure = self.figures[name]
+        # The title before the traces, and outside the batch: within it plotly defers layout
+        # edits to its end while traces change at once, so a reader in another thread (a
+        # test, a callback) could see the new traces under the old title.
+        figure.layout.title.text = title
         with figure.batch_update():
-            # The title first: a reader in another thread (a test, a callback) that sees the
-            # new traces sees their title too.
-            figure.layout.title.text = title
             figure.data = ()
             figure.add_traces(traces)
         callback = self._clicked(name)
