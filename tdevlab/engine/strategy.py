@@ -313,11 +313,20 @@ def as_stored(state: Any) -> Any:
         return state if _INT_RANGE[0] <= state < _INT_RANGE[1] else _round_trip(state)
     if state is None or kind is bool:
         return state
-    if kind is dict and all(type(k) is str for k in state):
-        return {k: as_stored(v) for k, v in state.items()}
+    if kind is dict and all(type(k) is str and k.isascii() for k in state):
+        return {k: _stored(v) for k, v in state.items()}
     if kind is list or kind is tuple:
-        return [as_stored(v) for v in state]
+        return [_stored(v) for v in state]
     return _round_trip(state)
+
+
+def _stored(value: Any) -> Any:
+    """:func:`as_stored` of a nested value; nesting too deep for this recursion (msgspec's
+    own goes further) takes the round trip itself."""
+    try:
+        return as_stored(value)
+    except RecursionError:
+        return _round_trip(value)
 
 
 def _round_trip(value: Any) -> Any:

@@ -300,7 +300,7 @@ def test_cmaes_normals_are_randomstate_randn_and_pickle_where_they_are() -> None
     from tdevlab.engine.adapters.cma_es import Normals
 
     reference = np.random.RandomState(5)  # noqa: NPY002 (the numbers to match)
-    normals = Normals(5)
+    normals = load(dump(Normals(5)))  # pickled before its first draw too
     shapes: list[tuple[int, ...]] = [(64, 10)] * 40 + [(1, 10), (64, 10), (), (3,)] * 30
     shapes += [(7000,), (64, 10), (64, 10)]
     for i, shape in enumerate(shapes):

@@ -260,3 +260,16 @@ def test_as_stored_is_a_json_round_trip(state: Any) -> None:
     else:
         assert got == expected
         assert repr(got) == repr(expected)  # the same types too (1 and 1.0, -0.0 and 0.0)
+
+
+def test_as_stored_edge_cases_are_the_round_trip() -> None:
+    """A non-ASCII or unencodable key goes through msgspec (a lone surrogate is refused
+    there, as a store would refuse it), and nesting deeper than the recursion allows is
+    handed to msgspec whole."""
+    with pytest.raises(UnicodeEncodeError):
+        as_stored({"\ud800": 1})
+    assert as_stored({"é": (1, 2)}) == {"é": [1, 2]}
+    deep: Any = 1
+    for _ in range(700):
+        deep = [deep]
+    assert as_stored(deep) == msgspec.json.decode(msgspec.json.encode(deep))

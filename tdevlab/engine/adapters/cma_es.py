@@ -77,11 +77,12 @@ class CMAES:
     generations between hold that text and the arguments of each ``tell`` since (``told``:
     the values told, how many solutions were asked, and the solutions themselves only where
     uploaded agents replaced some); restored, the pickle is loaded and those asks and tells
-    replayed, which gives the same optimizer bit for bit (pycma's ask and tell are
-    deterministic given its state and normals). A snapshot restores it exactly, and a
-    generation pickles under a kilobyte instead of the ~35 KB of the whole optimizer. That
-    text is unpickled only from the run's own store or snapshot, never from a client (a
-    client names the strategy and its settings, which are checked).
+    replayed, which gives the same optimizer bit for bit on the same kind of machine with
+    the same pycma and NumPy (pycma's ask and tell are deterministic given its state and
+    normals; another CPU's math may differ in the last bit). A generation pickles about 12
+    bytes an agent (under a kilobyte at population 64) instead of the ~35 KB of the whole
+    optimizer. That text is unpickled only from the run's own store or snapshot, never
+    from a client (a client names the strategy and its settings, which are checked).
 
     Args:
         sigma0: The initial step size, as a fraction of each gene's range (integer and
@@ -242,7 +243,9 @@ class Normals:
         return normals
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return Normals._at, (self._origin, self._block.size, self._used, self._block_size)
+        # Before the first block the generator's own state is where the next one begins.
+        origin = self._random.get_state() if self._origin is None else self._origin
+        return Normals._at, (origin, self._block.size, self._used, self._block_size)
 
     def __call__(self, *shape: int) -> Any:
         n = int(np.prod(shape)) if shape else 1
