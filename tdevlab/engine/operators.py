@@ -13,7 +13,7 @@ from typing import NamedTuple, TypeAlias
 import numpy as np
 import numpy.typing as npt
 
-from tdevlab.engine.genes import FloatArray, GeneSpace
+from tdevlab.engine.genes import FloatArray, GeneSpace, bounded
 
 IntArray: TypeAlias = npt.NDArray[np.int64]
 BoolArray: TypeAlias = npt.NDArray[np.bool_]
@@ -231,10 +231,7 @@ def mutate(
     else:
         value = old.copy()
     value += noise * (sigma * space.search_span[columns])
-    # maximum then minimum: what np.clip computes (NaN included), without its per-call
-    # checks, which cost more than the arithmetic on a few thousand cells.
-    np.maximum(value, space.search_low[columns], out=value)
-    np.minimum(value, space.search_high[columns], out=value)
+    bounded(value, space.search_low[columns], space.search_high[columns], out=value)
     value = space.cells_from_search(columns, value)
     if space.any_categorical:
         cat = space.is_categorical[columns]

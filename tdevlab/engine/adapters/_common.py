@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from tdevlab.engine.genes import FloatArray, GeneSpace
+from tdevlab.engine.genes import FloatArray, GeneSpace, bounded
 from tdevlab.exceptions import EvolutionFailed, MissingExtra
 
 #: Fresh tokens that pair an ``ask`` with its ``tell`` (the asked batch is not in a snapshot).
@@ -159,7 +159,7 @@ class Live:
     def told(self, obj: Any) -> str:
         """Pickle ``obj`` after tell, keep it alive for the next ask, return the text."""
         text = dump(obj)
-        self._text, self._obj = text, obj
+        self.keep(text, obj)
         return text
 
 
@@ -220,8 +220,7 @@ class Box:
     def decode(self, coords: FloatArray) -> FloatArray:
         """Genes (a fresh matrix) from ``(n, genes)`` coordinates."""
         space = self.space
-        # maximum then minimum: np.clip's result without its per-call overhead (~8 us).
-        coords = np.minimum(np.maximum(coords, self.lower), self.upper)
+        coords = bounded(coords, self.lower, self.upper)
         search = space.search_low + coords * self.scale
         if self.step_columns.size:
             cols = self.step_columns
