@@ -41,6 +41,11 @@ class _Run:
     dropped: int = 0  # generation rows no longer kept (the oldest)
     snapshots: OrderedDict[tuple[int, int], Snapshot] = field(default_factory=OrderedDict)
     snapshot_bytes: int = 0
+    # The bytes of each kept snapshot's arrays, summed once when it is recorded.
+    snapshot_sizes: dict[tuple[int, int], int] = field(default_factory=dict)
+    # `info.last_generation` is refreshed only when the info is read: a frozen dataclass's
+    # `replace` every generation was a tenth of this store's cost of recording one.
+    last_generation: int | None = None
     # (first id, last id, branch, generation) per generation, in creation order.
     new_ids: deque[tuple[int, int, int, int]] = field(default_factory=deque)
     # The agents born in the kept generations, sorted by number: built from the snapshots
@@ -109,19 +114,19 @@ class MemoryStore:
         # Only the row: agent updates live in `events`, which has its own bound.
         run.results.append((snapshot.branch, result.evolution))
         key = (snapshot.branch, snapshot.generation)
-        old = run.snapshots.pop(key, None)
-        if old is not None:
-            run.snapshot_bytes -= _nbytes(old)
+        if run.snapshots.pop(key, None) is not None:
+            run.snapshot_bytes -= run.snapshot_sizes.pop(key)
         run.snapshots[key] = snapshot
-        run.snapshot_bytes += _nbytes(snapshot)
+        size = run.snapshot_sizes[key] = _nbytes(snapshot)
+        run.snapshot_bytes += size
         run.index = None
         run.born.pop(key, None)  # recorded again: made again when asked
         while len(run.snapshots) > 1 and (
             (self.keep_snapshots is not None and len(run.snapshots) > self.keep_snapshots)
             or (self.keep_bytes is not None and run.snapshot_bytes > self.keep_bytes)
         ):
-            _, dropped = run.snapshots.popitem(last=False)
-            run.snapshot_bytes -= _nbytes(dropped)
+            dropped, _ = run.snapshots.popitem(last=False)
+            run.snapshot_bytes -= run.snapshot_sizes.pop(dropped)
         run.new_ids.append((new_ids[0], new_ids[1], snapshot.branch, snapshot.generation))
         g, b, t = snapshot.generation, snapshot.branch, result.evolution.timestamp
         for agent in result.agents:
@@ -130,7 +135,7 @@ class MemoryStore:
             run.events.append((b, g, "log", log, t))
         for alert in result.alerts:
             run.events.append((b, g, "alert", alert, t))
-        run.info = replace(run.info, last_generation=g)
+        run.last_generation = g
 
     def record_events(
         self, run_id: int, branch: int, generation: int, logs: list[LogEntry], alerts: list[Alert]
@@ -144,7 +149,8 @@ class MemoryStore:
         run = self._run(run_id)
         branch = max(run.branches) + 1
         run.branches[branch] = BranchInfo(branch, parent_branch, fork_generation)
-        run.info = replace(run.info, active_branch=branch, last_generation=fork_generation)
+        run.info = replace(run.info, active_branch=branch)
+        run.last_generation = fork_generation
         return branch
 
     def branches(self, run_id: int) -> list[BranchInfo]:
@@ -260,14 +266,21 @@ class MemoryStore:
         run.info = replace(run.info, config=dict(config))
 
     def run_info(self, run_id: int) -> RunInfo:
-        return self._run(run_id).info
+        return _info(self._run(run_id))
 
     def runs(self) -> list[RunInfo]:
         """Describe every run."""
-        return [r.info for r in self._runs.values()]
+        return [_info(r) for r in self._runs.values()]
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+def _info(run: _Run) -> RunInfo:
+    info = run.info
+    if info.last_generation != run.last_generation:
+        info = run.info = replace(info, last_generation=run.last_generation)
+    return info
 
 
 def _nbytes(snapshot: Snapshot) -> int:

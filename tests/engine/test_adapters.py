@@ -521,3 +521,24 @@ def test_cli_runs_each_adapter(tmp_path: Path) -> None:
     )  # fmt: skip
     assert out.returncode == 2
     assert "'Nope'" in out.stderr
+
+
+def test_cmaes_tell_records_keep_values_exactly_and_read_pickled_ones() -> None:
+    """A tell without uploads is recorded as its values' float64 bytes (exact, NaN-free
+    scores included at the extremes); a pickled record (a tell with uploads, or a run
+    recorded before the compact form) still reads back."""
+    pytest.importorskip("cma")
+    from tdevlab.engine.adapters._common import dump
+    from tdevlab.engine.adapters.cma_es import _told, _values
+
+    values = np.array([-1.5, 0.0, -0.0, 1e308, -5e-324, 0.1 + 0.2])
+    told, back, n, uploads = _told(_values(values))
+    assert told is None
+    assert n == values.size
+    assert uploads is False
+    assert np.array_equal(np.array(back).view(np.int64), values.view(np.int64))
+    solutions = np.arange(6.0).reshape(3, 2)
+    told, back, n, uploads = _told(dump((solutions, [1.0, 2.0, 3.0], 3, True)))
+    assert np.array_equal(told, solutions)
+    assert back == [1.0, 2.0, 3.0]
+    assert (n, uploads) == (3, True)
