@@ -72,25 +72,26 @@ class Client:
         await self.send({**message, "id": rid})
         return await self.wait_for(lambda m: isinstance(m, dict) and m.get("reply_to") == rid)
 
-    async def receive(self) -> Any:
-        frame = await asyncio.wait_for(self.ws.recv(), TIMEOUT)
+    async def receive(self, within: float = TIMEOUT) -> Any:
+        frame = await asyncio.wait_for(self.ws.recv(), within)
         if isinstance(frame, bytes):
             return frame
         return json.loads(frame)
 
-    async def wait_for(self, predicate: Any) -> Any:
-        """Return the first buffered or incoming message matching ``predicate``."""
+    async def wait_for(self, predicate: Any, within: float = TIMEOUT) -> Any:
+        """Return the first buffered or incoming message matching ``predicate``, waiting at
+        most ``within`` seconds."""
         for i, message in enumerate(self.buffer):
             if predicate(message):
                 return self.buffer.pop(i)
-        async with asyncio.timeout(TIMEOUT):
+        async with asyncio.timeout(within):
             while True:
-                message = await self.receive()
+                message = await self.receive(within)
                 if predicate(message):
                     return message
                 self.buffer.append(message)
 
-    async def event(self, type_: str, **where: Any) -> dict[str, Any]:
+    async def event(self, type_: str, within: float = TIMEOUT, **where: Any) -> dict[str, Any]:
         """The next message of ``type_`` whose data has the given values."""
 
         def match(m: Any) -> bool:
@@ -100,7 +101,7 @@ class Client:
                 and all((m.get("data") or {}).get(k) == v for k, v in where.items())
             )
 
-        message: dict[str, Any] = await self.wait_for(match)
+        message: dict[str, Any] = await self.wait_for(match, within)
         return message
 
 
@@ -259,7 +260,10 @@ async def watch_generations(url: str, until: int, start: bool) -> int:
             assert reply["data"]["state"] == "running", reply
         while last < until:
             try:
-                m = await c.event("evolution_update")
+                # A restored strategy's first generation (its library's state unpickled,
+                # Nevergrad's optimizer rebuilt) can take longer than a reply on a loaded
+                # machine; the caller bounds the whole watch.
+                m = await c.event("evolution_update", START)
             except ConnectionClosed:
                 break
             last = m["data"]["generation"]

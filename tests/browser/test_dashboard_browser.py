@@ -54,6 +54,23 @@ _FRONT = re.compile(r"Pareto front · (\d+) agents · generation (\d+)")
 _RUN_STATE = re.compile(r"^\s*Run\s+(\S+)\s*$")
 
 
+def _settled_generation(label: Locator, quiet: float) -> int:
+    """The label's generation once it has stayed the same for ``quiet`` seconds.
+
+    Raises:
+        AssertionError: it kept changing for ``TIMEOUT`` seconds.
+    """
+    deadline = time.monotonic() + TIMEOUT
+    value, since = _generation(label.inner_text()), time.monotonic()
+    while time.monotonic() - since < quiet:
+        assert time.monotonic() < deadline, f"the generation never settled: last {value}"
+        time.sleep(POLL)
+        now = _generation(label.inner_text())
+        if now != value:
+            value, since = now, time.monotonic()
+    return value
+
+
 def _generation(text: str) -> int:
     """The number in the generation label, "Generation N" (-1 while there is none: "—")."""
     match = _GENERATION.match(text)
@@ -151,11 +168,11 @@ def test_quick_start_dashboard_starts_pauses_and_screenshots(
     assert wait_until(resume.is_enabled, bool, what="Resume enabled while paused")
     assert pause.is_disabled()
     # A generation in flight when Pause arrived may still be published, and the label is
-    # refreshed once per redraw period: let a couple of periods pass, then watch it hold.
-    time.sleep(2 * REDRAW)  # two label refreshes: a generation in flight is shown by now
-    held = _generation(generation.inner_text())
+    # refreshed once per redraw period, later on a loaded machine: wait for the label to
+    # settle (unchanged over four periods), then watch it hold.
+    held = _settled_generation(generation, quiet=4 * REDRAW)
     assert held >= before + ADVANCE
-    time.sleep(2 * REDRAW)  # two more refreshes, in which a running engine would move on
+    time.sleep(4 * REDRAW)  # four more refreshes, in which a running engine would move on
     assert _generation(generation.inner_text()) == held, "the generation moved while paused"
     assert _run_state(run_state.inner_text()) == "paused"
 

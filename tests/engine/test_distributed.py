@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from dask.distributed import Client, LocalCluster
 from distributed.cfexecutor import ClientExecutor
+from distributed.exceptions import WorkerStartTimeoutError
 
 from tdevlab import (
     AgentDesign,
@@ -95,11 +96,29 @@ def dask_client() -> Iterator[Client]:
 @pytest.fixture
 def two_workers(dask_client: Client) -> Iterator[Client]:
     """The cluster with both workers up before and after the test (a test may kill one)."""
-    # A killed worker comes back as a fresh process importing Dask and NumPy: on a loaded
-    # machine that alone can take a minute.
-    dask_client.wait_for_workers(2, timeout=3 * TIMEOUT)
+    _both_workers(dask_client)
     yield dask_client
-    dask_client.wait_for_workers(2, timeout=3 * TIMEOUT)
+    _both_workers(dask_client)
+
+
+def _both_workers(client: Client) -> None:
+    """Wait for the cluster's two workers; replace them if one does not come back.
+
+    A killed worker comes back as a fresh process importing Dask and NumPy: on a loaded
+    machine that alone can take a minute. A nanny whose restart fails under load closes for
+    good, and a LocalCluster does not replace a closed nanny: then the pair is scaled away
+    and started afresh, so that one slow restart does not fail every later test.
+    """
+    try:
+        client.wait_for_workers(2, timeout=3 * TIMEOUT)
+        return
+    except WorkerStartTimeoutError:
+        cluster = client.cluster
+        assert cluster is not None
+    cluster.scale(0)
+    eventually_sync(lambda: not client.scheduler_info()["workers"], 60.0, "the old pair gone")
+    cluster.scale(2)
+    client.wait_for_workers(2, timeout=3 * TIMEOUT)
 
 
 def _rows(engine: Engine) -> list[dict[str, object]]:
