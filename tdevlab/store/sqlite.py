@@ -6,9 +6,10 @@ logs and alerts -- before the engine announces it. With WAL and ``synchronous=NO
 committed transaction survives the process being killed at any moment (the OS holds the
 WAL); ``durability="full"`` also survives power loss, at an fsync per generation.
 
-Tables: ``runs``, ``branches``, ``generations``, ``snapshots``, ``events``, ``lineage``. The schema
-version is SQLite's ``user_version``. ``lineage`` holds each generation's new agents as one
-row (:mod:`tdevlab.store.lineage_table`).
+Tables: ``runs``, ``branches``, ``generations``, ``snapshots``, ``events``, ``lineage``, ``texts``.
+The schema version is SQLite's ``user_version``. ``lineage`` holds each generation's new agents
+as one row (:mod:`tdevlab.store.lineage_table`); ``texts`` a run's large strategy-state texts,
+written once (:mod:`tdevlab.store.shared_texts`).
 """
 
 from __future__ import annotations
@@ -30,11 +31,13 @@ from tdevlab.exceptions import GenerationNotFound, InvalidParameters, RunNotFoun
 from tdevlab.store import lineage_table
 from tdevlab.store.base import BranchInfo, RunInfo, branch_holding
 from tdevlab.store.rows import EVENT_COLUMNS, GENERATION_COLUMNS, event_row, generation_row
+from tdevlab.store.shared_texts import TEXTS_SCHEMA, SharedTexts, add_to_schema
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
-# 2: the generations' strategy measures (events.STRATEGY_FIELDS); 3: the lineage table
-SCHEMA_VERSION = 3
+# 2: the generations' strategy measures (events.STRATEGY_FIELDS); 3: the lineage table;
+# 4: large strategy-state texts written once per run (the texts table, snapshots.shared)
+SCHEMA_VERSION = 4
 
 # Blob columns of a snapshot and their dtypes (explicit little-endian: files move machines).
 _ARRAYS: dict[str, str] = {
@@ -93,6 +96,7 @@ CREATE TABLE IF NOT EXISTS snapshots (
     size INTEGER NOT NULL,
     {", ".join(f"{c} BLOB NOT NULL" for c in _ARRAYS)},
     state TEXT NOT NULL,
+    shared TEXT,
     PRIMARY KEY (run_id, branch, generation),
     FOREIGN KEY (run_id, branch, generation) REFERENCES generations(run_id, branch, generation)
 );
@@ -104,6 +108,8 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_run ON events(run_id, seq);
 """
     + lineage_table.LINEAGE_SCHEMA
+    + ";"
+    + TEXTS_SCHEMA
 )
 
 _INTEGER_FIELDS = {"agents_evolved", "mutations_applied", "crossovers", "population_size"}
@@ -133,6 +139,7 @@ class SQLiteStore:
         self._lock = threading.RLock()
         self._gene_counts: dict[int, int] = {}
         self._last: dict[int, Snapshot] = {}  # per run: the last generation recorded
+        self._texts = SharedTexts()
         try:
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             # Before WAL (fixed after): 16 KB pages write a snapshot's genes blobs in a
@@ -157,10 +164,16 @@ class SQLiteStore:
                     )
                 self._db.executescript(_SCHEMA)
                 self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            if version in (1, 2, 3):
+                # Additive, so first: the lineage backfill below reads snapshots.shared.
+                with self._tx() as db:
+                    add_to_schema(db)
             if version == 1:
                 self._migrate_from_1()
             if version in (1, 2):
                 self._migrate_from_2()
+            if version in (1, 2, 3):
+                self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open run store {self.path}: {exc}") from exc
 
@@ -187,7 +200,7 @@ class SQLiteStore:
                 if statement.strip():  # executescript would commit the transaction
                     db.execute(statement)
             lineage_table.backfill(db, load)
-            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            db.execute("PRAGMA user_version=3")
 
     def _tx(self) -> _Transaction:
         return _Transaction(self._db, self._lock)
@@ -268,7 +281,13 @@ class SQLiteStore:
         ]
         events += [(b, g, "log", e, t) for e in result.logs]
         events += [(b, g, "alert", a, t) for a in result.alerts]
+        state, shared, texts = self._texts.split(run_id, snapshot.state)
         with self._tx() as db:
+            if texts:
+                db.executemany(
+                    "INSERT OR IGNORE INTO texts (run_id, digest, text) VALUES (?, ?, ?)",
+                    [(run_id, digest, text) for _, text, digest in texts],
+                )
             db.execute(
                 _INSERT_GENERATION, (run_id, *(row[c] for c in GENERATION_COLUMNS), *new_ids)
             )
@@ -283,7 +302,8 @@ class SQLiteStore:
                         np.ascontiguousarray(getattr(pop, c), dtype=d).tobytes()
                         for c, d in _ARRAYS.items()
                     ),
-                    msgspec.json.encode(snapshot.state).decode(),
+                    msgspec.json.encode(state).decode(),
+                    shared,
                 ),
             )
             if events:
@@ -292,6 +312,7 @@ class SQLiteStore:
                     [(run_id, *tuple(event_row(0, *e).values())[1:]) for e in events],
                 )
             lineage_table.insert(db, run_id, born)
+        self._texts.written(run_id, texts)  # committed: only now may later rows refer to them
         self._last[run_id] = snapshot
 
     def _made_from(self, run_id: int, snapshot: Snapshot) -> Population | None:
@@ -351,7 +372,7 @@ class SQLiteStore:
             row = None
             if holder is not None:
                 row = self._db.execute(
-                    f"SELECT size, {', '.join(_ARRAYS)}, state FROM snapshots "
+                    f"SELECT size, {', '.join(_ARRAYS)}, state, shared FROM snapshots "
                     "WHERE run_id = ? AND branch = ? AND generation = ?",
                     (run_id, holder, generation),
                 ).fetchone()
@@ -363,10 +384,16 @@ class SQLiteStore:
         size = row[0]
         arrays = {
             name: np.frombuffer(blob, dtype=_ARRAYS[name]).astype(_ARRAYS[name][-2:], copy=True)
-            for name, blob in zip(_ARRAYS, row[1:-1], strict=True)
+            for name, blob in zip(_ARRAYS, row[1:-2], strict=True)
         }
         arrays["genes"] = arrays["genes"].reshape(size, -1)
-        state = json.loads(row[-1])
+        state = json.loads(row[-2])
+        if row[-1] is not None:
+            try:
+                with self._lock:
+                    state = SharedTexts.join(self._db, run_id, state, row[-1])
+            except KeyError as exc:
+                raise StoreError(f"{self.path} is damaged: no {exc.args[0]}") from exc
         return Snapshot(generation, holder or 0, Population(**arrays), state)
 
     def generation_rows(self, run_id: int) -> list[dict[str, Any]]:
@@ -526,8 +553,8 @@ _INSERT_GENERATION = (
     f"VALUES ({', '.join('?' * (len(GENERATION_COLUMNS) + 3))})"
 )
 _INSERT_SNAPSHOT = (
-    f"INSERT INTO snapshots (run_id, branch, generation, size, {', '.join(_ARRAYS)}, state) "
-    f"VALUES ({', '.join('?' * (len(_ARRAYS) + 5))})"
+    f"INSERT INTO snapshots (run_id, branch, generation, size, {', '.join(_ARRAYS)}, state, "
+    f"shared) VALUES ({', '.join('?' * (len(_ARRAYS) + 6))})"
 )
 _INSERT_EVENT = (
     f"INSERT INTO events (run_id, {', '.join(EVENT_COLUMNS[1:])}) "

@@ -89,7 +89,7 @@ def test_schema_2_store_gets_its_lineage_table_from_the_snapshots(tmp_path: Path
     assert _lineage_rows(db)[: len(written)] == written
     assert len(_lineage_rows(db)) == len(written) + 2
     with sqlite3.connect(db) as raw:
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
 
 
 def test_lineage_table_keys_and_indexes(tmp_path: Path) -> None:

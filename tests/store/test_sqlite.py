@@ -242,5 +242,5 @@ def test_schema_1_store_is_migrated_and_continues(tmp_path: Path) -> None:
     assert [r["generation"] for r in rows] == [0, 1, 2, 3, 4]
     assert all(r[name] is None for r in rows for name in STRATEGY_FIELDS)
     check = sqlite3.connect(db)
-    assert check.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert check.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     check.close()
