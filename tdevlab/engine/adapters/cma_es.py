@@ -63,7 +63,7 @@ __all__ = ["CMAES", "Normals", "cma_settings"]
 MIRRORED_BELOW = 6
 #: The optimizer is pickled every this many generations; the state of the ones between
 #: is that pickle and the arguments of each tell since (``told``), replayed on restore.
-PICKLE_EVERY = 8
+PICKLE_EVERY = 16
 #: pycma options the adapter sets itself (from the run and the gene space).
 OWN_OPTIONS = frozenset(
     {"popsize", "bounds", "randn", "seed", "integer_variables", "CMA_stds", "verbose"}
