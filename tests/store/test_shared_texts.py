@@ -169,8 +169,7 @@ def test_a_missing_text_is_a_store_error_naming_it(tmp_path: Path) -> None:
         store.load_snapshot(run_id or 0, 0, 1)
 
 
-@pytest.mark.parametrize("strategy", ["cmaes"])
-def test_a_pycma_run_stores_its_optimizer_once_per_pickle(strategy: str, tmp_path: Path) -> None:
+def test_a_pycma_run_stores_its_optimizer_once_per_pickle(tmp_path: Path) -> None:
     """The pycma adapter's ~47 KB pickle, replaced every PICKLE_EVERY generations, is
     stored that often; a snapshot row holds only the tell records."""
     pytest.importorskip("cma")
@@ -178,7 +177,7 @@ def test_a_pycma_run_stores_its_optimizer_once_per_pickle(strategy: str, tmp_pat
 
     db = tmp_path / "runs.db"
     generations = 2 * PICKLE_EVERY + 1
-    with Engine(Rastrigin(dims=10), strategy=strategy, seed=1, population_size=64, store=db) as e:
+    with Engine(Rastrigin(dims=10), strategy="cmaes", seed=1, population_size=64, store=db) as e:
         list(e.run(generations=generations))
     with sqlite3.connect(db) as raw:
         (largest,) = raw.execute("SELECT max(length(state)) FROM snapshots").fetchone()
