@@ -181,7 +181,10 @@ class OptunaSampler:
         text = self._live.told((study, saved))
         n = 0 if run.population is None else len(run.population)
         keep = np.arange(n, n + len(offspring), dtype=np.int64)
-        return keep, {"study": text, "trials": len(study.trials)}
+        # Counted without a copy: ``study.trials`` deep-copies every trial (~7 ms a
+        # generation at 512 trials, more than the rest of the adapter's work).
+        trials = len(study.get_trials(deepcopy=False))
+        return keep, {"study": text, "trials": trials}
 
     def _trial(
         self, space: GeneSpace, row: FloatArray, value: float, scored: Scored, i: int
