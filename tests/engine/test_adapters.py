@@ -339,6 +339,8 @@ def test_optuna_tpe_run_is_optunas_own_loop_with_the_same_seed() -> None:
             study.tell(trial, value)
         theirs.append(float(fitness.max()))
     assert ours == theirs
+    # The state counts every trial told (read without copying them).
+    assert engine._strategy_state["trials"] == len(study.trials) == 5 * n
 
 
 def test_mixed_genes_limits_and_uploads() -> None:
