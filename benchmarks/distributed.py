@@ -373,6 +373,9 @@ def run_contestant(kind: str, steps: int, seed: int) -> None:
             processes=True,
             threads_per_worker=1,
             dashboard_address=None,
+            # No dashboard; its HTTP server (always started) on a free loopback port, not
+            # 8787, which another cluster on the machine (a parallel test) may hold.
+            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
             host="127.0.0.1",
         )
         client = Client(cluster)
