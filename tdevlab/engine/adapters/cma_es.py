@@ -5,11 +5,12 @@ the offspring replace the whole population. The gene space is the box of
 :class:`~tdevlab.engine.adapters._common.Box`: float genes in ``[0, 1]`` (log genes in log
 space), integer and categorical genes in integer units, declared to pycma as
 ``integer_variables`` (its own handling: a floor on their step size and rounding in
-``ask``); the box is pycma's ``bounds``, except over float genes without extra options,
-where the adapter maps each batch into the box itself (:class:`BoxMap`: pycma's own
-transform, a whole batch at once). pycma minimises, so it is told the negated
-feasibility-first score of the batch: feasible agents by fitness, infeasible ones after
-them by smaller violation under the run's limits (only the order matters to CMA-ES).
+``ask``); the box is pycma's ``bounds``, except when no gene is in integer units and there
+are no extra options: then the adapter maps each batch into the box itself
+(:class:`BoxMap`: pycma's own transform, a whole batch at once). pycma minimises, so it is
+told the negated feasibility-first score of the batch: feasible agents by fitness,
+infeasible ones after them by smaller violation under the run's limits (only the order
+matters to CMA-ES).
 
 Determinism: pycma draws its normal samples through the ``randn`` option: it gets
 :class:`Normals`, the ``randn`` of a private ``numpy.random.RandomState`` seeded by one draw
