@@ -39,6 +39,7 @@ from tdevlab.engine.ga import GeneticAlgorithm
 from tdevlab.engine.genes import FloatArray
 from tdevlab.engine.lineage import LineageAccess
 from tdevlab.engine.loops import RunLoops
+from tdevlab.engine.operators import IntArray
 from tdevlab.engine.params import Parameters
 from tdevlab.engine.population import Population, Snapshot
 from tdevlab.engine.problems import AgentDesign, Evaluation, Problem, make_problem
@@ -151,7 +152,8 @@ class Engine(RunLoops, AgentAccess, LineageAccess):
         self._detector = AlertDetector(self.thresholds)
         self._strategy_state: dict[str, Any] = self.strategy.init(self.space, self.params)
         self._elite_ids: list[int] = []
-        self._members: list[int] = []  # the strategy's front or archive, by agent number
+        self._members = np.zeros(0, dtype=np.int64)  # the strategy's front or archive, by number
+        self._made_members: tuple[object, IntArray] | None = None  # (state's list, as array)
         self._best_id = -1
         self._last_best = math.nan
         self._score_cache: tuple[Population, float, float, FloatArray] | None = None
@@ -338,8 +340,8 @@ class Engine(RunLoops, AgentAccess, LineageAccess):
             genes,
             evaluation,
             np.arange(first, first + k, dtype=np.int64),
-            _parent_ids(previous, offspring.parent_a, k),
-            _parent_ids(previous, offspring.parent_b, k),
+            gen.parent_ids(previous, offspring.parent_a, k),
+            gen.parent_ids(previous, offspring.parent_b, k),
         )
         if self._pending:
             # Uploads are written into the offspring's genes: never into an array the
@@ -374,6 +376,7 @@ class Engine(RunLoops, AgentAccess, LineageAccess):
             params=p,
             previous_members=self._members,
             generation=generation,
+            keep=keep,
         )
         mutation = offspring.mutation
         mutations = 0 if mutation is None else int(mutation.rows.size)
@@ -428,13 +431,15 @@ class Engine(RunLoops, AgentAccess, LineageAccess):
             "rng": self.rng.bit_generator.state,
             "detector": detector.state(),
             "strategy": state,
-            "members": members,
+            "members": None if members is None else members.tolist(),
             "elite_ids": elite_ids,
             "best_id": int(population.agent_id[best]),
             "last_best": best_fitness,
             "next_agent_id": new_last + 1,
             "next_alert_id": self._next_alert_id + len(alerts),
         }
+        if members is not None:  # `_commit` takes the array back instead of converting the list
+            self._made_members = (snapshot_state["members"], members)
         snapshot = Snapshot(generation, self.branch, population, snapshot_state)
         result = GenerationResult(evolution=evolution, agents=agents, logs=logs, alerts=alerts)
         return result, snapshot, (new_first, new_last), joined
@@ -450,7 +455,12 @@ class Engine(RunLoops, AgentAccess, LineageAccess):
             stored if stored is not None else self.strategy.init(self.space, self.params)
         )
         self._elite_ids = list(state["elite_ids"])
-        self._members = list(state.get("members") or [])
+        members, made = state.get("members"), self._made_members
+        self._members = (
+            made[1]
+            if made is not None and made[0] is members
+            else np.asarray(members or [], dtype=np.int64)
+        )
         self._best_id = int(state["best_id"])
         self._last_best = float(state["last_best"])
         self._next_agent_id = max(self._next_agent_id, int(state["next_agent_id"]))
@@ -581,19 +591,3 @@ def _strategy(strategy: Strategy | str | None) -> Strategy:
             f"got {type(strategy).__name__}"
         )
     return strategy
-
-
-def _parent_ids(previous: Population | None, rows: np.ndarray | None, k: int) -> np.ndarray:
-    """Agent numbers of parents given as population rows (-1: no parent)."""
-    if rows is None or previous is None:
-        return np.full(k, -1, dtype=np.int64)
-    rows = np.asarray(rows, dtype=np.int64)
-    if rows.shape != (k,) or (k and rows.max() >= len(previous)):
-        raise EvolutionFailed(
-            f"ask() gave parent rows of shape {rows.shape} (max {rows.max(initial=-1)}) for "
-            f"{k} genomes of a population of {len(previous)}"
-        )
-    if rows.min(initial=0) >= 0:  # every genome has this parent (the GA's first parents)
-        ids: np.ndarray = previous.agent_id[rows]
-        return ids
-    return np.where(rows >= 0, previous.agent_id[rows], -1)

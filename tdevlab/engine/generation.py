@@ -24,6 +24,7 @@ from tdevlab.engine.params import Parameters
 from tdevlab.engine.population import Population
 from tdevlab.engine.problems import Evaluation, Problem
 from tdevlab.engine.strategy import StrategyState
+from tdevlab.exceptions import EvolutionFailed
 
 __all__ = [
     "Newborn",
@@ -31,6 +32,7 @@ __all__ = [
     "elite_changes",
     "evolution_update",
     "inject_uploads",
+    "parent_ids",
     "population_score",
     "strategy_outcome",
     "worst_agents",
@@ -93,7 +95,15 @@ def _take(previous: np.ndarray | None, new: np.ndarray, keep: IntArray, carry: i
         return np.concatenate([previous[keep[:carry]], new])
     if previous is None:
         return new[keep]
-    return np.concatenate([previous, new])[keep]
+    # Gathered into one array without concatenating the two first (an archive of thousands
+    # of rows would be copied whole for a few changes): every row from `previous`, rows
+    # past its end clipped to its last, then the offspring's rows written over those.
+    n = len(previous)
+    out = np.empty((keep.size, *new.shape[1:]), dtype=np.result_type(previous, new))
+    np.take(previous, keep, axis=0, out=out, mode="clip")
+    born = np.flatnonzero(keep >= n)
+    out[born] = new[keep[born] - n]
+    return out
 
 
 def _carry(keep: IntArray, previous: int, new: int) -> int:
@@ -272,14 +282,19 @@ def strategy_outcome(
     population: Population,
     previous: Population | None,
     params: Parameters,
-    previous_members: Sequence[int],
+    previous_members: IntArray,
     generation: int,
-) -> tuple[dict[str, float], list[AgentUpdate], list[int] | None]:
+    keep: IntArray | None = None,
+) -> tuple[dict[str, float], list[AgentUpdate], IntArray | None]:
     """What a strategy with a member set (a front, an archive) reports for a generation.
 
     A strategy may have ``members(state, space, population, params) -> rows``, its
     ``member_reason`` (``"front"``, ``"archive"``), and ``measures(state, space, population,
     params, members) -> {field: value}``; the GA has none.
+
+    ``keep`` is the tell's selection (rows of the previous population, then offspring): when
+    the members were the whole previous population and are the whole new one (an archive),
+    who entered and left follows from it without comparing the sets.
 
     Returns:
         The measures, agent updates for members that entered (reason ``member_reason``)
@@ -297,7 +312,24 @@ def strategy_outcome(
     measures = {k: int(v) if k == "front_size" else float(v) for k, v in raw.items()}
     reason = str(getattr(strategy, "member_reason", "member"))
     ids = population.agent_id[rows]
-    before = np.asarray(previous_members, dtype=np.int64)
+    before = previous_members
+    if (
+        keep is not None
+        and previous is not None
+        and rows.size == len(population) == keep.size
+        and np.array_equal(rows, np.arange(rows.size))
+        and np.array_equal(before, previous.agent_id)
+    ):
+        # Carried rows were members and stay; offspring rows are new agents, so they
+        # entered; previous rows not kept are no longer in the population: retired.
+        carried = keep < len(previous)
+        updates = agent_updates(problem, population, np.flatnonzero(~carried), generation, reason)
+        dropped = np.ones(len(previous), dtype=np.bool_)
+        dropped[keep[carried]] = False
+        updates += agent_updates(
+            problem, previous, np.flatnonzero(dropped), generation, f"left_{reason}", retired=True
+        )
+        return measures, updates, ids
     updates = agent_updates(problem, population, rows[~_isin(ids, before)], generation, reason)
     left = before[~_isin(before, ids)]
     if left.size:
@@ -320,7 +352,7 @@ def strategy_outcome(
         )
         by_number = {u.agent_id: u for u in staying + retired}
         updates += [by_number[k] for k in (agent_id(n) for n in left.tolist()) if k in by_number]
-    return measures, updates, ids.tolist()
+    return measures, updates, ids
 
 
 #: Agent-number spans up to this use a lookup table (a byte per number) to compare sets.
@@ -390,3 +422,19 @@ def check_offspring_genes(genes: object, space: GeneSpace) -> FloatArray:
     if not np.isfinite(array.sum()) and not np.isfinite(array).all():
         raise ValueError("ask() proposed genes that are not finite")
     return array
+
+
+def parent_ids(previous: Population | None, rows: np.ndarray | None, k: int) -> np.ndarray:
+    """Agent numbers of parents given as population rows (-1: no parent)."""
+    if rows is None or previous is None:
+        return np.full(k, -1, dtype=np.int64)
+    rows = np.asarray(rows, dtype=np.int64)
+    if rows.shape != (k,) or (k and rows.max() >= len(previous)):
+        raise EvolutionFailed(
+            f"ask() gave parent rows of shape {rows.shape} (max {rows.max(initial=-1)}) for "
+            f"{k} genomes of a population of {len(previous)}"
+        )
+    if rows.min(initial=0) >= 0:  # every genome has this parent (the GA's first parents)
+        ids: np.ndarray = previous.agent_id[rows]
+        return ids
+    return np.where(rows >= 0, previous.agent_id[rows], -1)

@@ -165,7 +165,8 @@ class MapElites:
         bounds = self.grid_ranges(params)
         bins = np.array(self.bins)
         scaled = (descriptors - bounds[:, 0]) / (bounds[:, 1] - bounds[:, 0])
-        index = np.clip(np.floor(scaled * bins), 0, bins - 1).astype(np.int64)
+        # np.clip's result, without its dispatch cost (a tenth of a tell at batch 100).
+        index = np.minimum(np.maximum(np.floor(scaled * bins), 0), bins - 1).astype(np.int64)
         flat: IntArray = np.ravel_multi_index(tuple(index.T), tuple(self.bins)).astype(np.int64)
         return flat
 
@@ -217,42 +218,42 @@ class MapElites:
         offspring: Offspring,
         scored: Scored,
     ) -> tuple[IntArray, StrategyState]:
-        """The best agent of every occupied cell, old elites and offspring competing."""
+        """The best agent of every occupied cell, old elites and offspring competing.
+
+        Returns the winners ordered by cell. Per cell, best first: feasible, smaller
+        violation, higher fitness; then the older row (old elites before offspring, each
+        in their order), as one stable sort of everyone would rank them.
+        """
         space, p = run.space, run.params
         pop = run.population
-        genes, fitness, memory, speed = (
+        values = columns(
+            self.descriptors,
+            space,
             offspring.genes,
             scored.fitness,
             scored.memory_kb,
             scored.speed_us,
         )
-        violation = scored.violation
-        if pop is not None:
-            genes = np.concatenate([pop.genes, genes])
-            fitness = np.concatenate([pop.fitness, fitness])
-            memory = np.concatenate([pop.memory_kb, memory])
-            speed = np.concatenate([pop.speed_us, speed])
-            violation = np.concatenate(
-                [
-                    ops.constraint_violation(
-                        pop.memory_kb, pop.speed_us, p.memory_limit_kb, p.speed_limit_us
-                    ),
-                    violation,
-                ]
-            )
-        values = columns(self.descriptors, space, genes, fitness, memory, speed)
         cell = self.cell_of(values, p)
-        # Per cell, best first: feasible, smaller violation, higher fitness; then the older
-        # row (lexsort is stable, and old elites come before offspring).
-        if violation.any():
-            order = np.lexsort((-fitness, violation, cell))
+        if pop is None:
+            keep = _cell_winners(cell, scored.fitness, scored.violation)
+            offset = float(scored.fitness.min())
         else:
-            order = np.lexsort((-fitness, cell))
-        first = np.r_[True, cell[order][1:] != cell[order][:-1]]
+            old_violation = ops.constraint_violation(
+                pop.memory_kb, pop.speed_us, p.memory_limit_kb, p.speed_limit_us
+            )
+            old_values = columns(
+                self.descriptors, space, pop.genes, pop.fitness, pop.memory_kb, pop.speed_us
+            )
+            old_cell = self.cell_of(old_values, p)
+            keep = _archive_update(
+                (old_cell, pop.fitness, old_violation),
+                (cell, scored.fitness, scored.violation),
+            )
+            offset = min(float(pop.fitness.min()), float(scored.fitness.min()))
         if "qd_offset" not in state:
-            offset = self.qd_offset if self.qd_offset is not None else float(fitness.min())
-            state = {**state, "qd_offset": offset}
-        return order[first].astype(np.int64), state
+            state = {**state, "qd_offset": self.qd_offset if self.qd_offset is not None else offset}
+        return keep, state
 
     def members(
         self, state: StrategyState, space: GeneSpace, pop: Population, params: Parameters
@@ -299,6 +300,64 @@ class MapElites:
         )
         qd = float(np.maximum(pop.fitness[feasible] - offset, 0.0).sum())
         return {"archive_coverage": len(pop) / self.cells, "qd_score": qd}
+
+
+def _cell_winners(cell: IntArray, fitness: FloatArray, violation: FloatArray) -> IntArray:
+    """The best row of each cell (see :meth:`MapElites.tell`), ordered by cell."""
+    if cell.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if violation.any():
+        order = np.lexsort((-fitness, violation, cell))
+    else:
+        order = np.lexsort((-fitness, cell))
+    ordered = cell[order]
+    first = np.r_[True, ordered[1:] != ordered[:-1]]
+    winners: IntArray = order[first].astype(np.int64)
+    return winners
+
+
+Columns = tuple[IntArray, FloatArray, FloatArray]  # cell, fitness, violation of some rows
+
+
+def _archive_update(archive: Columns, offspring: Columns) -> IntArray:
+    """:func:`_cell_winners` of the archive's rows then the offspring's (rows ``n + j``),
+    where the archive holds one row per cell in cell order (what a tell leaves): only the
+    offspring are sorted, and each cell's best offspring meets the elite there.
+
+    Anything else (cells shifted by changed limits, a population from elsewhere) is sorted
+    whole: the same result, at the cost of sorting the archive.
+    """
+    old_cell, old_fitness, old_violation = archive
+    cell, fitness, violation = offspring
+    n = old_cell.size
+    if n > 1 and not bool((old_cell[1:] > old_cell[:-1]).all()):
+        return _cell_winners(
+            np.concatenate([old_cell, cell]),
+            np.concatenate([old_fitness, fitness]),
+            np.concatenate([old_violation, violation]),
+        )
+    best = _cell_winners(cell, fitness, violation)  # each cell's best offspring, by cell
+    if n == 0:
+        return n + best
+    where = np.searchsorted(old_cell, cell[best])
+    at = np.minimum(where, n - 1)
+    taken = (where < n) & (old_cell[at] == cell[best])
+    # The offspring wins a taken cell only if strictly better (a tie keeps the older elite).
+    v, f = violation[best], fitness[best]
+    better = (v < old_violation[at]) | ((v == old_violation[at]) & (f > old_fitness[at]))
+    keep = np.arange(n, dtype=np.int64)
+    wins = taken & better
+    keep[at[wins]] = n + best[wins]
+    # New cells, inserted in cell order: the j-th new one lands j places after where it
+    # would go among the old cells (np.insert's result, without its setup).
+    fresh = np.flatnonzero(~taken)
+    out = np.empty(n + fresh.size, dtype=np.int64)
+    placed = where[fresh] + np.arange(fresh.size)
+    out[placed] = n + best[fresh]
+    old = np.ones(out.size, dtype=np.bool_)
+    old[placed] = False
+    out[old] = keep
+    return out
 
 
 def _range(pair: Sequence[float]) -> list[float]:

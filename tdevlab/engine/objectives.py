@@ -89,7 +89,6 @@ def columns(
 ) -> FloatArray:
     """The named columns as an ``(n, len(names))`` matrix (genes as stored)."""
     outputs = {"fitness": fitness, "memory_kb": memory_kb, "speed_us": speed_us}
-    index = {name: i for i, name in enumerate(space.names)}
     return np.column_stack(
-        [outputs[n] if n in outputs else genes[:, index[n]] for n in names]
+        [outputs[n] if n in outputs else genes[:, space.index[n]] for n in names]
     ).astype(np.float64, copy=False)
