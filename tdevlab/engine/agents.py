@@ -35,6 +35,7 @@ MAX_MEMBERS = 10_000
 
 __all__ = [
     "AgentAccess",
+    "AgentBatch",
     "Pending",
     "agent_id",
     "agent_name",
@@ -143,40 +144,95 @@ def agent_updates(
     """
     if rows.size == 0:
         return []
-    genes = population.genes[rows]
-    names = getattr(problem, "role_names", ("Agent",))
-    role_of = getattr(problem, "roles", None)
-    roles = [0] * rows.size if role_of is None else np.asarray(role_of(genes)).tolist()
-    statuses = [RETIRED] * rows.size if retired else population.status[rows].tolist()
-    decode = problem.gene_space.decode_values
-    return [
-        AgentUpdate(
-            agent_id=agent_id(number),
-            name=f"{names[int(role) % len(names)]}_Agent_v{number}",
-            status=STATUS_NAMES[status],
-            fitness=fitness,
-            memory_kb=memory_kb,
-            speed_us=speed_us,
-            generation=generation,
-            birth_generation=birth,
-            parents=[agent_id(x) for x in (a, b) if x >= 0],
-            genes=decode(row),
-            reason=reason,
+    return AgentBatch(problem, population, rows, generation, reason, retired=retired).build()
+
+
+class AgentBatch:
+    """The :func:`agent_updates` of some rows, made when first read (an
+    :class:`~tdevlab.engine.events.AgentUpdates` part).
+
+    The rows' values are gathered now (a few small arrays: the batch holds no population,
+    and the population may change no more than it does), the records built by
+    :meth:`build`, once.
+    """
+
+    __slots__ = ("_built", "_columns", "_generation", "_problem", "_reason", "_retired")
+
+    def __init__(
+        self,
+        problem: Problem,
+        population: Population,
+        rows: IntArray,
+        generation: int,
+        reason: str,
+        *,
+        retired: bool = False,
+    ) -> None:
+        self._problem, self._generation, self._reason = problem, generation, reason
+        self._retired = retired
+        p = population
+        self._columns = tuple(
+            column[rows]
+            for column in (
+                p.agent_id,
+                p.status,
+                p.fitness,
+                p.memory_kb,
+                p.speed_us,
+                p.birth_generation,
+                p.parent_a,
+                p.parent_b,
+                p.genes,
+            )
         )
-        for number, role, status, fitness, memory_kb, speed_us, birth, a, b, row in zip(
-            population.agent_id[rows].tolist(),
-            roles,
-            statuses,
-            population.fitness[rows].tolist(),
-            population.memory_kb[rows].tolist(),
-            population.speed_us[rows].tolist(),
-            population.birth_generation[rows].tolist(),
-            population.parent_a[rows].tolist(),
-            population.parent_b[rows].tolist(),
-            genes.tolist(),
-            strict=True,
+        self._built: list[AgentUpdate] | None = None
+
+    def __len__(self) -> int:
+        return int(self._columns[0].size)
+
+    def build(self) -> list[AgentUpdate]:
+        """The records, in row order (built on the first call)."""
+        if self._built is not None:
+            return self._built
+        numbers, status, fitness, memory_kb, speed_us, birth, parent_a, parent_b, genes = (
+            self._columns
         )
-    ]
+        problem, generation, reason = self._problem, self._generation, self._reason
+        names = getattr(problem, "role_names", ("Agent",))
+        role_of = getattr(problem, "roles", None)
+        size = len(self)
+        roles = [0] * size if role_of is None else np.asarray(role_of(genes)).tolist()
+        statuses = [RETIRED] * size if self._retired else status.tolist()
+        decode = problem.gene_space.decode_values
+        self._built = [
+            AgentUpdate(
+                agent_id=agent_id(number),
+                name=f"{names[int(role) % len(names)]}_Agent_v{number}",
+                status=STATUS_NAMES[code],
+                fitness=f,
+                memory_kb=m,
+                speed_us=sp,
+                generation=generation,
+                birth_generation=b,
+                parents=[agent_id(x) for x in (a, pb) if x >= 0],
+                genes=decode(row),
+                reason=reason,
+            )
+            for number, role, code, f, m, sp, b, a, pb, row in zip(
+                numbers.tolist(),
+                roles,
+                statuses,
+                fitness.tolist(),
+                memory_kb.tolist(),
+                speed_us.tolist(),
+                birth.tolist(),
+                parent_a.tolist(),
+                parent_b.tolist(),
+                genes.tolist(),
+                strict=True,
+            )
+        ]
+        return self._built
 
 
 def uploaded_update(

@@ -34,7 +34,7 @@ from tdevlab.engine.alerts import AlertDetector, AlertThresholds, alerts_from, r
 from tdevlab.engine.control import ControlEvent, EngineState, RollbackResult
 from tdevlab.engine.distributed import Evaluator, make_evaluator
 from tdevlab.engine.evaluation import evaluate_batch
-from tdevlab.engine.events import Alert, GenerationResult, LogEntry
+from tdevlab.engine.events import AgentUpdates, Alert, GenerationResult, LogEntry
 from tdevlab.engine.ga import GeneticAlgorithm
 from tdevlab.engine.genes import FloatArray
 from tdevlab.engine.lineage import LineageAccess
@@ -409,7 +409,6 @@ class Engine(RunLoops, AgentAccess, LineageAccess):
             previous_best=self._best_id,
             generation=generation,
         )
-        agents += member_updates
         logs = (
             []
             if mutation is None
@@ -441,7 +440,8 @@ class Engine(RunLoops, AgentAccess, LineageAccess):
         if members is not None:  # `_commit` takes the array back instead of converting the list
             self._made_members = (snapshot_state["members"], members)
         snapshot = Snapshot(generation, self.branch, population, snapshot_state)
-        result = GenerationResult(evolution=evolution, agents=agents, logs=logs, alerts=alerts)
+        updates = AgentUpdates([agents, member_updates])  # built when read
+        result = GenerationResult(evolution=evolution, agents=updates, logs=logs, alerts=alerts)
         return result, snapshot, (new_first, new_last), joined
 
     def _commit(self, snapshot: Snapshot) -> None:
@@ -476,8 +476,9 @@ class Engine(RunLoops, AgentAccess, LineageAccess):
 
     def _announce(self, result: GenerationResult) -> None:
         self._publish(result.evolution)
-        for agent in result.agents:
-            self._publish(agent)
+        if self._listeners:  # else the updates are not built for this
+            for agent in result.agents:
+                self._publish(agent)
         for entry in result.logs:
             self._publish(entry)
         for alert in result.alerts:

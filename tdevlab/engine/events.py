@@ -7,11 +7,20 @@ does not name are extras a client may ignore.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Literal, overload
 
 import msgspec
 
-__all__ = ["AgentStatus", "AgentUpdate", "Alert", "EvolutionUpdate", "GenerationResult", "LogEntry"]
+__all__ = [
+    "AgentStatus",
+    "AgentUpdate",
+    "AgentUpdates",
+    "Alert",
+    "EvolutionUpdate",
+    "GenerationResult",
+    "LogEntry",
+]
 
 #: Agent statuses, by the code stored in the population's ``status`` column.
 AgentStatus = Literal["evolving", "elite", "violating", "retired"]
@@ -123,11 +132,72 @@ class Alert(msgspec.Struct, frozen=True, kw_only=True):
         return msgspec.structs.asdict(self)
 
 
+class AgentUpdates(Sequence[AgentUpdate]):
+    """A generation's agent updates: a read-only sequence, its records built when first read.
+
+    Parts are lists of updates, or batches (``len()``, and ``build()`` giving the list) that
+    gathered their agents' values when the generation was made: an archive that changes by
+    hundreds of agents a generation costs a few array copies until someone (a listener, an
+    export, the caller) reads them. Equal to any sequence of the same updates.
+    """
+
+    __slots__ = ("_built", "_parts", "_size")
+
+    def __init__(self, parts: Iterable[Any] = ()) -> None:
+        flat: list[Any] = []
+        for part in parts:
+            flat.extend(part.parts if isinstance(part, AgentUpdates) else [part])
+        self._parts: list[Any] = [p for p in flat if len(p)]
+        self._size = sum(len(p) for p in self._parts)
+        self._built: list[AgentUpdate] | None = None
+
+    @property
+    def parts(self) -> list[Any]:
+        """The parts, unbuilt (a store may keep a batch as it is)."""
+        return self._parts
+
+    def _all(self) -> list[AgentUpdate]:
+        built = self._built
+        if built is None:
+            built = []
+            for part in self._parts:
+                build = getattr(part, "build", None)
+                built.extend(part if build is None else build())
+            self._built = built
+        return built
+
+    def __len__(self) -> int:
+        return self._size
+
+    @overload
+    def __getitem__(self, index: int) -> AgentUpdate: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[AgentUpdate]: ...
+    def __getitem__(self, index: int | slice) -> AgentUpdate | list[AgentUpdate]:
+        return self._all()[index]
+
+    def __iter__(self) -> Iterator[AgentUpdate]:
+        return iter(self._all())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence) and not isinstance(other, str | bytes):
+            return self._all() == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # compared by content, as a list is
+
+    def __repr__(self) -> str:
+        return f"AgentUpdates({self._all()!r})"
+
+
 class GenerationResult(msgspec.Struct, frozen=True, kw_only=True):
-    """Everything one generation produced; what ``Engine.step()`` returns."""
+    """Everything one generation produced; what ``Engine.step()`` returns.
+
+    ``agents`` is an :class:`AgentUpdates`: a sequence whose records are built when read.
+    """
 
     evolution: EvolutionUpdate
-    agents: list[AgentUpdate]
+    agents: Sequence[AgentUpdate]
     logs: list[LogEntry]
     alerts: list[Alert]
 

@@ -16,8 +16,22 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from tdevlab.engine import operators as ops
-from tdevlab.engine.agents import Pending, agent_id, agent_name, agent_update, agent_updates
-from tdevlab.engine.events import ELITE, EVOLVING, VIOLATING, AgentUpdate, EvolutionUpdate
+from tdevlab.engine.agents import (
+    AgentBatch,
+    Pending,
+    agent_id,
+    agent_name,
+    agent_update,
+    agent_updates,
+)
+from tdevlab.engine.events import (
+    ELITE,
+    EVOLVING,
+    VIOLATING,
+    AgentUpdate,
+    AgentUpdates,
+    EvolutionUpdate,
+)
 from tdevlab.engine.genes import FloatArray, GeneSpace
 from tdevlab.engine.operators import BoolArray, IntArray
 from tdevlab.engine.params import Parameters
@@ -285,7 +299,7 @@ def strategy_outcome(
     previous_members: IntArray,
     generation: int,
     keep: IntArray | None = None,
-) -> tuple[dict[str, float], list[AgentUpdate], IntArray | None]:
+) -> tuple[dict[str, float], Sequence[AgentUpdate], IntArray | None]:
     """What a strategy with a member set (a front, an archive) reports for a generation.
 
     A strategy may have ``members(state, space, population, params) -> rows``, its
@@ -322,14 +336,24 @@ def strategy_outcome(
     ):
         # Carried rows were members and stay; offspring rows are new agents, so they
         # entered; previous rows not kept are no longer in the population: retired.
+        # Built when read (an archive changes by hundreds of agents a generation).
         carried = keep < len(previous)
-        updates = agent_updates(problem, population, np.flatnonzero(~carried), generation, reason)
         dropped = np.ones(len(previous), dtype=np.bool_)
         dropped[keep[carried]] = False
-        updates += agent_updates(
-            problem, previous, np.flatnonzero(dropped), generation, f"left_{reason}", retired=True
+        batches = AgentUpdates(
+            [
+                AgentBatch(problem, population, np.flatnonzero(~carried), generation, reason),
+                AgentBatch(
+                    problem,
+                    previous,
+                    np.flatnonzero(dropped),
+                    generation,
+                    f"left_{reason}",
+                    retired=True,
+                ),
+            ]
         )
-        return measures, updates, ids
+        return measures, batches, ids
     updates = agent_updates(problem, population, rows[~_isin(ids, before)], generation, reason)
     left = before[~_isin(before, ids)]
     if left.size:

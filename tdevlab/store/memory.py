@@ -2,7 +2,8 @@
 
 Memory stays bounded on long runs and large populations: it keeps the newest
 ``keep_generations`` generation rows (and up to eight times as many agent updates, logs and
-alerts) and the newest snapshots (a snapshot holds the whole population), at most
+alerts; a generation's agent updates kept as the values gathered for them, built when read)
+and the newest snapshots (a snapshot holds the whole population), at most
 ``keep_snapshots`` of them and at most ``keep_bytes`` of arrays, so rollback reaches that far
 back and an export covers that window. Recording is just appending references: a
 population's arrays are never modified after they are built, so nothing is copied. Lineage
@@ -21,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from tdevlab.engine.events import Alert, EvolutionUpdate, GenerationResult, LogEntry
+from tdevlab.engine.agents import AgentBatch
+from tdevlab.engine.events import AgentUpdates, Alert, EvolutionUpdate, GenerationResult, LogEntry
 from tdevlab.engine.lineage import RecordsIndex
 from tdevlab.engine.population import Snapshot
 from tdevlab.engine.storage import AgentRecords
@@ -37,8 +39,11 @@ class _Run:
     info: RunInfo
     branches: dict[int, BranchInfo]
     results: deque[tuple[int, EvolutionUpdate]]
+    # Events in order; an entry of kind "agent_batch" is several agent updates, unbuilt
+    # (an `AgentBatch`), counted as that many against the bound.
     events: deque[tuple[int, int, str, Any, float]]
     dropped: int = 0  # generation rows no longer kept (the oldest)
+    event_count: int = 0  # events kept, a batch counted by its size
     snapshots: OrderedDict[tuple[int, int], Snapshot] = field(default_factory=OrderedDict)
     snapshot_bytes: int = 0
     # The bytes of each kept snapshot's arrays, summed once when it is recorded.
@@ -100,7 +105,7 @@ class MemoryStore:
             info,
             {0: BranchInfo(0, None, -1)},
             results=deque(maxlen=self.keep_generations),
-            events=deque(maxlen=8 * self.keep_generations),
+            events=deque(),
         )
         return run_id
 
@@ -129,21 +134,37 @@ class MemoryStore:
             run.snapshot_bytes -= run.snapshot_sizes.pop(dropped)
         run.new_ids.append((new_ids[0], new_ids[1], snapshot.branch, snapshot.generation))
         g, b, t = snapshot.generation, snapshot.branch, result.evolution.timestamp
-        for agent in result.agents:
-            run.events.append((b, g, "agent_update", agent, t))
-        for log in result.logs:
-            run.events.append((b, g, "log", log, t))
-        for alert in result.alerts:
-            run.events.append((b, g, "alert", alert, t))
+        agents = result.agents
+        entries: list[tuple[int, int, str, Any, float]] = []
+        for part in agents.parts if isinstance(agents, AgentUpdates) else [agents]:
+            if isinstance(part, AgentBatch):  # kept unbuilt: built if the events are read
+                entries.append((b, g, "agent_batch", part, t))
+            else:
+                entries.extend((b, g, "agent_update", agent, t) for agent in part)
+        entries.extend((b, g, "log", log, t) for log in result.logs)
+        entries.extend((b, g, "alert", alert, t) for alert in result.alerts)
+        self._add_events(run, entries)
         run.last_generation = g
+
+    def _add_events(self, run: _Run, entries: list[tuple[int, int, str, Any, float]]) -> None:
+        """Append events, then drop the oldest beyond eight per kept generation row."""
+        run.events.extend(entries)
+        run.event_count += sum(len(e[3]) if e[2] == "agent_batch" else 1 for e in entries)
+        bound = 8 * self.keep_generations
+        while run.event_count > bound and len(run.events) > 1:
+            _, _, kind, event, _ = run.events.popleft()
+            run.event_count -= len(event) if kind == "agent_batch" else 1
 
     def record_events(
         self, run_id: int, branch: int, generation: int, logs: list[LogEntry], alerts: list[Alert]
     ) -> None:
         run = self._run(run_id)
         now = time.time()
-        run.events.extend((branch, generation, "log", log, now) for log in logs)
-        run.events.extend((branch, generation, "alert", alert, now) for alert in alerts)
+        entries: list[tuple[int, int, str, Any, float]] = [
+            (branch, generation, "log", log, now) for log in logs
+        ]
+        entries += [(branch, generation, "alert", alert, now) for alert in alerts]
+        self._add_events(run, entries)
 
     def create_branch(self, run_id: int, parent_branch: int, fork_generation: int) -> int:
         run = self._run(run_id)
@@ -194,10 +215,18 @@ class MemoryStore:
 
     def event_rows(self, run_id: int) -> list[dict[str, Any]]:
         run = self._run(run_id)
-        return [
-            event_row(seq, branch, generation, kind, event, timestamp)
-            for seq, (branch, generation, kind, event, timestamp) in enumerate(run.events, 1)
-        ]
+        rows: list[dict[str, Any]] = []
+        for branch, generation, kind, event, timestamp in list(run.events):
+            if kind == "agent_batch":  # built now: one row per agent
+                for agent in event.build():
+                    rows.append(
+                        event_row(
+                            len(rows) + 1, branch, generation, "agent_update", agent, timestamp
+                        )
+                    )
+            else:
+                rows.append(event_row(len(rows) + 1, branch, generation, kind, event, timestamp))
+        return rows
 
     def id_high_water(self, run_id: int) -> tuple[int, int]:
         run = self._run(run_id)
