@@ -14,10 +14,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tdevlab import Engine
-from tdevlab.engine import MapElites, ProjectedRastrigin
 from tdevlab.engine import generation as gen
 from tdevlab.engine.map_elites import _archive_update, _cell_winners
+from tests.engine.test_multi_strategies import _map_elites
 
 
 def _columns(rng: np.random.Generator, size: int, cells: int) -> gen.FloatArray:
@@ -85,17 +84,7 @@ def test_archive_changes_from_the_selection_are_the_set_comparison(
 ) -> None:
     """Who entered and left an archive, read from the tell's selection, is what comparing
     the member sets gives: the same updates in the same order, every generation."""
-    engine = Engine(
-        ProjectedRastrigin(dims=6),
-        strategy=MapElites(bins=(8, 8), ranges=[(-15.36, 15.36)] * 2),
-        seed=4,
-        population_size=30,
-        mutation_rate=1.0,
-        mutation_sigma=0.05,
-        elite_count=0,
-        memory_limit_kb=1e9,
-        speed_limit_us=1e9,
-    )
+    engine = _map_elites()  # the archive runs of the strategies' own tests
     original = gen.strategy_outcome
     pairs: list[tuple[Any, Any]] = []
     selections = 0
