@@ -430,7 +430,7 @@ class Engine(RunLoops, AgentAccess, LineageAccess):
             "rng": self.rng.bit_generator.state,
             "detector": detector.state(),
             "strategy": state,
-            "members": None if members is None else members.tolist(),
+            "members": gen.stored_members(members, population),
             "elite_ids": elite_ids,
             "best_id": int(population.agent_id[best]),
             "last_best": best_fitness,
@@ -459,7 +459,7 @@ class Engine(RunLoops, AgentAccess, LineageAccess):
         self._members = (
             made[1]
             if made is not None and made[0] is members
-            else np.asarray(members or [], dtype=np.int64)
+            else gen.restored_members(members, snapshot.population)
         )
         self._best_id = int(state["best_id"])
         self._last_best = float(state["last_best"])

@@ -100,9 +100,16 @@ def inject_uploads(
     return born._replace(evaluation=Evaluation(fitness, memory_kb, speed_us)), count
 
 
-def _take(previous: np.ndarray | None, new: np.ndarray, keep: IntArray, carry: int) -> np.ndarray:
+def _take(
+    previous: np.ndarray | None,
+    new: np.ndarray,
+    keep: IntArray,
+    carry: int,
+    born: tuple[IntArray, IntArray] | None = None,
+) -> np.ndarray:
     """Rows ``keep`` of ``previous`` followed by ``new`` (``carry``: kept rows of previous
-    that come first, when the rest is all of ``new`` in order)."""
+    that come first, when the rest is all of ``new`` in order; ``born``: :func:`_born` of
+    ``keep``, when several columns are taken with it)."""
     if carry >= 0:
         if previous is None or carry == 0:
             return new
@@ -112,12 +119,17 @@ def _take(previous: np.ndarray | None, new: np.ndarray, keep: IntArray, carry: i
     # Gathered into one array without concatenating the two first (an archive of thousands
     # of rows would be copied whole for a few changes): every row from `previous`, rows
     # past its end clipped to its last, then the offspring's rows written over those.
-    n = len(previous)
+    rows, sources = _born(keep, len(previous)) if born is None else born
     out = np.empty((keep.size, *new.shape[1:]), dtype=np.result_type(previous, new))
     np.take(previous, keep, axis=0, out=out, mode="clip")
-    born = np.flatnonzero(keep >= n)
-    out[born] = new[keep[born] - n]
+    out[rows] = new[sources]
     return out
+
+
+def _born(keep: IntArray, previous: int) -> tuple[IntArray, IntArray]:
+    """The rows of ``keep`` that are offspring, and which offspring."""
+    rows = np.flatnonzero(keep >= previous)
+    return rows, keep[rows] - previous
 
 
 def _carry(keep: IntArray, previous: int, new: int) -> int:
@@ -160,9 +172,11 @@ def assemble(
     carry = _carry(keep, n, k)
     birth = np.full(k, generation, dtype=np.int64)
 
+    born_rows = None if previous is None or carry >= 0 else _born(keep, n)
+
     def take(field: str, new: np.ndarray) -> np.ndarray:
         old = None if previous is None else getattr(previous, field)
-        return _take(old, new, keep, carry)
+        return _take(old, new, keep, carry, born_rows)
 
     fitness, memory_kb, speed_us = (
         take(name, values) for name, values in zip(Evaluation._fields, born.evaluation, strict=True)
@@ -286,6 +300,28 @@ def elite_changes(
                     agent_update(problem, previous, old, generation, "left_elite", retired=True)
                 )
     return updates, elite_ids
+
+
+#: A snapshot's ``members`` when the member set is the whole population, in its order (an
+#: archive): thousands of agent numbers a generation need not be listed again.
+WHOLE_POPULATION = "population"
+
+
+def stored_members(members: IntArray | None, population: Population) -> list[int] | str | None:
+    """The member set (agent numbers) as a snapshot keeps it: JSON."""
+    if members is None:
+        return None
+    if members.size == len(population) and np.array_equal(members, population.agent_id):
+        return WHOLE_POPULATION
+    stored: list[int] = members.tolist()
+    return stored
+
+
+def restored_members(stored: list[int] | str | None, population: Population) -> IntArray:
+    """The member set a snapshot keeps (see :func:`stored_members`), as agent numbers."""
+    if stored == WHOLE_POPULATION:
+        return population.agent_id
+    return np.asarray(stored or [], dtype=np.int64)
 
 
 def strategy_outcome(

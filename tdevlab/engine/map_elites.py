@@ -92,6 +92,9 @@ class MapElites:
         self.bins = [int(b) for b in bins]
         if int(np.prod(self.bins)) > MAX_CELLS:
             raise InvalidParameters(f"bins={self.bins!r} make more than {MAX_CELLS} cells")
+        self._strides = np.array(
+            [int(np.prod(self.bins[i + 1 :])) for i in range(len(self.bins))], dtype=np.int64
+        )
         self.ranges = None if ranges is None else [_range(r) for r in ranges]
         if self.ranges is not None and len(self.ranges) != len(self.descriptors):
             raise InvalidParameters("ranges: one (low, high) per descriptor")
@@ -114,6 +117,8 @@ class MapElites:
         self.x0 = None if x0 is None else dict(x0)
         self.initial_sigma = float(initial_sigma)
         self._x0_row: FloatArray | None = None
+        # (descriptor values, grid bounds, cells) of the rows the last tell kept.
+        self._archive_cells: tuple[FloatArray, FloatArray, IntArray] | None = None
         if qd_offset is not None and not (
             isinstance(qd_offset, int | float) and np.isfinite(qd_offset)
         ):
@@ -167,7 +172,8 @@ class MapElites:
         scaled = (descriptors - bounds[:, 0]) / (bounds[:, 1] - bounds[:, 0])
         # np.clip's result, without its dispatch cost (a tenth of a tell at batch 100).
         index = np.minimum(np.maximum(np.floor(scaled * bins), 0), bins - 1).astype(np.int64)
-        flat: IntArray = np.ravel_multi_index(tuple(index.T), tuple(self.bins)).astype(np.int64)
+        # Row-major flat index (np.ravel_multi_index's, without its per-call setup).
+        flat: IntArray = index @ self._strides
         return flat
 
     def ask(
@@ -235,9 +241,11 @@ class MapElites:
             scored.speed_us,
         )
         cell = self.cell_of(values, p)
+        bounds = self.grid_ranges(p)
         if pop is None:
             keep = _cell_winners(cell, scored.fitness, scored.violation)
             offset = float(scored.fitness.min())
+            old_values, old_cell = values[:0], cell[:0]
         else:
             old_violation = ops.constraint_violation(
                 pop.memory_kb, pop.speed_us, p.memory_limit_kb, p.speed_limit_us
@@ -245,15 +253,36 @@ class MapElites:
             old_values = columns(
                 self.descriptors, space, pop.genes, pop.fitness, pop.memory_kb, pop.speed_us
             )
-            old_cell = self.cell_of(old_values, p)
+            old_cell = self._cells_of_archive(old_values, bounds, p)
             keep = _archive_update(
                 (old_cell, pop.fitness, old_violation),
                 (cell, scored.fitness, scored.violation),
             )
             offset = min(float(pop.fitness.min()), float(scored.fitness.min()))
+        # The kept rows' descriptor values and cells: the next tell's archive, if nothing
+        # else changes it, need not be placed in the grid again (a tenth of a generation).
+        self._archive_cells = (
+            _gathered(old_values, values, keep),
+            bounds,
+            _gathered(old_cell, cell, keep),
+        )
         if "qd_offset" not in state:
             state = {**state, "qd_offset": self.qd_offset if self.qd_offset is not None else offset}
         return keep, state
+
+    def _cells_of_archive(self, values: FloatArray, bounds: FloatArray, p: Parameters) -> IntArray:
+        """:meth:`cell_of` the archive's rows, taken from the last tell when that tell made
+        rows with exactly these descriptor values under the same grid (checked by value:
+        a rollback, another run or changed limits place the rows again)."""
+        made = self._archive_cells
+        if (
+            made is not None
+            and made[0].shape == values.shape
+            and np.array_equal(made[1], bounds)
+            and np.array_equal(made[0], values)
+        ):
+            return made[2]
+        return self.cell_of(values, p)
 
     def members(
         self, state: StrategyState, space: GeneSpace, pop: Population, params: Parameters
@@ -311,7 +340,9 @@ def _cell_winners(cell: IntArray, fitness: FloatArray, violation: FloatArray) ->
     else:
         order = np.lexsort((-fitness, cell))
     ordered = cell[order]
-    first = np.r_[True, ordered[1:] != ordered[:-1]]
+    first = np.empty(ordered.size, dtype=np.bool_)
+    first[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
     winners: IntArray = order[first].astype(np.int64)
     return winners
 
@@ -357,6 +388,17 @@ def _archive_update(archive: Columns, offspring: Columns) -> IntArray:
     old = np.ones(out.size, dtype=np.bool_)
     old[placed] = False
     out[old] = keep
+    return out
+
+
+def _gathered(old: np.ndarray, new: np.ndarray, keep: IntArray) -> np.ndarray:
+    """Rows ``keep`` of ``old`` followed by ``new``, without concatenating them."""
+    n = old.shape[0]
+    if n == 0:
+        return new[keep]
+    out = np.take(old, keep, axis=0, mode="clip")
+    born = keep >= n
+    out[born] = new[keep[born] - n]
     return out
 
 

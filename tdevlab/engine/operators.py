@@ -212,8 +212,22 @@ def mutate(
     that lands back on the same value (clipping at a bound) still counts as applied.
     ``genes`` is left unchanged unless ``inplace`` (then it is returned, mutated).
     """
-    n_genes = genes.shape[1]
     cells = bernoulli_cells(rng, genes.size, mutation_rate)
+    if cells.size == genes.size and genes.size:
+        return _mutate_every(rng, genes, sigma, space, inplace)
+    return _mutate_cells(rng, genes, cells, sigma, space, inplace)
+
+
+def _mutate_cells(
+    rng: np.random.Generator,
+    genes: FloatArray,
+    cells: IntArray,
+    sigma: float,
+    space: GeneSpace,
+    inplace: bool,
+) -> tuple[FloatArray, Mutation]:
+    """:func:`mutate` of the given flat ``cells`` (sorted)."""
+    n_genes = genes.shape[1]
     if n_genes & (n_genes - 1) == 0:  # a power of two: shift and mask, the same numbers
         shift = n_genes.bit_length() - 1
         rows, columns = cells >> shift, cells & (n_genes - 1)
@@ -244,3 +258,33 @@ def mutate(
     if not np.shares_memory(flat, out):
         out[...] = flat.reshape(out.shape)  # `genes` was not contiguous: reshape copied
     return out, Mutation(rows, columns, old, value)
+
+
+def _mutate_every(
+    rng: np.random.Generator, genes: FloatArray, sigma: float, space: GeneSpace, inplace: bool
+) -> tuple[FloatArray, Mutation]:
+    """:func:`mutate` when every cell mutates (rate 1, as MAP-Elites' gaussian emitter):
+    the same draws and the same float operations on each cell, on whole rows instead of
+    gathered and scattered cells (about a third of the time at 100 x 20)."""
+    n, n_genes = genes.shape
+    rows = np.repeat(np.arange(n, dtype=np.int64), n_genes)
+    columns = np.tile(np.arange(n_genes, dtype=np.int64), n)
+    old = genes.reshape(-1).copy()
+    noise = rng.standard_normal(old.size).reshape(n, n_genes)
+    if space.any_log:
+        log = space.is_log[columns]
+        value = np.where(log, np.log(np.where(log, old, 1.0)), old).reshape(n, n_genes)
+    else:
+        value = old.reshape(n, n_genes).copy()
+    value += noise * (sigma * space.search_span)
+    bounded(value, space.search_low, space.search_high, out=value)
+    flat = space.cells_from_search(columns, value.reshape(-1))
+    if space.any_categorical:
+        cat = space.is_categorical[columns]
+        k = space.n_choices[columns[cat]]
+        shift = 1 + np.floor(rng.random(k.size) * (k - 1))  # as in `mutate`
+        flat[cat] = np.mod(old[cat] + shift, k)
+    if inplace:
+        genes[...] = flat.reshape(n, n_genes)
+        return genes, Mutation(rows, columns, old, flat)
+    return flat.reshape(n, n_genes).copy(), Mutation(rows, columns, old, flat)

@@ -3,20 +3,24 @@
 A tell sorts only the offspring and meets each cell's best with the elite there
 (``_archive_update``); who entered and left the archive follows from the tell's selection
 (``strategy_outcome`` with ``keep``); the next population is gathered without concatenating
-the archive and the offspring (``_take``). Each is checked here against the computation it
-replaces, on many random cases with ties, infeasible agents and negative zeros.
+the archive and the offspring (``_take``); the archive's cells are the last tell's
+(``_cells_of_archive``); a snapshot names an archive's members as the whole population.
+Each is checked here against the computation it replaces, on many random cases with ties,
+infeasible agents and negative zeros, or on whole runs.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
+from tdevlab import Engine
 from tdevlab.engine import generation as gen
-from tdevlab.engine.map_elites import _archive_update, _cell_winners
-from tests.engine.test_multi_strategies import _map_elites
+from tdevlab.engine.map_elites import MapElites, _archive_update, _cell_winners
+from tests.engine.test_multi_strategies import _map_elites, _nsga2
 
 
 def _columns(rng: np.random.Generator, size: int, cells: int) -> gen.FloatArray:
@@ -110,3 +114,79 @@ def test_archive_changes_from_the_selection_are_the_set_comparison(
         assert np.array_equal(fast[2], slow[2])
         changes += len(fast[1])
     assert changes > 100  # entering and leaving agents were compared, not empty lists
+
+
+def test_tell_places_only_the_offspring_while_the_archive_is_its_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The archive's cells come from the last tell when it made these very rows under the
+    same grid, and are then what placing every row gives; after a rollback (another
+    archive) they are placed again."""
+    engine = _map_elites()
+    strategy = engine.strategy
+    assert isinstance(strategy, MapElites)
+    original = MapElites._cells_of_archive
+    reused: list[bool] = []
+
+    def checked(self: MapElites, values: Any, bounds: Any, p: Any) -> Any:
+        made = self._archive_cells
+        cells = original(self, values, bounds, p)
+        reused.append(made is not None and cells is made[2])
+        assert np.array_equal(cells, self.cell_of(values, p))
+        return cells
+
+    monkeypatch.setattr(MapElites, "_cells_of_archive", checked)
+    for _ in range(12):
+        engine.step()
+    assert reused == [True] * 11
+    engine.rollback(5)
+    engine.step()
+    assert reused[-1] is False  # the cached cells were generation 12's archive
+    engine.step()
+    assert reused[-1] is True
+
+
+def _archive_events(engine: Engine) -> list[Any]:
+    result = engine.step()
+    return [(a.agent_id, a.status, a.reason) for a in result.agents]
+
+
+def test_an_archives_members_are_stored_as_the_population(tmp_path: Path) -> None:
+    """A snapshot names an archive's members as the whole population instead of listing
+    thousands of numbers; a reopened run announces the same archive changes as the
+    uninterrupted one, and a front (a subset) is still listed."""
+    reference = _map_elites()
+    for _ in range(8):
+        reference.step()
+    expected = [_archive_events(reference) for _ in range(3)]
+    engine = _map_elites(store=tmp_path / "runs.db")
+    for _ in range(8):
+        engine.step()
+    state = engine.store.load_snapshot(engine.run_id, 0, engine.generation).state
+    assert state["members"] == gen.WHOLE_POPULATION
+    run_id = engine.run_id
+    engine.close()
+    assert run_id is not None
+    reopened = Engine.open(tmp_path / "runs.db", run_id)
+    assert [_archive_events(reopened) for _ in range(3)] == expected
+    reopened.close()
+    front = _nsga2()
+    for _ in range(3):
+        front.step()
+    members = front.store.load_snapshot(front.run_id, 0, front.generation).state["members"]
+    assert isinstance(members, list)
+    assert 0 < len(members) <= 24
+
+
+def test_members_listed_by_number_are_restored_too() -> None:
+    """Snapshots written before the whole-population form list the numbers: both forms
+    restore the same member set."""
+    engine = _map_elites()
+    for _ in range(3):
+        engine.step()
+    pop = engine.population
+    assert pop is not None
+    listed = gen.restored_members(pop.agent_id.tolist(), pop)
+    assert np.array_equal(listed, gen.restored_members(gen.WHOLE_POPULATION, pop))
+    assert gen.stored_members(None, pop) is None
+    assert gen.restored_members(None, pop).size == 0

@@ -525,3 +525,29 @@ def test_mutate_does_not_overflow_on_non_log_genes() -> None:
     with np.errstate(over="raise"):
         out, _ = ops.mutate(_rng(0), genes, 1.0, 0.1, space)
     assert_valid_genes(space, out)
+
+
+@FAST
+@given(data=st.data(), sigma=st.floats(0.0, 2.0), seed=seeds, inplace=st.booleans())
+def test_mutate_every_cell_is_the_cell_by_cell_mutation(
+    data: st.DataObject, sigma: float, seed: int, inplace: bool
+) -> None:
+    """At rate 1 the whole-row path gives exactly the genes and record the cell path gives
+    for every cell (log, integer and categorical genes included), leaving the input alone
+    unless in place."""
+    space = data.draw(gene_spaces())
+    genes = data.draw(populations(space))
+    cells = np.arange(genes.size, dtype=np.int64)
+    expected, expected_record = ops._mutate_cells(
+        _rng(seed), genes.copy(), cells, sigma, space, False
+    )
+    target = genes.copy()
+    out, record = ops.mutate(_rng(seed), target, 1.0, sigma, space, inplace=inplace)
+    np.testing.assert_array_equal(out, expected)
+    assert (out is target) == inplace
+    if not inplace:
+        np.testing.assert_array_equal(target, genes)
+        assert not np.shares_memory(out, record.new)
+    for a, b in zip(record, expected_record, strict=True):
+        np.testing.assert_array_equal(a, b)
+        assert a.dtype == b.dtype
