@@ -439,7 +439,8 @@ class Engine(RunLoops, AgentAccess, LineageAccess):
         }
         if members is not None:  # `_commit` takes the array back instead of converting the list
             self._made_members = (snapshot_state["members"], members)
-        snapshot = Snapshot(generation, self.branch, population, snapshot_state)
+        source = gen.row_sources(previous, population, keep, block)
+        snapshot = Snapshot(generation, self.branch, population, snapshot_state, source)
         updates = AgentUpdates([agents, member_updates])  # built when read
         result = GenerationResult(evolution=evolution, agents=updates, logs=logs, alerts=alerts)
         return result, snapshot, (new_first, new_last), joined

@@ -210,6 +210,21 @@ def assemble(
     return population, score, top
 
 
+def row_sources(
+    previous: Population | None,
+    population: Population,
+    keep: IntArray,
+    block: tuple[IntArray, FloatArray] | None,
+) -> IntArray | None:
+    """``Snapshot.source`` of a population :func:`assemble` made: the previous row of each
+    kept row, -1 for offspring; ``None`` when the genes are a matrix the strategy built
+    (its own rows, not checked to be the previous ones) or there was no previous."""
+    if previous is None or (block is not None and population.genes is block[1]):
+        return None
+    source: IntArray = np.where(keep < len(previous), keep, -1)
+    return source
+
+
 def evolution_update(
     *,
     problem: Problem,

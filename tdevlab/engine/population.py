@@ -75,9 +75,15 @@ class Snapshot:
 
     ``state`` holds JSON-ready engine state: parameters, counters, the alert detector,
     and ``rng`` (the bit generator state that will produce the next generation).
+
+    ``source``, when known, says where each row came from: ``source[i]`` is the row of the
+    previous generation's population (the one this generation was made from) that row
+    ``i`` was taken from, with every column but ``violation`` and ``status`` unchanged;
+    -1 for a new agent. A memory store keeps such a generation as its changes.
     """
 
     generation: int
     branch: int
     population: Population
     state: dict[str, Any] = field(default_factory=dict)
+    source: IntArray | None = field(default=None, compare=False, repr=False)

@@ -3,18 +3,20 @@
 Memory stays bounded on long runs and large populations: it keeps the newest
 ``keep_generations`` generation rows (and up to eight times as many agent updates, logs and
 alerts; a generation's agent updates kept as the values gathered for them, built when read)
-and the newest snapshots (a snapshot holds the whole population), at most
-``keep_snapshots`` of them and at most ``keep_bytes`` of arrays, so rollback reaches that far
-back and an export covers that window. Recording is just appending references: a
-population's arrays are never modified after they are built, so nothing is copied. Lineage
-finds the agents born in the kept generations (read from their snapshots when asked), so
-it reaches back as far as rollback does. Use the SQLite store to keep a
-whole run.
+and the newest snapshots, at most ``keep_snapshots`` of them and at most ``keep_bytes`` of
+arrays, so rollback reaches that far back and an export covers that window. Recording
+keeps references (a population's arrays are never modified after they are built); a
+generation most of whose rows come from the one before (an archive) is then kept as its
+changes to it (:mod:`tdevlab.store.changes`), several times smaller, and made back whole
+when read. Lineage finds the agents born in the kept generations (read from their
+snapshots when asked), so it reaches back as far as rollback does. Use the SQLite store to
+keep a whole run.
 """
 
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field, replace
@@ -29,6 +31,7 @@ from tdevlab.engine.population import Snapshot
 from tdevlab.engine.storage import AgentRecords
 from tdevlab.exceptions import GenerationNotFound, InvalidParameters, RunNotFound
 from tdevlab.store.base import BranchInfo, RunInfo, branch_holding
+from tdevlab.store.changes import CHECKPOINT, Changes
 from tdevlab.store.rows import event_row, generation_row
 
 __all__ = ["MemoryStore"]
@@ -44,7 +47,12 @@ class _Run:
     events: deque[tuple[int, int, str, Any, float]]
     dropped: int = 0  # generation rows no longer kept (the oldest)
     event_count: int = 0  # events kept, a batch counted by its size
-    snapshots: OrderedDict[tuple[int, int], Snapshot] = field(default_factory=OrderedDict)
+    # Kept generations, oldest first: whole, or as changes to the one they were made from.
+    snapshots: OrderedDict[tuple[int, int], Snapshot | _Kept] = field(default_factory=OrderedDict)
+    # Per kept generation, the kept generations stored as changes to it.
+    dependents: dict[tuple[int, int], set[tuple[int, int]]] = field(default_factory=dict)
+    # The generation last made back from changes (reading them in order makes one step each).
+    made: Snapshot | None = None
     snapshot_bytes: int = 0
     # The bytes of each kept snapshot's arrays, summed once when it is recorded.
     snapshot_sizes: dict[tuple[int, int], int] = field(default_factory=dict)
@@ -88,6 +96,9 @@ class MemoryStore:
         self.keep_generations = keep_generations
         self.keep_bytes = keep_bytes
         self._runs: dict[int, _Run] = {}
+        # Kept generations are read (rollback, lineage, exports) from other threads while
+        # the engine records; making one back from changes reads several entries.
+        self._lock = threading.RLock()
 
     def _run(self, run_id: int) -> _Run:
         try:
@@ -119,19 +130,20 @@ class MemoryStore:
         # Only the row: agent updates live in `events`, which has its own bound.
         run.results.append((snapshot.branch, result.evolution))
         key = (snapshot.branch, snapshot.generation)
-        if run.snapshots.pop(key, None) is not None:
-            run.snapshot_bytes -= run.snapshot_sizes.pop(key)
-        run.snapshots[key] = snapshot
-        size = run.snapshot_sizes[key] = _nbytes(snapshot)
-        run.snapshot_bytes += size
-        run.index = None
-        run.born.pop(key, None)  # recorded again: made again when asked
-        while len(run.snapshots) > 1 and (
-            (self.keep_snapshots is not None and len(run.snapshots) > self.keep_snapshots)
-            or (self.keep_bytes is not None and run.snapshot_bytes > self.keep_bytes)
-        ):
-            dropped, _ = run.snapshots.popitem(last=False)
-            run.snapshot_bytes -= run.snapshot_sizes.pop(dropped)
+        with self._lock:
+            if key in run.snapshots:
+                _forget(run, key)
+            run.snapshots[key] = snapshot
+            size = run.snapshot_sizes[key] = _nbytes(snapshot)
+            run.snapshot_bytes += size
+            _compact_parent(run, snapshot)
+            run.index = None
+            run.born.pop(key, None)  # recorded again: made again when asked
+            while len(run.snapshots) > 1 and (
+                (self.keep_snapshots is not None and len(run.snapshots) > self.keep_snapshots)
+                or (self.keep_bytes is not None and run.snapshot_bytes > self.keep_bytes)
+            ):
+                _forget(run, next(iter(run.snapshots)))
         run.new_ids.append((new_ids[0], new_ids[1], snapshot.branch, snapshot.generation))
         g, b, t = snapshot.generation, snapshot.branch, result.evolution.timestamp
         agents = result.agents
@@ -180,7 +192,11 @@ class MemoryStore:
     def load_snapshot(self, run_id: int, branch: int, generation: int) -> Snapshot:
         run = self._run(run_id)
         holder = branch_holding(run.branches, branch, generation)
-        snapshot = None if holder is None else run.snapshots.get((holder, generation))
+        snapshot = None
+        if holder is not None:
+            with self._lock:
+                if (holder, generation) in run.snapshots:
+                    snapshot = _snapshot(run, (holder, generation))
         if snapshot is None:
             kept = (
                 ""
@@ -253,22 +269,26 @@ class MemoryStore:
         run = self._run(run_id)
         index = run.index
         if index is None:
-            # A copy first: the engine may record a generation meanwhile, from its thread.
-            kept = list(run.snapshots.items())
-            genes = len(run.info.config.get("gene_space") or ())
-            born = {key: run.born.get(key) for key, _ in kept}
-            for (branch, generation), snapshot in kept:
-                if born[(branch, generation)] is None:
-                    holder = branch_holding(run.branches, branch, generation - 1)
-                    made_from = (
-                        None if holder is None else run.snapshots.get((holder, generation - 1))
-                    )
-                    born[(branch, generation)] = AgentRecords.born(
-                        snapshot.population,
-                        branch,
-                        generation,
-                        None if made_from is None else made_from.population,
-                    )
+            # Under the lock: the engine may record a generation meanwhile, from its thread.
+            with self._lock:
+                kept = list(run.snapshots)
+                genes = len(run.info.config.get("gene_space") or ())
+                born = {key: run.born.get(key) for key in kept}
+                for branch, generation in kept:
+                    if born[(branch, generation)] is None:
+                        holder = branch_holding(run.branches, branch, generation - 1)
+                        parent = None if holder is None else (holder, generation - 1)
+                        made_from = (
+                            _snapshot(run, parent)
+                            if parent is not None and parent in run.snapshots
+                            else None
+                        )
+                        born[(branch, generation)] = AgentRecords.born(
+                            _snapshot(run, (branch, generation)).population,
+                            branch,
+                            generation,
+                            None if made_from is None else made_from.population,
+                        )
             run.born = born  # each generation's agents made once, dropped with its snapshot
             index = run.index = RecordsIndex(
                 AgentRecords.concat([b for b in born.values() if b is not None], genes)
@@ -312,5 +332,90 @@ def _info(run: _Run) -> RunInfo:
     return info
 
 
-def _nbytes(snapshot: Snapshot) -> int:
+def _nbytes(snapshot: Snapshot | _Kept) -> int:
+    if isinstance(snapshot, _Kept):
+        return snapshot.changes.nbytes
     return sum(int(a.nbytes) for a in snapshot.population.arrays().values())
+
+
+@dataclass(frozen=True)
+class _Kept:
+    """A kept generation stored as :class:`Changes` to its parent generation."""
+
+    generation: int
+    branch: int
+    state: dict[str, Any]
+    changes: Changes
+
+
+def _compact_parent(run: _Run, snapshot: Snapshot) -> None:
+    """Keep the generation ``snapshot`` was made from as changes to its own parent, when
+    it is whole, is not a checkpoint, came mostly from that parent, and that is kept."""
+    generation = snapshot.generation - 1
+    holder = branch_holding(run.branches, snapshot.branch, generation)
+    parent_key = None if holder is None else (holder, generation)
+    parent = run.snapshots.get(parent_key) if parent_key is not None else None
+    if not isinstance(parent, Snapshot) or parent.source is None or generation % CHECKPOINT == 0:
+        return
+    base_holder = branch_holding(run.branches, parent.branch, generation - 1)
+    base = None if base_holder is None else (base_holder, generation - 1)
+    if base is None or base not in run.snapshots:
+        return
+    assert parent_key is not None
+    changes = Changes.of(base, parent.population, parent.source)
+    if changes is None:
+        return
+    _replace(run, parent_key, _Kept(parent.generation, parent.branch, parent.state, changes))
+    run.dependents.setdefault(base, set()).add(parent_key)
+
+
+def _replace(run: _Run, key: tuple[int, int], entry: Snapshot | _Kept) -> None:
+    """Put ``entry`` in place of the kept generation ``key`` (same place in the order)."""
+    run.snapshots[key] = entry
+    size = _nbytes(entry)
+    run.snapshot_bytes += size - run.snapshot_sizes[key]
+    run.snapshot_sizes[key] = size
+
+
+def _forget(run: _Run, key: tuple[int, int]) -> None:
+    """Drop a kept generation; the ones stored as changes to it are made whole first."""
+    for dependent in sorted(run.dependents.pop(key, ())):
+        if isinstance(run.snapshots.get(dependent), _Kept):
+            whole = _snapshot(run, dependent)
+            _replace(
+                run,
+                dependent,
+                Snapshot(whole.generation, whole.branch, whole.population, whole.state),
+            )
+    entry = run.snapshots.pop(key)
+    run.snapshot_bytes -= run.snapshot_sizes.pop(key)
+    if isinstance(entry, _Kept):
+        run.dependents.get(entry.changes.base, set()).discard(key)
+    if run.made is not None and (run.made.branch, run.made.generation) == key:
+        run.made = None
+
+
+def _snapshot(run: _Run, key: tuple[int, int]) -> Snapshot:
+    """The kept generation ``key`` whole (made back from changes when stored as those)."""
+    entry = run.snapshots[key]
+    if isinstance(entry, Snapshot):
+        return entry
+    made = run.made
+    if made is not None and (made.branch, made.generation) == key:
+        return made
+    chain = [entry]
+    while True:
+        base = chain[-1].changes.base
+        if made is not None and (made.branch, made.generation) == base:
+            population = made.population
+            break
+        below = run.snapshots[base]
+        if isinstance(below, Snapshot):
+            population = below.population
+            break
+        chain.append(below)
+    for kept in reversed(chain):
+        population = kept.changes.apply(population)
+    snapshot = Snapshot(entry.generation, entry.branch, population, entry.state)
+    run.made = snapshot
+    return snapshot
