@@ -321,13 +321,12 @@ class MapElites:
         """``archive_coverage`` (share of cells filled) and ``qd_score`` (feasible elites'
         fitness above the offset, summed)."""
         offset = float(state.get("qd_offset", 0.0))
-        feasible = (
-            ops.constraint_violation(
-                pop.memory_kb, pop.speed_us, params.memory_limit_kb, params.speed_limit_us
-            )
-            <= 0
+        violation = ops.constraint_violation(
+            pop.memory_kb, pop.speed_us, params.memory_limit_kb, params.speed_limit_us
         )
-        qd = float(np.maximum(pop.fitness[feasible] - offset, 0.0).sum())
+        # Every elite feasible (the usual case): no selection to copy.
+        fitness = pop.fitness if not violation.any() else pop.fitness[violation <= 0]
+        qd = float(np.maximum(fitness - offset, 0.0).sum())
         return {"archive_coverage": len(pop) / self.cells, "qd_score": qd}
 
 
