@@ -269,26 +269,32 @@ class MemoryStore:
         run = self._run(run_id)
         index = run.index
         if index is None:
-            # Under the lock: the engine may record a generation meanwhile, from its thread.
+            # The engine may record (and drop) generations meanwhile, from its thread: the
+            # lock is taken a generation at a time, so a run goes on while this is built.
             with self._lock:
                 kept = list(run.snapshots)
-                genes = len(run.info.config.get("gene_space") or ())
-                born = {key: run.born.get(key) for key in kept}
-                for branch, generation in kept:
-                    if born[(branch, generation)] is None:
-                        holder = branch_holding(run.branches, branch, generation - 1)
-                        parent = None if holder is None else (holder, generation - 1)
-                        made_from = (
-                            _snapshot(run, parent)
-                            if parent is not None and parent in run.snapshots
-                            else None
-                        )
-                        born[(branch, generation)] = AgentRecords.born(
-                            _snapshot(run, (branch, generation)).population,
-                            branch,
-                            generation,
-                            None if made_from is None else made_from.population,
-                        )
+            genes = len(run.info.config.get("gene_space") or ())
+            born = {key: run.born.get(key) for key in kept}
+            for branch, generation in kept:
+                if born[(branch, generation)] is not None:
+                    continue
+                holder = branch_holding(run.branches, branch, generation - 1)
+                parent = None if holder is None else (holder, generation - 1)
+                with self._lock:
+                    if (branch, generation) not in run.snapshots:
+                        continue  # dropped meanwhile
+                    made_from = (
+                        _snapshot(run, parent)
+                        if parent is not None and parent in run.snapshots
+                        else None
+                    )
+                    population = _snapshot(run, (branch, generation)).population
+                born[(branch, generation)] = AgentRecords.born(
+                    population,
+                    branch,
+                    generation,
+                    None if made_from is None else made_from.population,
+                )
             run.born = born  # each generation's agents made once, dropped with its snapshot
             index = run.index = RecordsIndex(
                 AgentRecords.concat([b for b in born.values() if b is not None], genes)

@@ -155,8 +155,8 @@ def test_lineage_from_changes_is_lineage_from_whole_populations(tmp_path: Path) 
 
 
 def test_readers_in_another_thread_see_whole_generations_while_the_run_records() -> None:
-    """Rollback targets and exports are read from server threads while the engine records:
-    a reader always gets a whole generation, as recorded."""
+    """Rollback targets, exports and lineage are read from server threads while the engine
+    records: a reader always gets a whole generation, as recorded."""
     store = Recorded(keep_snapshots=24)
     engine = _map_elites(store=store)
     engine.step()
@@ -179,6 +179,10 @@ def test_readers_in_another_thread_see_whole_generations_while_the_run_records()
                 want = store.given[key][0]["agent_id"]
                 assert snapshot.population.agent_id.tobytes() == want.tobytes()
                 reads += 1
+                if reads % 50 == 0:  # lineage reads every kept generation
+                    asked = snapshot.population.agent_id[:3].tolist()
+                    records = store.agent_records(run_id, asked)
+                    assert set(records.agent.tolist()) <= set(asked)
             except BaseException as exc:
                 errors.append(exc)
                 return
@@ -191,5 +195,5 @@ def test_readers_in_another_thread_see_whole_generations_while_the_run_records()
     reader.join(timeout=30)
     assert not reader.is_alive()
     assert not errors, errors[:1]
-    assert reads > 0
+    assert reads >= 50  # some lineage reads among them
     _assert_kept_whole(store, engine)
