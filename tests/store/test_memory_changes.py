@@ -189,8 +189,10 @@ def test_readers_in_another_thread_see_whole_generations_while_the_run_records()
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
-    for _ in range(150):
+    for step in range(3000):  # at least 150 generations, and until the reader read 60
         engine.step()
+        if step >= 150 and (reads >= 60 or errors):
+            break
     stop.set()
     reader.join(timeout=30)
     assert not reader.is_alive()
