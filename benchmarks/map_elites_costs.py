@@ -42,8 +42,12 @@ from typing import Any
 import numpy as np
 
 from benchmarks._tables import format_markdown, format_plain, load_average
-from benchmarks.strategies_vs_peers import QD_BATCH, QD_BINS, QD_DIMS, QD_RANGE, QD_SIGMA
-from tdevlab import Engine
+from benchmarks.strategies_vs_peers import (
+    QD_BATCH,
+    QD_DIMS,
+    map_elites_engine,
+    pyribs_scheduler,
+)
 from tdevlab.engine import MapElites, ProjectedRastrigin
 from tdevlab.engine import engine as engine_module
 from tdevlab.engine import generation as gen
@@ -87,29 +91,9 @@ def timed(parts: list[tuple[str, Any, str]], totals: Counter[str]) -> Iterator[N
             setattr(owner, name, function)
 
 
-def _engine(seed: int) -> Engine:
-    problem = ProjectedRastrigin(dims=QD_DIMS)
-    return Engine(
-        problem,
-        strategy=MapElites(
-            bins=(QD_BINS, QD_BINS),
-            ranges=[(-QD_RANGE, QD_RANGE)] * 2,
-            x0={name: 0.0 for name in problem.gene_space.names},
-            initial_sigma=QD_SIGMA / (2 * 5.12),
-        ),
-        seed=seed,
-        population_size=QD_BATCH,
-        mutation_rate=1.0,
-        mutation_sigma=QD_SIGMA / (2 * 5.12),
-        elite_count=0,
-        memory_limit_kb=1e9,
-        speed_limit_us=1e9,
-    )
-
-
 def tdevlab_parts(batches: int, seed: int) -> dict[str, float]:
     """Microseconds per generation of each part, and in all."""
-    engine = _engine(seed)
+    engine = map_elites_engine(seed)
     for _ in range(WARM):
         engine.step()
     totals: Counter[str] = Counter()
@@ -129,26 +113,8 @@ def tdevlab_parts(batches: int, seed: int) -> dict[str, float]:
 
 
 def pyribs_parts(batches: int, seed: int) -> dict[str, float]:
-    from ribs.archives import GridArchive
-    from ribs.emitters import GaussianEmitter
-    from ribs.schedulers import Scheduler
-
     problem = ProjectedRastrigin(dims=QD_DIMS)
-    archive = GridArchive(
-        solution_dim=QD_DIMS,
-        dims=[QD_BINS, QD_BINS],
-        ranges=[(-QD_RANGE, QD_RANGE)] * 2,
-        seed=seed,
-    )
-    emitter = GaussianEmitter(
-        archive,
-        sigma=QD_SIGMA,
-        x0=np.zeros(QD_DIMS),
-        bounds=[(-5.12, 5.12)] * QD_DIMS,
-        batch_size=QD_BATCH,
-        seed=seed,
-    )
-    scheduler = Scheduler(archive, [emitter])
+    _, scheduler = pyribs_scheduler(seed)
     totals: Counter[str] = Counter()
     for i in range(batches):
         t0 = time.perf_counter()
@@ -170,7 +136,7 @@ def pyribs_parts(batches: int, seed: int) -> dict[str, float]:
 
 def kept_bytes(generations: int) -> tuple[float, float, int]:
     """(MB the memory store keeps, MB of the same generations whole, archive size)."""
-    engine = _engine(0)
+    engine = map_elites_engine(0)
     for _ in range(generations):
         engine.step()
     store, run_id = engine.store, engine.run_id

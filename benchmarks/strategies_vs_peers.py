@@ -156,13 +156,11 @@ def _normalised_qd(objectives: np.ndarray) -> float:
     return float(np.sum((objectives - worst) / -worst * 100.0))
 
 
-def tdevlab_map_elites(
-    batches: int, seed: int, emitter: str = "gaussian"
-) -> tuple[float, float, float]:
-    """(coverage, QD score, evaluations per second); the first batch around x0 = 0, as
-    pyribs' emitter starts."""
+def map_elites_engine(seed: int, emitter: str = "gaussian") -> Engine:
+    """tdevlab's MAP-Elites on the QD benchmark; the first batch around x0 = 0, as pyribs'
+    emitter starts."""
     problem = ProjectedRastrigin(dims=QD_DIMS)
-    engine = Engine(
+    return Engine(
         problem,
         strategy=MapElites(
             bins=(QD_BINS, QD_BINS),
@@ -179,6 +177,13 @@ def tdevlab_map_elites(
         elite_count=0,
         **UNCONSTRAINED,
     )
+
+
+def tdevlab_map_elites(
+    batches: int, seed: int, emitter: str = "gaussian"
+) -> tuple[float, float, float]:
+    """(coverage, QD score, evaluations per second)."""
+    engine = map_elites_engine(seed, emitter)
     started = time.perf_counter()
     for _ in range(batches):
         engine.step()
@@ -190,13 +195,12 @@ def tdevlab_map_elites(
     return coverage, _normalised_qd(pop.fitness), rate
 
 
-def pyribs_map_elites(batches: int, seed: int) -> tuple[float, float, float]:
+def pyribs_scheduler(seed: int) -> tuple[Any, Any]:
+    """pyribs' ``(GridArchive, Scheduler)`` with one ``GaussianEmitter`` on the benchmark."""
     from ribs.archives import GridArchive
     from ribs.emitters import GaussianEmitter
     from ribs.schedulers import Scheduler
 
-    problem = ProjectedRastrigin(dims=QD_DIMS)
-    started = time.perf_counter()
     archive = GridArchive(
         solution_dim=QD_DIMS,
         dims=[QD_BINS, QD_BINS],
@@ -211,7 +215,13 @@ def pyribs_map_elites(batches: int, seed: int) -> tuple[float, float, float]:
         batch_size=QD_BATCH,
         seed=seed,
     )
-    scheduler = Scheduler(archive, [emitter])
+    return archive, Scheduler(archive, [emitter])
+
+
+def pyribs_map_elites(batches: int, seed: int) -> tuple[float, float, float]:
+    problem = ProjectedRastrigin(dims=QD_DIMS)
+    started = time.perf_counter()
+    archive, scheduler = pyribs_scheduler(seed)
     for _ in range(batches):
         solutions = scheduler.ask()
         fitness, m1, m2 = problem.evaluate(solutions)
