@@ -108,28 +108,15 @@ def _take(
     born: tuple[IntArray, IntArray] | None = None,
 ) -> np.ndarray:
     """Rows ``keep`` of ``previous`` followed by ``new`` (``carry``: kept rows of previous
-    that come first, when the rest is all of ``new`` in order; ``born``: :func:`_born` of
-    ``keep``, when several columns are taken with it)."""
+    that come first, when the rest is all of ``new`` in order; ``born``:
+    :func:`~tdevlab.engine.operators.offspring_rows` of ``keep``, shared by the columns)."""
     if carry >= 0:
         if previous is None or carry == 0:
             return new
         return np.concatenate([previous[keep[:carry]], new])
     if previous is None:
         return new[keep]
-    # Gathered into one array without concatenating the two first (an archive of thousands
-    # of rows would be copied whole for a few changes): every row from `previous`, rows
-    # past its end clipped to its last, then the offspring's rows written over those.
-    rows, sources = _born(keep, len(previous)) if born is None else born
-    out = np.empty((keep.size, *new.shape[1:]), dtype=np.result_type(previous, new))
-    np.take(previous, keep, axis=0, out=out, mode="clip")
-    out[rows] = new[sources]
-    return out
-
-
-def _born(keep: IntArray, previous: int) -> tuple[IntArray, IntArray]:
-    """The rows of ``keep`` that are offspring, and which offspring."""
-    rows = np.flatnonzero(keep >= previous)
-    return rows, keep[rows] - previous
+    return ops.take_candidates(previous, new, keep, born)
 
 
 def _carry(keep: IntArray, previous: int, new: int) -> int:
@@ -172,7 +159,7 @@ def assemble(
     carry = _carry(keep, n, k)
     birth = np.full(k, generation, dtype=np.int64)
 
-    born_rows = None if previous is None or carry >= 0 else _born(keep, n)
+    born_rows = None if previous is None or carry >= 0 else ops.offspring_rows(keep, n)
 
     def take(field: str, new: np.ndarray) -> np.ndarray:
         old = None if previous is None else getattr(previous, field)

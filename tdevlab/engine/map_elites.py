@@ -262,9 +262,9 @@ class MapElites:
         # The kept rows' descriptor values and cells: the next tell's archive, if nothing
         # else changes it, need not be placed in the grid again (a tenth of a generation).
         self._archive_cells = (
-            _gathered(old_values, values, keep),
+            ops.take_candidates(old_values, values, keep),
             bounds,
-            _gathered(old_cell, cell, keep),
+            ops.take_candidates(old_cell, cell, keep),
         )
         if "qd_offset" not in state:
             state = {**state, "qd_offset": self.qd_offset if self.qd_offset is not None else offset}
@@ -387,17 +387,6 @@ def _archive_update(archive: Columns, offspring: Columns) -> IntArray:
     old = np.ones(out.size, dtype=np.bool_)
     old[placed] = False
     out[old] = keep
-    return out
-
-
-def _gathered(old: np.ndarray, new: np.ndarray, keep: IntArray) -> np.ndarray:
-    """Rows ``keep`` of ``old`` followed by ``new``, without concatenating them."""
-    n = old.shape[0]
-    if n == 0:
-        return new[keep]
-    out = np.take(old, keep, axis=0, mode="clip")
-    born = keep >= n
-    out[born] = new[keep[born] - n]
     return out
 
 

@@ -25,9 +25,11 @@ __all__ = [
     "constraint_violation",
     "elite_indices",
     "mutate",
+    "offspring_rows",
     "random_bits",
     "rank_order",
     "selection_score",
+    "take_candidates",
     "tournament_select",
     "uniform_crossover",
 ]
@@ -162,6 +164,33 @@ def blend_crossover(
         cols = space.is_categorical
         child[:, cols] = np.where(pick[:, cols], second[:, cols], first[:, cols])
     return np.where(crossed[:, None], child, first), crossed
+
+
+def take_candidates(
+    old: np.ndarray,
+    new: np.ndarray,
+    keep: IntArray,
+    offspring: tuple[IntArray, IntArray] | None = None,
+) -> np.ndarray:
+    """Rows ``keep`` of the candidates ``[old; new]`` (``old``'s rows, then ``new``'s),
+    gathered without concatenating the two (an archive of thousands of rows would be copied
+    whole for a few changes). ``offspring``: :func:`offspring_rows` of ``keep``, when
+    several columns are taken with it."""
+    n = old.shape[0]
+    if n == 0:
+        return new[keep]
+    rows, sources = offspring_rows(keep, n) if offspring is None else offspring
+    out = np.empty((keep.size, *new.shape[1:]), dtype=np.result_type(old, new))
+    # Every row from `old`, rows past its end clipped to its last, then `new`'s rows over those.
+    np.take(old, keep, axis=0, out=out, mode="clip")
+    out[rows] = new[sources]
+    return out
+
+
+def offspring_rows(keep: IntArray, old: int) -> tuple[IntArray, IntArray]:
+    """The positions in ``keep`` of rows from ``new`` (candidates past ``old``), and which."""
+    rows = np.flatnonzero(keep >= old)
+    return rows, keep[rows] - old
 
 
 class Mutation(NamedTuple):
