@@ -181,7 +181,10 @@ def _agents_table(
     frame["speed_us"] = agents["speed_us"].to_numpy(np.float64)
     # The wire carries no constraint violation: a violating status is the only sign.
     frame["feasible"] = (agents["status"] != "violating").to_numpy(bool)
-    frame["status"] = pd.Categorical(agents["status"].astype(object), categories=list(STATUS_NAMES))
+    # A status the wire should not carry is missing (pandas will refuse to make it so itself).
+    status = agents["status"].astype(object)
+    known = list(STATUS_NAMES)
+    frame["status"] = pd.Categorical(status.where(status.isin(known)), categories=known)
     return frame
 
 
